@@ -1,0 +1,32 @@
+"""Process entry point of the relay: settings, logging, signals, then the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import structlog
+
+from outbox_relay.relay import OutboxRelay
+from socialflow.lib.logging import configure_logging
+from socialflow.settings import get_settings
+
+log = structlog.get_logger("outbox_relay")
+
+
+async def serve() -> None:
+    settings = get_settings()
+    if settings.database_url is None or settings.redis_url is None:
+        raise SystemExit("DATABASE_URL and REDIS_URL must be set for the relay")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    relay = OutboxRelay.from_settings(settings)
+    await relay.run(stop)
+
+
+def main() -> None:
+    configure_logging(get_settings())
+    asyncio.run(serve())
+    log.info("relay.stopped")

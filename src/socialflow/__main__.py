@@ -1,0 +1,5 @@
+"""`python -m socialflow` is the `socialflow` command."""
+
+from socialflow.cli import main
+
+main()

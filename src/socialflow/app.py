@@ -1,0 +1,54 @@
+"""create_app(): the Litestar application — plugins and controllers, nothing else."""
+
+from __future__ import annotations
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from redis.asyncio import Redis
+
+from socialflow.db.engine import create_engine, create_session_factory
+from socialflow.db.session import provide_session
+from socialflow.health.controllers import HealthController
+from socialflow.lib.logging import configure_logging
+from socialflow.lib.problems import EXCEPTION_HANDLERS
+from socialflow.lib.request_context import RequestContextMiddleware
+from socialflow.settings import Settings, get_settings
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    settings = settings or get_settings()
+    configure_logging(settings)
+
+    async def open_resources(app: Litestar) -> None:
+        app.state.engine = create_engine(settings)
+        app.state.session_factory = create_session_factory(app.state.engine)
+        app.state.redis = Redis.from_url(
+            settings.redis_url or "", socket_timeout=settings.ready_timeout_s
+        )
+
+    async def close_resources(app: Litestar) -> None:
+        await app.state.redis.aclose()
+        await app.state.engine.dispose()
+
+    if settings.database_url is None or settings.redis_url is None:
+        raise RuntimeError(
+            "DATABASE_URL and REDIS_URL must be set for the API; "
+            "`socialflow dev` starts embedded servers and sets them"
+        )
+    app = Litestar(
+        route_handlers=[HealthController],
+        dependencies={"session": Provide(provide_session)},
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        on_startup=[open_resources],
+        on_shutdown=[close_resources],
+        state=State({"settings": settings}),
+        openapi_config=OpenAPIConfig(
+            title="SocialFlow API", version="1", path="/schema", use_handler_docstrings=True
+        ),
+        logging_config=None,
+    )
+    # Outermost, around routing and error handling, so 404s and 500s carry the id too.
+    app.asgi_handler = RequestContextMiddleware(app.asgi_handler)
+    return app

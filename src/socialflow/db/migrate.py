@@ -1,0 +1,34 @@
+"""Running the two Alembic trees: the shared schema, and one tenant schema at a time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+
+from socialflow.db.engine import sqlalchemy_url
+
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
+SHARED_TREE = PROJECT_ROOT / "migrations"
+TENANT_TREE = PROJECT_ROOT / "tenant_migrations"
+
+
+def alembic_config(tree: Path, database_url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(tree))
+    # Escape % for ConfigParser interpolation (passwords may contain it).
+    config.set_main_option("sqlalchemy.url", sqlalchemy_url(database_url).replace("%", "%%"))
+    return config
+
+
+def upgrade_shared(database_url: str, revision: str = "head") -> None:
+    """Bring the shared schema to `revision` (serialised across processes by env.py's lock)."""
+    command.upgrade(alembic_config(SHARED_TREE, database_url), revision)
+
+
+def upgrade_tenant(database_url: str, schema: str, revision: str = "head") -> None:
+    """Bring one tenant schema to `revision` through the tenant tree."""
+    config = alembic_config(TENANT_TREE, database_url)
+    config.attributes["tenant_schema"] = schema
+    command.upgrade(config, revision)

@@ -1,0 +1,150 @@
+"""`socialflow dev`: embedded services, migrations, then API + relay + worker under one supervisor.
+
+If one of the three dies, the others are stopped and the supervisor says which died and how;
+Ctrl-C (or SIGTERM) stops all three, then the embedded servers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+
+import click
+
+from socialflow import embedded
+from socialflow.db.migrate import upgrade_shared
+from socialflow.settings import Settings
+
+PROCESSES = ("api", "relay", "worker")
+STOP_TIMEOUT_S = 15.0
+READY_TIMEOUT_S = 120.0
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM if the supervisor dies, so nothing is orphaned."""
+    # Not Linux: no prctl; the supervisor's own cleanup still applies.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass
+class Supervisor:
+    env: dict[str, str]
+    children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    stopping: threading.Event = field(default_factory=threading.Event)
+
+    def start(self, name: str) -> None:
+        self.children[name] = subprocess.Popen(  # noqa: S603 - our own interpreter and command
+            [sys.executable, "-m", "socialflow", name],
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C reaches the supervisor only; it stops us in order
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, no locks taken
+        )
+
+    def first_exited(self) -> tuple[str, int] | None:
+        for name, process in self.children.items():
+            code = process.poll()
+            if code is not None:
+                return name, code
+        return None
+
+    def stop_all(self) -> None:
+        for process in self.children.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for name, process in self.children.items():
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                click.echo(
+                    f"socialflow dev: {name} did not stop in {STOP_TIMEOUT_S:g} s; killing it"
+                )
+                process.kill()
+                process.wait()
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        return f"killed by {signal.Signals(-code).name}"
+    return f"exited with status {code}"
+
+
+def wait_until_ready(url: str, supervisor: Supervisor) -> bool:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline and not supervisor.stopping.is_set():
+        if supervisor.first_exited() is not None:
+            return False
+        try:
+            with urllib.request.urlopen(url + "/ready", timeout=2) as response:  # noqa: S310
+                if response.status == 200:
+                    return True
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.2)
+    return False
+
+
+def run_dev(settings: Settings) -> int:
+    stop_requested = threading.Event()
+
+    def request_stop(signum: int, _frame: object) -> None:
+        stop_requested.set()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+
+    with embedded.services(settings.database_url, settings.redis_url, settings.data_dir) as urls:
+        if urls.embedded:
+            click.echo(
+                f"socialflow dev: embedded {', '.join(urls.embedded)} in {settings.data_dir}/"
+            )
+        env = embedded.child_environment(urls)
+        if settings.jwt_signing_key is None:
+            env["JWT_SIGNING_KEY"] = secrets.token_urlsafe(48)
+            click.echo(
+                "socialflow dev: generated a JWT signing key for this run "
+                "(set JWT_SIGNING_KEY to keep tokens valid across runs)"
+            )
+        upgrade_shared(urls.database_url)
+        supervisor = Supervisor(env=env, stopping=stop_requested)
+        for name in PROCESSES:
+            supervisor.start(name)
+        base = f"http://{settings.host}:{settings.port}"
+        try:
+            if wait_until_ready(base, supervisor):
+                click.echo(f"\nSocialFlow is ready at {base}\n  OpenAPI: {base}/schema\n")
+            return _watch(supervisor, stop_requested)
+        finally:
+            supervisor.stop_all()
+
+
+def _watch(supervisor: Supervisor, stop_requested: threading.Event) -> int:
+    while not stop_requested.wait(0.2):
+        exited = supervisor.first_exited()
+        if exited is not None:
+            name, code = exited
+            click.echo(
+                f"socialflow dev: {name} {describe_exit(code)}; stopping the others "
+                f"(its own log above says why)",
+                err=True,
+            )
+            return 1
+    click.echo("socialflow dev: stopping")
+    return 0
+
+
+if os.name != "posix":  # pragma: no cover
+    raise ImportError("socialflow dev needs a POSIX system")

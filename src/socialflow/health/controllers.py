@@ -1,0 +1,72 @@
+"""`GET /health` (the process answers) and `GET /ready` (its database and Redis answer)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import msgspec
+from litestar import Controller, Request, Response, get
+from litestar.datastructures import State
+from redis.asyncio import Redis
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from socialflow.lib.problems import problem_response
+
+
+class Health(msgspec.Struct):
+    status: str
+
+
+class Readiness(msgspec.Struct):
+    status: str
+    checks: dict[str, str]
+
+
+async def _check_database(engine: AsyncEngine) -> None:
+    async with engine.connect() as conn:
+        await conn.execute(text("SELECT 1"))
+
+
+async def _check_redis(redis: Redis) -> None:
+    await redis.ping()
+
+
+async def _outcome(name: str, check: Any, timeout_s: float) -> tuple[str, str]:
+    try:
+        await asyncio.wait_for(check, timeout=timeout_s)
+    except TimeoutError:
+        return name, f"no answer within {timeout_s:g} s"
+    except Exception as exc:
+        return name, f"unavailable ({type(exc).__name__})"
+    return name, "ok"
+
+
+class HealthController(Controller):
+    tags = ["operations"]  # noqa: RUF012 - Litestar reads this class attribute
+
+    @get("/health", summary="Liveness: the process is up")
+    async def health(self) -> Health:
+        return Health(status="ok")
+
+    @get("/ready", summary="Readiness: PostgreSQL and Redis answer")
+    async def ready(self, state: State, request: Request[Any, Any, Any]) -> Response[Any]:
+        timeout_s: float = state.settings.ready_timeout_s
+        results = dict(
+            await asyncio.gather(
+                _outcome("database", _check_database(state.engine), timeout_s),
+                _outcome("redis", _check_redis(state.redis), timeout_s),
+            )
+        )
+        failed = sorted(name for name, outcome in results.items() if outcome != "ok")
+        if failed:
+            return problem_response(
+                request,
+                status=503,
+                kind="not-ready",
+                title="Service not ready",
+                detail="Not ready: " + "; ".join(f"{n} {results[n]}" for n in failed),
+                checks=results,
+            )
+        return Response(Readiness(status="ready", checks=results))

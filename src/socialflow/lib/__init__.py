@@ -1,0 +1,1 @@
+"""Cross-cutting pieces: problem responses, request context, logging."""

@@ -1,0 +1,96 @@
+"""One typed settings object, read from the environment (and an optional `.env`)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Self
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# litellm downloads its model cost map on import unless told otherwise; this process never
+# reaches the internet, so the bundled map is the only one to use. Set before any import.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+
+class Environment(StrEnum):
+    DEV = "dev"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+class LogFormat(StrEnum):
+    CONSOLE = "console"
+    JSON = "json"
+
+
+class Settings(BaseSettings):
+    """Every setting the product reads. Names are the environment variables, upper-cased."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+    env: Environment = Environment.DEV
+    database_url: str | None = Field(
+        default=None, description="PostgreSQL URL; unset = embedded PostgreSQL (dev, test)"
+    )
+    redis_url: str | None = Field(default=None, description="Redis URL; unset = embedded Redis")
+    data_dir: Path = Field(default=Path(".data"), description="embedded servers' data")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    log_level: str = "INFO"
+    log_format: LogFormat | None = Field(default=None, description="default: json in production")
+    db_pool_size: int = Field(default=10, ge=1)
+    db_max_overflow: int = Field(default=10, ge=0)
+    db_statement_timeout_ms: int = Field(default=30_000, ge=0)
+    ready_timeout_s: float = Field(default=2.0, gt=0)
+    jwt_signing_key: SecretStr | None = Field(
+        default=None, description="HS256 key for access tokens; generated per run in dev/test"
+    )
+    worker_processes: int = Field(default=1, ge=1)
+    worker_threads: int = Field(default=4, ge=1)
+    relay_batch_size: int = Field(default=500, ge=1, le=10_000)
+    relay_poll_interval_s: float = Field(default=1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _production_needs_real_services_and_secrets(self) -> Self:
+        if self.env is Environment.PRODUCTION:
+            missing = [
+                name
+                for name, value in (
+                    ("DATABASE_URL", self.database_url),
+                    ("REDIS_URL", self.redis_url),
+                    ("JWT_SIGNING_KEY", self.jwt_signing_key),
+                )
+                if value is None
+            ]
+            if missing:
+                raise ValueError(f"production requires {', '.join(missing)} to be set")
+        return self
+
+    @property
+    def effective_log_format(self) -> LogFormat:
+        if self.log_format is not None:
+            return self.log_format
+        return LogFormat.JSON if self.env is Environment.PRODUCTION else LogFormat.CONSOLE
+
+    def signing_key(self) -> str:
+        """The JWT key; outside production a missing one is generated (and announced once)."""
+        if self.jwt_signing_key is not None:
+            return self.jwt_signing_key.get_secret_value()
+        return _generated_dev_key()
+
+
+@lru_cache(maxsize=1)
+def _generated_dev_key() -> str:
+    return secrets.token_urlsafe(48)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""Background work: the Dramatiq broker, worker middleware and the actor registry."""

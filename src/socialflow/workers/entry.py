@@ -1,0 +1,15 @@
+"""What `socialflow worker` hands to Dramatiq: the broker first, then every actor module."""
+
+from __future__ import annotations
+
+from socialflow.lib.logging import configure_logging
+from socialflow.settings import get_settings
+from socialflow.workers.broker import configure_broker
+
+_settings = get_settings()
+if _settings.redis_url is None:
+    raise RuntimeError("REDIS_URL must be set for the worker; `socialflow dev` sets it")
+configure_logging(_settings)
+broker = configure_broker(_settings.redis_url)
+
+from socialflow.workers import registry  # noqa: E402,F401 - actors bind to the broker above

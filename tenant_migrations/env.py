@@ -1,0 +1,46 @@
+"""Alembic environment for one tenant schema, named by `tenant_schema` (attribute or -x)."""
+
+from __future__ import annotations
+
+from alembic import context
+from sqlalchemy import create_engine, pool, text
+
+from socialflow.db.base import TenantBase
+from socialflow.db.engine import sqlalchemy_url
+from socialflow.db.tenant_schema import quote_schema, validate_schema_name
+
+config = context.config
+target_metadata = TenantBase.metadata
+
+
+def tenant_schema() -> str:
+    name = config.attributes.get("tenant_schema") or context.get_x_argument(as_dictionary=True).get(
+        "tenant_schema"
+    )
+    if not name:
+        raise SystemExit("tenant migrations need a schema: -x tenant_schema=NAME")
+    return validate_schema_name(name)
+
+
+def run_migrations_online() -> None:
+    schema = tenant_schema()
+    url = sqlalchemy_url(config.get_main_option("sqlalchemy.url") or "")
+    engine = create_engine(url, poolclass=pool.NullPool)
+    with engine.connect() as connection, connection.begin():
+        connection.execute(text(f"CREATE SCHEMA IF NOT EXISTS {quote_schema(schema)}"))
+        # Unqualified names in tenant revisions resolve to this schema, types to extensions.
+        connection.execute(
+            text("SELECT set_config('search_path', :path, true)"),
+            {"path": f"{quote_schema(schema)}, extensions"},
+        )
+        context.configure(
+            connection=connection,
+            target_metadata=target_metadata,
+            version_table_schema=schema,
+            transaction_per_migration=False,
+        )
+        context.run_migrations()
+    engine.dispose()
+
+
+run_migrations_online()

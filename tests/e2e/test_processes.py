@@ -1,0 +1,105 @@
+"""`socialflow dev`, `relay` and `worker` as real processes: start, readiness, clean stops."""
+
+from __future__ import annotations
+
+import json
+import signal
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from tests.e2e.conftest import CommandRun, free_port
+
+Start = Callable[..., CommandRun]
+
+
+def _get(url: str) -> tuple[int, dict[str, Any]]:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return response.status, json.loads(response.read())
+
+
+def _children(run: CommandRun) -> dict[str, psutil.Process]:
+    """The dev supervisor's api/relay/worker processes, by name."""
+    found = {}
+    for child in psutil.Process(run.process.pid).children():
+        command = child.cmdline()
+        if command[-1] in {"api", "relay", "worker"}:
+            found[command[-1]] = child
+    return found
+
+
+def test_dev_runs_api_relay_and_worker_and_ctrl_c_stops_them_all(
+    run_command: Start, database_url: str, redis_url: str
+) -> None:
+    port = free_port()
+    dev = run_command(["dev"], DATABASE_URL=database_url, REDIS_URL=redis_url, PORT=str(port))
+    dev.wait_for_output("SocialFlow is ready at", timeout_s=90)
+    assert f"http://127.0.0.1:{port}/schema" in dev.output
+    assert _get(f"http://127.0.0.1:{port}/ready") == (
+        200,
+        {"status": "ready", "checks": {"database": "ok", "redis": "ok"}},
+    )
+    children = _children(dev)
+    assert set(children) == {"api", "relay", "worker"}
+
+    dev.signal(signal.SIGINT)
+    assert dev.wait() == 0
+    for name, child in children.items():
+        assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE, name
+
+
+def test_dev_stops_the_others_and_says_which_died(
+    run_command: Start, database_url: str, redis_url: str
+) -> None:
+    dev = run_command(
+        ["dev"], DATABASE_URL=database_url, REDIS_URL=redis_url, PORT=str(free_port())
+    )
+    dev.wait_for_output("SocialFlow is ready at", timeout_s=90)
+    children = _children(dev)
+    children["relay"].kill()
+
+    assert dev.wait() == 1
+    assert "relay killed by SIGKILL" in dev.output
+    for name in ("api", "worker"):
+        assert not children[name].is_running() or children[name].status() == psutil.STATUS_ZOMBIE
+
+
+def test_dev_with_no_urls_starts_and_stops_embedded_postgres_and_redis(
+    run_command: Start, tmp_path: Path
+) -> None:
+    port = free_port()
+    data_dir = tmp_path / "data"
+    dev = run_command(["dev"], DATA_DIR=str(data_dir), PORT=str(port))
+    dev.wait_for_output("SocialFlow is ready at", timeout_s=120)
+    assert "embedded PostgreSQL, Redis" in dev.output
+    assert _get(f"http://127.0.0.1:{port}/ready")[0] == 200
+    servers = [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if any(str(data_dir) in part for part in (p.info["cmdline"] or []))
+    ]
+    assert {("postgres" in " ".join(p.info["cmdline"])) for p in servers} == {True, False}
+
+    dev.signal(signal.SIGINT)
+    assert dev.wait(timeout_s=60) == 0
+    assert not [p for p in servers if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    # Data is kept between runs (only tests throw theirs away).
+    assert (data_dir / "postgres" / "PG_VERSION").exists()
+
+
+@pytest.mark.parametrize(
+    ("command", "started"),
+    [("relay", "relay.started"), ("worker", "Worker process is ready")],
+)
+def test_relay_and_worker_connect_and_stop_cleanly_on_sigterm(
+    run_command: Start, database_url: str, redis_url: str, command: str, started: str
+) -> None:
+    run = run_command([command], DATABASE_URL=database_url, REDIS_URL=redis_url)
+    run.wait_for_output(started)
+    run.signal(signal.SIGTERM)
+    assert run.wait() == 0
+    assert "Traceback" not in run.output

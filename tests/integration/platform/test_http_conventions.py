@@ -1,0 +1,185 @@
+"""Request ids, problem documents and the request's unit of work, through the real app."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import msgspec
+import psycopg
+import pytest
+from litestar import Litestar, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
+from litestar.testing import AsyncTestClient
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+PROBLEM = "application/problem+json"
+
+
+class Widget(msgspec.Struct):
+    name: str
+    size: int
+
+
+@post("/test/widgets")
+async def create_widget(data: JSONBody[Widget]) -> Widget:
+    return data
+
+
+@get("/test/explode")
+async def explode() -> None:
+    raise RuntimeError("connection to postgresql://admin:hunter2@db failed")
+
+
+@post("/test/rows/{value:str}")
+async def insert_row(
+    value: FromPath[str], session: NamedDependency[AsyncSession]
+) -> dict[str, str]:
+    await session.execute(text("INSERT INTO uow_probe (value) VALUES (:v)"), {"v": value})
+    if value.startswith("fail"):
+        raise RuntimeError("handler failed after writing")
+    return {"stored": value}
+
+
+@pytest.fixture
+def probe_app(app: Litestar, pg: psycopg.Connection[Any]) -> Litestar:
+    pg.execute("DROP TABLE IF EXISTS public.uow_probe")
+    # The unique check runs at COMMIT, so a test can make the commit itself fail.
+    pg.execute(
+        "CREATE TABLE public.uow_probe (value text, "
+        "CONSTRAINT uow_probe_unique UNIQUE (value) DEFERRABLE INITIALLY DEFERRED)"
+    )
+    for handler in (create_widget, explode, insert_row):
+        app.register(handler)
+    return app
+
+
+@pytest.fixture
+async def probe(probe_app: Litestar) -> Any:
+    async with AsyncTestClient(probe_app) as test_client:
+        yield test_client
+
+
+def _log_events(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
+    return [r.msg for r in caplog.records if isinstance(r.msg, dict)]
+
+
+async def test_a_given_request_id_is_returned_and_bound_into_log_lines(
+    client: AsyncTestClient[Litestar], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    response = await client.get("/health", headers={"X-Request-ID": "req-123.abc"})
+    assert response.status_code == 200
+    assert response.headers["x-request-id"] == "req-123.abc"
+    completed = [e for e in _log_events(caplog) if e.get("event") == "request.completed"]
+    assert completed
+    assert completed[-1]["request_id"] == "req-123.abc"
+
+
+async def test_a_missing_request_id_is_generated_per_request(
+    client: AsyncTestClient[Litestar],
+) -> None:
+    first = (await client.get("/health")).headers["x-request-id"]
+    second = (await client.get("/health")).headers["x-request-id"]
+    assert len(first) == 32
+    assert first != second
+
+
+async def test_an_unsafe_request_id_is_replaced_not_echoed(
+    client: AsyncTestClient[Litestar],
+) -> None:
+    response = await client.get("/health", headers={"X-Request-ID": "bad id\twith spaces"})
+    assert response.headers["x-request-id"] != "bad id\twith spaces"
+    assert len(response.headers["x-request-id"]) == 32
+
+
+async def test_an_unknown_path_is_a_404_problem_with_the_request_id(
+    client: AsyncTestClient[Litestar],
+) -> None:
+    response = await client.get("/no/such/thing", headers={"X-Request-ID": "r-404"})
+    assert response.status_code == 404
+    assert response.headers["content-type"].startswith(PROBLEM)
+    body = response.json()
+    assert body["type"] == "/problems/not-found"
+    assert body["status"] == 404
+    assert body["title"] == "Not Found"
+    assert body["request_id"] == "r-404"
+    assert response.headers["x-request-id"] == "r-404"
+
+
+async def test_a_wrong_method_is_a_405_problem(client: AsyncTestClient[Litestar]) -> None:
+    response = await client.delete("/health")
+    assert response.status_code == 405
+    assert response.headers["content-type"].startswith(PROBLEM)
+    assert response.json()["type"] == "/problems/method-not-allowed"
+
+
+async def test_a_validation_error_lists_the_offending_fields(probe: Any) -> None:
+    response = await probe.post("/test/widgets", json={"name": "w", "size": "big"})
+    assert response.status_code == 400
+    assert response.headers["content-type"].startswith(PROBLEM)
+    body = response.json()
+    assert body["type"] == "/problems/validation-error"
+    assert [e["field"] for e in body["errors"]] == ["size"]
+    assert "size" in body["detail"]
+
+
+async def test_malformed_json_is_a_400_problem(probe: Any) -> None:
+    response = await probe.post(
+        "/test/widgets", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert response.headers["content-type"].startswith(PROBLEM)
+
+
+async def test_an_unhandled_error_is_a_500_problem_without_internals(
+    probe: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    response = await probe.get("/test/explode", headers={"X-Request-ID": "r-500"})
+    assert response.status_code == 500
+    assert response.headers["content-type"].startswith(PROBLEM)
+    body = response.json()
+    assert body["type"] == "/problems/internal-error"
+    assert body["request_id"] == "r-500"
+    for leaked in ("hunter2", "postgresql://", "Traceback", "RuntimeError"):
+        assert leaked not in response.text
+    errors = [e for e in _log_events(caplog) if e.get("event") == "request.unhandled_error"]
+    assert errors
+    assert errors[0]["request_id"] == "r-500"
+
+
+async def test_the_request_session_commits_when_the_handler_succeeds(
+    probe: Any, pg: psycopg.Connection[Any]
+) -> None:
+    response = await probe.post("/test/rows/kept")
+    assert response.status_code == 201
+    assert pg.execute("SELECT value FROM public.uow_probe").fetchall() == [("kept",)]
+
+
+async def test_the_request_session_rolls_back_when_the_handler_fails(
+    probe: Any, pg: psycopg.Connection[Any]
+) -> None:
+    response = await probe.post("/test/rows/fail-1")
+    assert response.status_code == 500
+    assert pg.execute("SELECT count(*) FROM public.uow_probe").fetchone() == (0,)
+
+
+async def test_a_failing_commit_is_an_error_response_not_a_success(
+    probe: Any, pg: psycopg.Connection[Any]
+) -> None:
+    pg.execute("INSERT INTO public.uow_probe VALUES ('taken')")
+    response = await probe.post("/test/rows/taken")
+    assert response.status_code >= 400
+    assert response.headers["content-type"].startswith(PROBLEM)
+    assert pg.execute("SELECT count(*) FROM public.uow_probe").fetchone() == (1,)
+
+
+async def test_openapi_is_served_at_schema(client: AsyncTestClient[Litestar]) -> None:
+    response = await client.get("/schema/openapi.json")
+    assert response.status_code == 200
+    document = response.json()
+    assert document["info"]["title"] == "SocialFlow API"
+    assert "/ready" in document["paths"]
