@@ -22,8 +22,10 @@ async def serve() -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    relay = OutboxRelay.from_settings(settings)
-    await relay.run(stop)
+    # Several claim loops overlap PostgreSQL's work with this process's encoding; they claim
+    # disjoint rows (SKIP LOCKED) exactly as separate relay processes would.
+    relays = [OutboxRelay.from_settings(settings) for _ in range(settings.relay_concurrency)]
+    await asyncio.gather(*(relay.run(stop) for relay in relays))
 
 
 def main() -> None:

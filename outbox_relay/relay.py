@@ -1,62 +1,363 @@
-"""The relay loop: wake on NOTIFY or a poll interval, dispatch due outbox rows, repeat."""
+"""The relay loop: claim due outbox rows, enqueue them to Dramatiq's Redis, then commit the claim.
+
+One batch is one PostgreSQL transaction and one Redis round trip:
+
+1. `DELETE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED) RETURNING …` claims exactly the rows
+   it returns; other relays skip them, and a rollback puts them back.
+2. Rows no retry can dispatch go to the dead-letter table in the same transaction.
+3. The messages go to Redis in one MULTI/EXEC pipeline (per queue: HSET payloads, RPUSH ids,
+   which is what Dramatiq's enqueue script does one message at a time).
+4. Only after Redis acknowledged does the claim commit. A crash between 3 and 4 re-sends the
+   batch later: delivery is at least once, and actors apply each event once.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
 
 import psycopg
+import redis
 import structlog
-from redis.asyncio import Redis
+from psycopg.rows import args_row
+from redis.exceptions import RedisError
 
+from outbox_relay import metrics
+from outbox_relay.messages import (
+    EncodedMessage,
+    MessageEncoder,
+    OutboxRow,
+    UndeliverableError,
+    group_by_queue,
+)
 from socialflow.db.engine import libpq_url
+from socialflow.outbox.emit import NOTIFY_CHANNEL, NOTIFY_INTERVAL_S
+from socialflow.outbox.routing import ROUTES, RoutingTable
 from socialflow.settings import Settings
+from socialflow.workers.broker import NAMESPACE
 
 log = structlog.get_logger("outbox_relay")
 
-NOTIFY_CHANNEL = "socialflow_outbox"
+CLAIM_SQL = """
+DELETE FROM shared.outbox
+WHERE id IN (
+    SELECT id FROM shared.outbox
+    WHERE available_at <= now()
+    ORDER BY available_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING
+    id, event_id, tenant, event_type, available_at, created_at,
+    json_build_object(
+        'event_id', event_id, 'event_type', event_type, 'tenant', tenant,
+        'aggregate_type', aggregate_type, 'aggregate_id', aggregate_id,
+        'payload', payload, 'headers', headers, 'occurred_at', created_at
+    )::text AS arg,
+    json_build_object(
+        'tenant', tenant, 'request_id', headers->'request_id',
+        'traceparent', headers->'traceparent'
+    )::text AS context
+"""
+DEAD_LETTER_SQL = """
+INSERT INTO shared.outbox_dead_letter
+    (id, event_id, tenant, aggregate_type, aggregate_id, event_type, payload, headers,
+     available_at, created_at, error)
+SELECT %(id)s, %(event_id)s, %(tenant)s, arg->>'aggregate_type', arg->>'aggregate_id',
+       %(event_type)s, arg->'payload', arg->'headers', %(available_at)s, %(created_at)s,
+       %(error)s
+FROM (SELECT %(arg)s::jsonb AS arg) AS row
+ON CONFLICT (event_id) DO UPDATE
+    SET error = EXCLUDED.error, attempts = shared.outbox_dead_letter.attempts + 1,
+        dead_at = now()
+"""
+NEXT_DUE_SQL = "SELECT min(available_at) FROM shared.outbox"
+PRUNE_PROCESSED_SQL = """
+DELETE FROM shared.processed_event
+WHERE ctid = ANY (ARRAY(
+    SELECT ctid FROM shared.processed_event
+    WHERE processed_at < now() - make_interval(hours => %(hours)s)
+    LIMIT 10000
+))
+"""
+# Only one relay prunes at a time.
+PRUNE_LOCK_KEY = 7_310_002
+PRUNE_EVERY_S = 300.0
+# After traffic, poll this often for a while: producers notify at most once per interval.
+ACTIVE_POLL_S = 2 * NOTIFY_INTERVAL_S
+ACTIVE_WINDOW_S = 1.0
+
+OnDispatched = Callable[[list[OutboxRow], datetime], None]
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff with full jitter, reset by a success."""
+
+    base_s: float = 0.1
+    cap_s: float = 5.0
+    attempt: int = 0
+
+    def next_delay(self) -> float:
+        delay = min(self.cap_s, self.base_s * 2**self.attempt)
+        self.attempt += 1
+        return random.uniform(delay / 2, delay)  # noqa: S311 - jitter, not cryptography
+
+    def reset(self) -> None:
+        self.attempt = 0
 
 
 @dataclass
 class OutboxRelay:
     database_url: str
     redis_url: str
-    poll_interval_s: float
-    batch_size: int
+    batch_size: int = 500
+    poll_interval_s: float = 1.0
+    processed_retention_hours: int = 168
+    routes: RoutingTable = field(default_factory=lambda: ROUTES)
+    namespace: str = NAMESPACE
+    on_dispatched: OnDispatched | None = None
+    backoff: Backoff = field(default_factory=Backoff)
+
+    _conn: psycopg.AsyncConnection[tuple[object, ...]] | None = field(default=None, init=False)
+    _redis: redis.Redis | None = field(default=None, init=False)
+    _last_activity: float = field(default=0.0, init=False)
+    _last_prune: float = field(default=0.0, init=False)
+    _encoder: MessageEncoder = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._encoder = MessageEncoder(self.routes)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> OutboxRelay:
+    def from_settings(cls, settings: Settings, **overrides: object) -> OutboxRelay:
         assert settings.database_url is not None
         assert settings.redis_url is not None
         return cls(
             database_url=libpq_url(settings.database_url),
             redis_url=settings.redis_url,
-            poll_interval_s=settings.relay_poll_interval_s,
             batch_size=settings.relay_batch_size,
+            poll_interval_s=settings.relay_poll_interval_s,
+            processed_retention_hours=settings.processed_event_retention_hours,
+            **overrides,  # type: ignore[arg-type]
         )
+
+    # -- one batch ------------------------------------------------------------------------
+
+    async def dispatch_batch(self) -> int:
+        """Claim, enqueue and commit one batch; return how many rows it claimed."""
+        conn = await self._connection()
+        client = self._redis_client()
+        async with (
+            conn.transaction(),
+            conn.cursor(row_factory=args_row(OutboxRow)) as cursor,
+        ):
+            await cursor.execute(CLAIM_SQL, {"limit": self.batch_size}, prepare=True)
+            rows = await cursor.fetchall()
+            if not rows:
+                return 0
+            rows.sort(key=lambda r: (r.available_at, r.id))
+            encoded, dead = self._encode(rows)
+            if dead:
+                await self._dead_letter(conn, dead)
+            if encoded:
+                await self.enqueue(client, encoded)
+            acked_at = datetime.now(UTC)
+        # Committed: only now are these events out of the outbox for good.
+        dead_ids = {row.event_id for row, _ in dead}
+        delivered = [r for r in rows if r.event_id not in dead_ids] if dead else rows
+        self._record(delivered, len(rows), acked_at)
+        return len(rows)
+
+    async def enqueue(self, client: redis.Redis, encoded: list[EncodedMessage]) -> None:
+        """One MULTI/EXEC round trip: per queue, HSET the messages and RPUSH their ids.
+
+        The synchronous client packs commands with hiredis (the asyncio client packs them in
+        Python, several times slower at thousands of arguments); it runs in a thread so the
+        loop keeps listening.
+        """
+        pipe = client.pipeline(transaction=True)
+        for queue, messages in group_by_queue(encoded).items():
+            pipe.hset(f"{self.namespace}:{queue}.msgs", mapping=messages)  # type: ignore[arg-type]
+            pipe.rpush(f"{self.namespace}:{queue}", *messages.keys())
+        await asyncio.to_thread(pipe.execute)
+        metrics.MESSAGES_ENQUEUED.inc(len(encoded))
+
+    def _encode(
+        self, rows: list[OutboxRow]
+    ) -> tuple[list[EncodedMessage], list[tuple[OutboxRow, str]]]:
+        now_ms = int(time.time() * 1000)
+        encoded: list[EncodedMessage] = []
+        dead: list[tuple[OutboxRow, str]] = []
+        encode = self._encoder.encode
+        for row in rows:
+            try:
+                encoded.extend(encode(row, now_ms))
+            except UndeliverableError as exc:
+                dead.append((row, str(exc)))
+        return encoded, dead
+
+    async def _dead_letter(
+        self, conn: psycopg.AsyncConnection[tuple[object, ...]], dead: list[tuple[OutboxRow, str]]
+    ) -> None:
+        async with conn.cursor() as cursor:
+            await cursor.executemany(
+                DEAD_LETTER_SQL, [{**row._asdict(), "error": error} for row, error in dead]
+            )
+        for row, error in dead:
+            log.error(
+                "relay.dead_lettered",
+                event_id=str(row.event_id),
+                event_type=row.event_type,
+                tenant=row.tenant,
+                error=error,
+            )
+        metrics.EVENTS_DEAD_LETTERED.inc(len(dead))
+
+    def _record(self, delivered: list[OutboxRow], claimed: int, acked_at: datetime) -> None:
+        metrics.BATCH_SIZE.observe(claimed)
+        metrics.EVENTS_DISPATCHED.inc(len(delivered))
+        metrics.ENQUEUE_LATENCY.observe_many(
+            (acked_at - row.created_at).total_seconds() for row in delivered
+        )
+        self._last_activity = time.monotonic()
+        if self.on_dispatched is not None:
+            self.on_dispatched(delivered, acked_at)
+
+    # -- connections ----------------------------------------------------------------------
+
+    async def _connection(self) -> psycopg.AsyncConnection[tuple[object, ...]]:
+        if self._conn is None or self._conn.closed:
+            self._conn = await psycopg.AsyncConnection.connect(
+                self.database_url, application_name="socialflow-relay"
+            )
+        return self._conn
+
+    def _redis_client(self) -> redis.Redis:
+        if self._redis is None:
+            self._redis = redis.Redis.from_url(
+                self.redis_url, socket_timeout=5.0, socket_connect_timeout=2.0
+            )
+        return self._redis
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+        if self._redis is not None:
+            self._redis.close()
+
+    # -- the loop -------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        redis = Redis.from_url(self.redis_url)
-        async with await psycopg.AsyncConnection.connect(
-            self.database_url, autocommit=True
-        ) as listener:
-            await redis.ping()
-            await listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
-            log.info("relay.started", channel=NOTIFY_CHANNEL)
+        """Dispatch until `stop` is set; survive broker and database outages by backing off."""
+        listener = await self._listen()
+        log.info("relay.started", channel=NOTIFY_CHANNEL, batch_size=self.batch_size)
+        try:
             while not stop.is_set():
-                await self._wait_for_work(listener, stop)
-        await redis.aclose()
+                try:
+                    claimed = await self.dispatch_batch()
+                    await self._prune_processed_events()
+                except (RedisError, OSError, psycopg.OperationalError) as exc:
+                    metrics.BATCH_FAILURES.inc()
+                    delay = self.backoff.next_delay()
+                    log.warning(
+                        "relay.batch_failed",
+                        error_type=type(exc).__name__,
+                        error=str(exc),
+                        retry_in_s=round(delay, 3),
+                    )
+                    await self._reset_after_failure()
+                    await _sleep_unless(stop, delay)
+                    listener = await self._ensure_listener(listener)
+                    continue
+                self.backoff.reset()
+                if claimed == 0:
+                    listener = await self._ensure_listener(listener)
+                    await self._wait_for_work(listener, stop)
+                # A non-empty batch loops at once: more rows may be waiting.
+        finally:
+            with contextlib.suppress(Exception):
+                if listener is not None:
+                    await listener.close()
+            await self.close()
+
+    async def _listen(self) -> psycopg.AsyncConnection[object] | None:
+        try:
+            listener = await psycopg.AsyncConnection.connect(self.database_url, autocommit=True)
+            await listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        except psycopg.OperationalError as exc:
+            log.warning("relay.listen_failed", error=str(exc))
+            return None
+        return listener
+
+    async def _ensure_listener(
+        self, listener: psycopg.AsyncConnection[object] | None
+    ) -> psycopg.AsyncConnection[object] | None:
+        if listener is None or listener.closed or listener.broken:
+            return await self._listen()
+        return listener
+
+    async def _reset_after_failure(self) -> None:
+        if self._conn is not None and (self._conn.broken or self._conn.closed):
+            with contextlib.suppress(Exception):
+                await self._conn.close()
+            self._conn = None
 
     async def _wait_for_work(
-        self, listener: psycopg.AsyncConnection[object], stop: asyncio.Event
+        self, listener: psycopg.AsyncConnection[object] | None, stop: asyncio.Event
     ) -> None:
-        notified = asyncio.ensure_future(anext(aiter(listener.notifies())))
-        stopped = asyncio.ensure_future(stop.wait())
-        await asyncio.wait(
-            {notified, stopped}, timeout=self.poll_interval_s, return_when=asyncio.FIRST_COMPLETED
-        )
-        for task in (notified, stopped):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                await task
+        timeout = await self._idle_timeout()
+        if timeout <= 0:
+            return
+        waiters: set[asyncio.Future[Any]] = {asyncio.ensure_future(stop.wait())}
+        if listener is not None:
+            waiters.add(asyncio.ensure_future(_next_notify(listener)))
+        try:
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+            for waiter in waiters:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await waiter
+
+    async def _idle_timeout(self) -> float:
+        """How long to wait for a NOTIFY: briefly after traffic, until the next deferred row."""
+        if time.monotonic() - self._last_activity < ACTIVE_WINDOW_S:
+            return ACTIVE_POLL_S
+        conn = await self._connection()
+        async with conn.transaction():
+            cursor = await conn.execute(NEXT_DUE_SQL, prepare=True)
+            row = await cursor.fetchone()
+        next_due = row[0] if row else None
+        if not isinstance(next_due, datetime):
+            return self.poll_interval_s
+        until_due = (next_due - datetime.now(UTC)).total_seconds()
+        return max(0.0, min(self.poll_interval_s, until_due))
+
+    async def _prune_processed_events(self) -> None:
+        now = time.monotonic()
+        if now - self._last_prune < PRUNE_EVERY_S:
+            return
+        self._last_prune = now
+        conn = await self._connection()
+        async with conn.transaction():
+            cursor = await conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (PRUNE_LOCK_KEY,))
+            locked = await cursor.fetchone()
+            if locked and locked[0]:
+                await conn.execute(PRUNE_PROCESSED_SQL, {"hours": self.processed_retention_hours})
+
+
+async def _next_notify(listener: psycopg.AsyncConnection[object]) -> None:
+    async for _ in listener.notifies():
+        return
+
+
+async def _sleep_unless(stop: asyncio.Event, delay: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=delay)

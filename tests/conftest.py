@@ -24,7 +24,10 @@ from socialflow import embedded
 from socialflow.app import create_app
 from socialflow.db.engine import libpq_url
 from socialflow.db.migrate import upgrade_shared
+from socialflow.lib.logging import configure_logging
 from socialflow.settings import Environment, Settings
+
+pytest_plugins = ["tests.integration.worker_fixtures"]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -100,6 +103,12 @@ def settings(database_url: str, redis_url: str) -> Settings:
         ready_timeout_s=2.0,
         _env_file=None,  # type: ignore[call-arg]
     )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _logging_through_stdlib() -> None:
+    """Route structlog through the standard library (as the processes do), so caplog sees it."""
+    configure_logging(Settings(env=Environment.TEST, _env_file=None))  # type: ignore[call-arg]
 
 
 @pytest.fixture

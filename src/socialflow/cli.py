@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
@@ -73,6 +74,75 @@ def migrate() -> None:
     with embedded.database(settings.database_url, settings.data_dir) as database_url:
         upgrade_shared(database_url)
     click.echo("shared schema at head")
+
+
+@main.group()
+def outbox() -> None:
+    """Inspect the outbox and act on its dead letters."""
+
+
+def _database_url() -> str:
+    settings = get_settings()
+    if settings.database_url is None:
+        raise click.UsageError("DATABASE_URL is not set")
+    return settings.database_url
+
+
+@outbox.command("status")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object instead of a table")
+def outbox_status_command(as_json: bool) -> None:
+    """Backlog due now, deferred events, age of the oldest due event, dead letters."""
+    import asyncio
+    import json
+
+    from socialflow.outbox.status import outbox_status
+
+    status = asyncio.run(_with_session(outbox_status))
+    if as_json:
+        click.echo(json.dumps(status.as_dict()))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="outbox")
+    for column in ("due", "deferred", "oldest due (s)", "dead letters"):
+        table.add_column(column, justify="right")
+    age = "-" if status.oldest_due_age_s is None else f"{status.oldest_due_age_s:.1f}"
+    table.add_row(str(status.due), str(status.deferred), age, str(status.dead_letters))
+    Console().print(table)
+
+
+@outbox.command("requeue-dead-letters")
+@click.argument("event_ids", nargs=-1)
+@click.option("--all", "requeue_all", is_flag=True, help="every dead letter")
+def requeue_dead_letters_command(event_ids: tuple[str, ...], requeue_all: bool) -> None:
+    """Move dead letters back to the outbox (after fixing what made them undeliverable)."""
+    import asyncio
+    import uuid
+    from functools import partial
+
+    from socialflow.outbox.status import requeue_dead_letters
+
+    if not event_ids and not requeue_all:
+        raise click.UsageError("name event ids, or pass --all")
+    ids = None if requeue_all else [uuid.UUID(e) for e in event_ids]
+    moved = asyncio.run(_with_session(partial(requeue_dead_letters, event_ids=ids)))
+    click.echo(f"requeued {moved} event(s)")
+
+
+async def _with_session(use_case: Any) -> Any:
+    """Run `use_case(session)` in one unit of work, outside any request."""
+    from socialflow.db.engine import create_engine, create_session_factory
+    from socialflow.db.session import unit_of_work
+
+    settings = get_settings()
+    _database_url()
+    engine = create_engine(settings)
+    try:
+        async with unit_of_work(create_session_factory(engine)) as session:
+            return await use_case(session)
+    finally:
+        await engine.dispose()
 
 
 @main.command()

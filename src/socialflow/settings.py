@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     worker_threads: int = Field(default=4, ge=1)
     relay_batch_size: int = Field(default=500, ge=1, le=10_000)
     relay_poll_interval_s: float = Field(default=1.0, gt=0)
+    relay_concurrency: int = Field(default=2, ge=1, le=16)
+    processed_event_retention_hours: int = Field(default=168, ge=1)
+    worker_max_retries: int = Field(default=10, ge=0)
+    worker_min_backoff_ms: int = Field(default=1_000, ge=0)
+    worker_max_backoff_ms: int = Field(default=300_000, ge=0)
 
     @model_validator(mode="after")
     def _production_needs_real_services_and_secrets(self) -> Self:

@@ -34,7 +34,8 @@ def create_engine(settings: Settings, *, database_url: str | None = None) -> Asy
     url = database_url or settings.database_url
     if url is None:
         raise RuntimeError("DATABASE_URL is not set and no embedded database was started")
-    options = f"-c statement_timeout={settings.db_statement_timeout_ms}"
+    # No tenant → no tenant schema on the path; tenant transactions set theirs with SET LOCAL.
+    options = f"-c statement_timeout={settings.db_statement_timeout_ms} -c search_path=extensions"
     return create_async_engine(
         sqlalchemy_url(url),
         pool_size=settings.db_pool_size,

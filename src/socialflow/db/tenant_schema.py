@@ -28,3 +28,8 @@ def quote_schema(name: str) -> str:
 def search_path_for(schema: str) -> str:
     """A tenant transaction's search_path: its schema, then extensions — never the shared one."""
     return f"{quote_schema(schema)}, extensions"
+
+
+def schema_for_tenant(slug: str) -> str:
+    """The schema of the tenant with this slug (slugs use hyphens, schema names underscores)."""
+    return validate_schema_name("t_" + slug.replace("-", "_"))

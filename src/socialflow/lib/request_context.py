@@ -13,6 +13,7 @@ from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from socialflow.lib.logging import bind_context, clear_context
+from socialflow.lib.tracing import child_traceparent, current_traceparent, trace_id
 
 REQUEST_ID_HEADER = "x-request-id"
 # A caller's id is kept only if it is safe to echo into headers and logs.
@@ -27,13 +28,17 @@ def current_request_id(scope: Mapping[str, Any]) -> str | None:
     return rid if isinstance(rid, str) else None
 
 
-def _incoming_request_id(scope: Scope) -> str:
+def _header(scope: Scope, wanted: bytes) -> str | None:
     for name, value in scope.get("headers", ()):
-        if name == b"x-request-id":
-            candidate = value.decode("latin-1")
-            if _ACCEPTABLE_ID.fullmatch(candidate):
-                return candidate
-            break
+        if name == wanted:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def _incoming_request_id(scope: Scope) -> str:
+    candidate = _header(scope, b"x-request-id")
+    if candidate is not None and _ACCEPTABLE_ID.fullmatch(candidate):
+        return candidate
     return uuid.uuid4().hex
 
 
@@ -49,8 +54,12 @@ class RequestContextMiddleware:
             return
         request_id = _incoming_request_id(scope)
         scope.setdefault("state", {})["request_id"] = request_id
+        # Continue the caller's W3C trace (new span) or start one; events emitted by this
+        # request carry it to the workers.
+        traceparent = child_traceparent(_header(scope, b"traceparent"))
+        trace_token = current_traceparent.set(traceparent)
         clear_context()
-        bind_context(request_id=request_id)
+        bind_context(request_id=request_id, trace_id=trace_id(traceparent))
         started = time.perf_counter()
         status = 500
 
@@ -74,3 +83,4 @@ class RequestContextMiddleware:
                 duration_ms=round((time.perf_counter() - started) * 1000, 2),
             )
             clear_context()
+            current_traceparent.reset(trace_token)

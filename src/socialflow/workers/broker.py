@@ -6,6 +6,7 @@ import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import (
     AgeLimit,
+    AsyncIO,
     Callbacks,
     CurrentMessage,
     Pipelines,
@@ -14,13 +15,17 @@ from dramatiq.middleware import (
     TimeLimit,
 )
 
+from socialflow.workers.middleware import EventContext, WorkerDatabaseLifecycle
+
 # Dramatiq's Redis keys live under this prefix; the relay writes messages under it too.
 NAMESPACE = "dramatiq"
 
 
 def create_broker(redis_url: str) -> RedisBroker:
     """A RedisBroker with the middleware every SocialFlow worker runs."""
+    # EventContext first: its after-hooks run last, once Retries has decided a message's fate.
     middleware = [
+        EventContext(),
         AgeLimit(),
         TimeLimit(),
         ShutdownNotifications(),
@@ -28,6 +33,8 @@ def create_broker(redis_url: str) -> RedisBroker:
         Pipelines(),
         Retries(),
         CurrentMessage(),
+        AsyncIO(),
+        WorkerDatabaseLifecycle(),
     ]
     return RedisBroker(url=redis_url, namespace=NAMESPACE, middleware=middleware)
 

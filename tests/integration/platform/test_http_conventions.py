@@ -37,7 +37,7 @@ async def explode() -> None:
 async def insert_row(
     value: FromPath[str], session: NamedDependency[AsyncSession]
 ) -> dict[str, str]:
-    await session.execute(text("INSERT INTO uow_probe (value) VALUES (:v)"), {"v": value})
+    await session.execute(text("INSERT INTO public.uow_probe (value) VALUES (:v)"), {"v": value})
     if value.startswith("fail"):
         raise RuntimeError("handler failed after writing")
     return {"stored": value}
@@ -183,3 +183,13 @@ async def test_openapi_is_served_at_schema(client: AsyncTestClient[Litestar]) ->
     document = response.json()
     assert document["info"]["title"] == "SocialFlow API"
     assert "/ready" in document["paths"]
+
+
+async def test_an_incoming_traceparent_is_continued_in_the_request_logs(
+    client: AsyncTestClient[Litestar], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    await client.get("/health", headers={"traceparent": parent})
+    completed = [e for e in _log_events(caplog) if e.get("event") == "request.completed"]
+    assert completed[-1]["trace_id"] == "0af7651916cd43dd8448eb211c80319c"

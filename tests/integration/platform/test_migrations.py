@@ -6,18 +6,22 @@ from typing import Any
 
 import psycopg
 import pytest
+from alembic.script import ScriptDirectory
 
-from socialflow.db.migrate import upgrade_shared, upgrade_tenant
+from socialflow.db.migrate import SHARED_TREE, alembic_config, upgrade_shared, upgrade_tenant
 from socialflow.db.tenant_schema import InvalidSchemaName
 
 
-def test_shared_head_puts_pgvector_in_the_extensions_schema(pg: psycopg.Connection[Any]) -> None:
+def test_shared_head_puts_pgvector_in_the_extensions_schema(
+    pg: psycopg.Connection[Any], database_url: str
+) -> None:
     row = pg.execute(
         "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
         "WHERE e.extname = 'vector'"
     ).fetchone()
     assert row == ("extensions",)
-    assert pg.execute("SELECT version_num FROM shared.alembic_version").fetchone() == ("0001",)
+    head = ScriptDirectory.from_config(alembic_config(SHARED_TREE, database_url)).get_current_head()
+    assert pg.execute("SELECT version_num FROM shared.alembic_version").fetchone() == (head,)
     # The type resolves through the extensions schema, as tenant search paths will use it.
     pg.execute("SET search_path = extensions")
     assert pg.execute("SELECT '[1,2,3]'::vector <-> '[1,2,4]'::vector").fetchone() == (1.0,)

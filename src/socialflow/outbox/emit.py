@@ -1,0 +1,122 @@
+"""`emit()`: the only way to write an outbox row, inside the caller's open transaction."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import structlog
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from socialflow.lib.tracing import current_traceparent
+from socialflow.outbox.routing import ROUTES, RoutingTable
+
+NOTIFY_CHANNEL = "socialflow_outbox"
+# At most one NOTIFY per process per interval: a NOTIFY per commit serialises commits on
+# PostgreSQL's notification queue lock. Relays that saw recent traffic poll quickly anyway.
+NOTIFY_INTERVAL_S = 0.005
+
+_last_notify = 0.0
+_INSERT = text("""
+INSERT INTO shared.outbox
+    (event_id, tenant, aggregate_type, aggregate_id, event_type, payload, headers, available_at)
+SELECT e.event_id, e.tenant, e.aggregate_type, e.aggregate_id, e.event_type, e.payload,
+       CAST(:headers AS jsonb), coalesce(e.available_at, now())
+FROM jsonb_to_recordset(CAST(:events AS jsonb)) AS e(
+    event_id uuid, tenant text, aggregate_type text, aggregate_id text, event_type text,
+    payload jsonb, available_at timestamptz
+)
+""")
+
+
+class OutboxError(RuntimeError):
+    """An event that cannot be written: no open transaction, or an unknown event type."""
+
+
+@dataclass(frozen=True, slots=True)
+class EventSpec:
+    """One event to write: what happened, to which aggregate, of which tenant."""
+
+    event_type: str
+    aggregate_type: str
+    aggregate_id: str | uuid.UUID | int
+    payload: dict[str, Any]
+    tenant: str | None = None
+    available_at: datetime | None = None
+
+
+async def emit(
+    session: AsyncSession,
+    *,
+    event_type: str,
+    aggregate_type: str,
+    aggregate_id: str | uuid.UUID | int,
+    payload: dict[str, Any],
+    tenant: str | None = None,
+    available_at: datetime | None = None,
+    actor: str | None = None,
+    routes: RoutingTable = ROUTES,
+) -> uuid.UUID:
+    """Write one event in `session`'s open transaction and return its id.
+
+    The row commits or rolls back with the state change it describes. `available_at` defers
+    dispatch (a scheduled publish); `actor` says who caused it (user id, API key id, system).
+    """
+    spec = EventSpec(event_type, aggregate_type, aggregate_id, payload, tenant, available_at)
+    (event_id,) = await emit_many(session, [spec], actor=actor, routes=routes)
+    return event_id
+
+
+async def emit_many(
+    session: AsyncSession,
+    events: Sequence[EventSpec],
+    *,
+    actor: str | None = None,
+    routes: RoutingTable = ROUTES,
+) -> list[uuid.UUID]:
+    """Write several events in one statement, in the caller's open transaction."""
+    if not session.in_transaction():
+        raise OutboxError("emit() needs an open transaction: events commit with their change")
+    unknown = sorted({e.event_type for e in events if e.event_type not in routes})
+    if unknown:
+        raise OutboxError(f"unknown event type {unknown[0]!r}: add it to the routing table")
+    context = structlog.contextvars.get_contextvars()
+    headers = {
+        "request_id": context.get("request_id"),
+        "traceparent": current_traceparent.get(),
+        "actor": actor or context.get("actor"),
+    }
+    headers = {k: v for k, v in headers.items() if v is not None}
+    event_ids = [uuid.uuid4() for _ in events]
+    rows = [
+        {
+            "event_id": str(event_id),
+            "tenant": e.tenant,
+            "aggregate_type": e.aggregate_type,
+            "aggregate_id": str(e.aggregate_id),
+            "event_type": e.event_type,
+            "payload": e.payload,
+            "available_at": e.available_at.isoformat() if e.available_at else None,
+        }
+        for event_id, e in zip(event_ids, events, strict=True)
+    ]
+    # One statement, one parameter and one round trip for any number of events; the SQL is
+    # constant, so it is prepared once per connection.
+    await session.execute(_INSERT, {"events": json.dumps(rows), "headers": json.dumps(headers)})
+    await _notify_relays(session)
+    return event_ids
+
+
+async def _notify_relays(session: AsyncSession) -> None:
+    global _last_notify  # noqa: PLW0603 - one throttle per process, by design
+    now = time.monotonic()
+    if now - _last_notify >= NOTIFY_INTERVAL_S:
+        _last_notify = now
+        # Delivered at commit, and not at all on rollback.
+        await session.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))

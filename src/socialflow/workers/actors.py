@@ -1,0 +1,128 @@
+"""`event_actor`: declare an actor that applies each outbox event once, in its tenant's schema.
+
+The actor's effects and the record that it processed the event commit in one transaction, so a
+redelivered message (relay retry, worker crash, Dramatiq retry) finds the record and does
+nothing. Concurrent duplicates serialise on the record's primary key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import dramatiq
+import structlog
+from dramatiq.asyncio import get_event_loop_thread
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from socialflow.db.engine import create_engine, create_session_factory
+from socialflow.db.session import unit_of_work
+from socialflow.db.tenancy import enter_tenant_schema
+from socialflow.db.tenant_schema import schema_for_tenant
+from socialflow.outbox.events import Event
+from socialflow.settings import Settings, get_settings
+
+log = structlog.get_logger("socialflow.worker")
+
+EventHandler = Callable[[AsyncSession, Event], Awaitable[None]]
+
+RECORD_PROCESSED_SQL = text(
+    "INSERT INTO shared.processed_event (event_id, actor) VALUES (:event_id, :actor) "
+    "ON CONFLICT DO NOTHING RETURNING 1"
+)
+
+
+class WorkerDatabase:
+    """The worker process's engine, created on first use inside its event loop."""
+
+    _settings: Settings | None = None
+    _engine: AsyncEngine | None = None
+    _factory: async_sessionmaker[AsyncSession] | None = None
+
+    @classmethod
+    def configure(cls, settings: Settings) -> None:
+        """Use these settings instead of the environment's (tests, embedding)."""
+        cls._settings = settings
+
+    @classmethod
+    def session_factory(cls) -> async_sessionmaker[AsyncSession]:
+        if cls._factory is None:
+            cls._engine = create_engine(cls._settings or get_settings())
+            cls._factory = create_session_factory(cls._engine)
+        return cls._factory
+
+    @classmethod
+    async def dispose(cls) -> None:
+        if cls._engine is not None:
+            await cls._engine.dispose()
+        cls._engine = cls._factory = None
+
+
+async def record_processed(session: AsyncSession, event_id: uuid.UUID, actor: str) -> bool:
+    """True the first time `actor` records `event_id`; False for a redelivery."""
+    result = await session.execute(RECORD_PROCESSED_SQL, {"event_id": event_id, "actor": actor})
+    return result.first() is not None
+
+
+async def apply_event(
+    handler: EventHandler,
+    actor: str,
+    envelope: dict[str, Any],
+    factory: async_sessionmaker[AsyncSession],
+) -> bool:
+    """Run `handler` for one event in its tenant's schema, once. False if already applied."""
+    event = Event.from_message_arg(envelope)
+    async with unit_of_work(factory) as session:
+        if event.tenant is not None:
+            await enter_tenant_schema(session, schema_for_tenant(event.tenant))
+        if not await record_processed(session, event.event_id, actor):
+            log.info("actor.duplicate_skipped")
+            return False
+        await handler(session, event)
+    return True
+
+
+def event_actor(
+    *,
+    queue_name: str,
+    actor_name: str | None = None,
+    broker: dramatiq.Broker | None = None,
+    session_factory: Callable[[], async_sessionmaker[AsyncSession]] | None = None,
+    **options: Any,
+) -> Callable[[EventHandler], dramatiq.Actor[[dict[str, Any]], None]]:
+    """Declare `handler(session, event)` as a Dramatiq actor on `queue_name`.
+
+    Retries default to the WORKER_* settings; past them the message lands in Dramatiq's
+    dead-letter queue and the EventContext middleware logs it with its event id.
+    """
+    settings = get_settings()
+    options.setdefault("max_retries", settings.worker_max_retries)
+    options.setdefault("min_backoff", settings.worker_min_backoff_ms)
+    options.setdefault("max_backoff", settings.worker_max_backoff_ms)
+    sessions = session_factory or WorkerDatabase.session_factory
+
+    def decorator(handler: EventHandler) -> dramatiq.Actor[[dict[str, Any]], None]:
+        name = actor_name or handler.__name__
+
+        def run(envelope: dict[str, Any]) -> None:
+            # Dramatiq runs async code on its event-loop thread, where the context the
+            # middleware bound in this worker thread would be lost: run it in a copy.
+            context = contextvars.copy_context()
+
+            async def in_context() -> None:
+                await asyncio.create_task(
+                    apply_event(handler, name, envelope, sessions()), context=context
+                )
+
+            get_event_loop_thread().run_coroutine(in_context())  # type: ignore[union-attr]
+
+        run.__name__ = run.__qualname__ = name
+        return dramatiq.actor(  # type: ignore[no-any-return,call-overload]
+            run, actor_name=name, queue_name=queue_name, broker=broker, **options
+        )
+
+    return decorator

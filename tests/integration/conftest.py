@@ -1,0 +1,70 @@
+"""Integration fixtures: a clean outbox, a session factory, relays with the test routes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import psycopg
+import pytest
+from outbox_relay.relay import OutboxRelay
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from socialflow.db.engine import create_engine, create_session_factory, libpq_url
+from socialflow.settings import Settings
+from tests.integration.outbox.support import TEST_ROUTES
+
+
+@pytest.fixture
+def clean_outbox(pg: psycopg.Connection[Any], redis_client: Any) -> None:
+    pg.execute("TRUNCATE shared.outbox, shared.outbox_dead_letter, shared.processed_event")
+
+
+@pytest.fixture
+async def session_factory(settings: Settings) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine = create_engine(settings)
+    yield create_session_factory(engine)
+    await engine.dispose()
+
+
+RelayFactory = Callable[..., OutboxRelay]
+
+
+@pytest.fixture
+async def make_relay(
+    database_url: str, redis_url: str, clean_outbox: None
+) -> AsyncIterator[RelayFactory]:
+    relays: list[OutboxRelay] = []
+
+    def make(**overrides: Any) -> OutboxRelay:
+        options: dict[str, Any] = {
+            "database_url": libpq_url(database_url),
+            "redis_url": redis_url,
+            "routes": TEST_ROUTES,
+            "batch_size": 200,
+            **overrides,
+        }
+        relay = OutboxRelay(**options)
+        relays.append(relay)
+        return relay
+
+    yield make
+    for relay in relays:
+        await relay.close()
+
+
+@pytest.fixture
+async def running_relays() -> AsyncIterator[Callable[[OutboxRelay], asyncio.Task[None]]]:
+    """Start relays' run loops as tasks; they are stopped and awaited after the test."""
+    stop = asyncio.Event()
+    tasks: list[asyncio.Task[None]] = []
+
+    def start(relay: OutboxRelay) -> asyncio.Task[None]:
+        task = asyncio.create_task(relay.run(stop))
+        tasks.append(task)
+        return task
+
+    yield start
+    stop.set()
+    await asyncio.gather(*tasks)

@@ -1,0 +1,26 @@
+"""W3C traceparent: a valid parent's trace continues with a new span; anything else starts one."""
+
+from __future__ import annotations
+
+import pytest
+
+from socialflow.lib.tracing import child_traceparent, trace_id
+
+PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+def test_a_valid_parent_keeps_its_trace_and_gets_a_new_span() -> None:
+    child = child_traceparent(PARENT)
+    assert trace_id(child) == "0af7651916cd43dd8448eb211c80319c"
+    assert child.split("-")[2] != "b7ad6b7169203331"
+    assert child.endswith("-01")
+
+
+@pytest.mark.parametrize(
+    "parent",
+    [None, "", "garbage", "00-" + "0" * 32 + "-b7ad6b7169203331-01", PARENT.upper()],
+)
+def test_a_missing_or_invalid_parent_starts_a_new_trace(parent: str | None) -> None:
+    child = child_traceparent(parent)
+    assert trace_id(child) != "0af7651916cd43dd8448eb211c80319c"
+    assert len(trace_id(child)) == 32
