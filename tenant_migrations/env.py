@@ -7,7 +7,7 @@ from sqlalchemy import create_engine, pool, text
 
 from socialflow.db.base import TenantBase
 from socialflow.db.engine import sqlalchemy_url
-from socialflow.db.tenant_schema import quote_schema, validate_schema_name
+from socialflow.db.tenant_schema import quote_schema, search_path_for, validate_schema_name
 
 config = context.config
 target_metadata = TenantBase.metadata
@@ -31,7 +31,7 @@ def run_migrations_online() -> None:
         # Unqualified names in tenant revisions resolve to this schema, types to extensions.
         connection.execute(
             text("SELECT set_config('search_path', :path, true)"),
-            {"path": f"{quote_schema(schema)}, extensions"},
+            {"path": search_path_for(schema)},
         )
         context.configure(
             connection=connection,
@@ -43,4 +43,20 @@ def run_migrations_online() -> None:
     engine.dispose()
 
 
-run_migrations_online()
+def render_offline() -> None:
+    """Render the DDL with unqualified names (provisioning replays it under a search_path)."""
+    context.configure(
+        url=config.get_main_option("sqlalchemy.url"),
+        target_metadata=target_metadata,
+        literal_binds=True,
+        transactional_ddl=False,
+        dialect_opts={"paramstyle": "named"},
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+if context.is_offline_mode():
+    render_offline()
+else:
+    run_migrations_online()

@@ -101,6 +101,8 @@ def settings(database_url: str, redis_url: str) -> Settings:
         jwt_signing_key=SecretStr("test-signing-key-" + "x" * 32),
         db_pool_size=5,
         ready_timeout_s=2.0,
+        password_time_cost=1,
+        password_memory_kib=1024,
         _env_file=None,  # type: ignore[call-arg]
     )
 

@@ -11,10 +11,18 @@ from redis.asyncio import Redis
 from socialflow.db.engine import create_engine, create_session_factory
 from socialflow.db.session import provide_session
 from socialflow.health.controllers import HealthController
+from socialflow.identity.auth import provide_principal
+from socialflow.identity.controllers import AuthController, MeController
 from socialflow.lib.logging import configure_logging
 from socialflow.lib.problems import EXCEPTION_HANDLERS
 from socialflow.lib.request_context import RequestContextMiddleware
 from socialflow.settings import Settings, get_settings
+from socialflow.tenancy.controllers import (
+    AgencyController,
+    TenantContentController,
+    TenantController,
+)
+from socialflow.tenancy.directory import TenantDirectory
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -38,12 +46,24 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "`socialflow dev` starts embedded servers and sets them"
         )
     app = Litestar(
-        route_handlers=[HealthController],
-        dependencies={"session": Provide(provide_session)},
+        route_handlers=[
+            HealthController,
+            AuthController,
+            MeController,
+            AgencyController,
+            TenantController,
+            TenantContentController,
+        ],
+        dependencies={
+            "session": Provide(provide_session),
+            "principal": Provide(provide_principal),
+        },
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         on_startup=[open_resources],
         on_shutdown=[close_resources],
-        state=State({"settings": settings}),
+        state=State(
+            {"settings": settings, "tenant_directory": TenantDirectory(settings.tenant_cache_ttl_s)}
+        ),
         openapi_config=OpenAPIConfig(
             title="SocialFlow API", version="1", path="/schema", use_handler_docstrings=True
         ),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from typing import Any
 
@@ -92,7 +93,6 @@ def _database_url() -> str:
 @click.option("--json", "as_json", is_flag=True, help="one JSON object instead of a table")
 def outbox_status_command(as_json: bool) -> None:
     """Backlog due now, deferred events, age of the oldest due event, dead letters."""
-    import asyncio
     import json
 
     from socialflow.outbox.status import outbox_status
@@ -117,7 +117,6 @@ def outbox_status_command(as_json: bool) -> None:
 @click.option("--all", "requeue_all", is_flag=True, help="every dead letter")
 def requeue_dead_letters_command(event_ids: tuple[str, ...], requeue_all: bool) -> None:
     """Move dead letters back to the outbox (after fixing what made them undeliverable)."""
-    import asyncio
     import uuid
     from functools import partial
 
@@ -143,6 +142,60 @@ async def _with_session(use_case: Any) -> Any:
             return await use_case(session)
     finally:
         await engine.dispose()
+
+
+@main.group()
+def admin() -> None:
+    """Seed accounts: operators and users."""
+
+
+@admin.command("create-operator")
+@click.option("--email", required=True)
+@click.option("--password", required=True, help="12+ characters")
+def create_operator(email: str, password: str) -> None:
+    """Create a platform operator (or promote an account and reset its password)."""
+    from functools import partial
+
+    from socialflow.identity.services import ensure_operator
+
+    user = asyncio.run(
+        _with_session(
+            partial(ensure_operator, settings=get_settings(), email=email, password=password)
+        )
+    )
+    click.echo(f"operator {user.email} ({user.id})")
+
+
+@admin.command("create-user")
+@click.option("--email", required=True)
+@click.option("--password", required=True, help="12+ characters")
+@click.option("--name", default=None)
+def create_user_command(email: str, password: str, name: str | None) -> None:
+    """Create a user account."""
+    from functools import partial
+
+    from socialflow.identity.services import create_user
+
+    user = asyncio.run(
+        _with_session(
+            partial(create_user, settings=get_settings(), email=email, password=password, name=name)
+        )
+    )
+    click.echo(f"user {user.email} ({user.id})")
+
+
+@main.group()
+def tenants() -> None:
+    """Operate tenants: purge deleted ones past retention."""
+
+
+@tenants.command("purge-expired")
+def purge_expired_command() -> None:
+    """Drop the schemas of deleted tenants whose retention has passed."""
+    from socialflow.tenancy.services import purge_expired
+
+    purged = asyncio.run(_with_session(purge_expired))
+    click.echo(f"purged {len(purged)} tenant(s){': ' + ', '.join(purged) if purged else ''}")
 
 
 @main.command()

@@ -26,6 +26,7 @@ from socialflow.db.migrate import upgrade_shared
 from socialflow.settings import Settings
 
 PROCESSES = ("api", "relay", "worker")
+BOOTSTRAP_OPERATOR = "operator@socialflow.localhost"
 STOP_TIMEOUT_S = 15.0
 READY_TIMEOUT_S = 120.0
 _PR_SET_PDEATHSIG = 1
@@ -76,6 +77,30 @@ class Supervisor:
                 process.wait()
 
 
+def _bootstrap_operator(settings: Settings, database_url: str) -> str:
+    """(Re)set the dev operator's password to a fresh one, to print."""
+    import asyncio
+
+    from socialflow.db.engine import create_engine, create_session_factory
+    from socialflow.db.session import unit_of_work
+    from socialflow.identity.services import ensure_operator
+
+    password = secrets.token_urlsafe(12)
+
+    async def bootstrap() -> None:
+        engine = create_engine(settings, database_url=database_url)
+        try:
+            async with unit_of_work(create_session_factory(engine)) as session:
+                await ensure_operator(
+                    session, settings, email=BOOTSTRAP_OPERATOR, password=password
+                )
+        finally:
+            await engine.dispose()
+
+    asyncio.run(bootstrap())
+    return password
+
+
 def describe_exit(code: int) -> str:
     if code < 0:
         return f"killed by {signal.Signals(-code).name}"
@@ -119,13 +144,18 @@ def run_dev(settings: Settings) -> int:
                 "(set JWT_SIGNING_KEY to keep tokens valid across runs)"
             )
         upgrade_shared(urls.database_url)
+        operator_password = _bootstrap_operator(settings, urls.database_url)
         supervisor = Supervisor(env=env, stopping=stop_requested)
         for name in PROCESSES:
             supervisor.start(name)
         base = f"http://{settings.host}:{settings.port}"
         try:
             if wait_until_ready(base, supervisor):
-                click.echo(f"\nSocialFlow is ready at {base}\n  OpenAPI: {base}/schema\n")
+                click.echo(
+                    f"\nSocialFlow is ready at {base}\n  OpenAPI: {base}/schema\n"
+                    f"  Operator login: {BOOTSTRAP_OPERATOR} / {operator_password}\n"
+                    f"  (POST {base}/api/v1/auth/token with that email and password)\n"
+                )
             return _watch(supervisor, stop_requested)
         finally:
             supervisor.stop_all()

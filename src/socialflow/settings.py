@@ -52,6 +52,15 @@ class Settings(BaseSettings):
     jwt_signing_key: SecretStr | None = Field(
         default=None, description="HS256 key for access tokens; generated per run in dev/test"
     )
+    access_token_ttl_s: int = Field(default=900, ge=30)
+    refresh_token_ttl_s: int = Field(default=30 * 24 * 3600, ge=60)
+    jwt_issuer: str = "socialflow"
+    password_time_cost: int = Field(default=3, ge=1)
+    password_memory_kib: int = Field(default=65_536, ge=1024)
+    invitation_ttl_hours: int = Field(default=72, ge=1)
+    tenant_retention_days: int = Field(default=30, ge=0)
+    tenant_cache_ttl_s: float = Field(default=5.0, ge=0)
+    plans: tuple[str, ...] = ("free", "starter", "pro", "enterprise")
     worker_processes: int = Field(default=1, ge=1)
     worker_threads: int = Field(default=4, ge=1)
     relay_batch_size: int = Field(default=500, ge=1, le=10_000)

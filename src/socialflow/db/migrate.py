@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TextIO
 
 from alembic import command
 from alembic.config import Config
@@ -14,8 +15,8 @@ SHARED_TREE = PROJECT_ROOT / "migrations"
 TENANT_TREE = PROJECT_ROOT / "tenant_migrations"
 
 
-def alembic_config(tree: Path, database_url: str) -> Config:
-    config = Config()
+def alembic_config(tree: Path, database_url: str, *, output_buffer: TextIO | None = None) -> Config:
+    config = Config(output_buffer=output_buffer)
     config.set_main_option("script_location", str(tree))
     # Escape % for ConfigParser interpolation (passwords may contain it).
     config.set_main_option("sqlalchemy.url", sqlalchemy_url(database_url).replace("%", "%%"))

@@ -1,0 +1,1 @@
+"""Users, authentication, memberships and roles, agency admins."""

@@ -1,0 +1,83 @@
+"""Access tokens (short-lived HS256 JWTs) and refresh tokens (opaque, stored hashed, rotated)."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from socialflow.lib.problems import Problem
+from socialflow.settings import Settings
+
+ALGORITHM = "HS256"
+REFRESH_PREFIX = "sfr_"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: a person, authenticated by an access token."""
+
+    user_id: uuid.UUID
+    email: str
+    is_operator: bool
+
+
+def unauthorized(detail: str) -> Problem:
+    return Problem(
+        401, "unauthorized", detail, headers={"WWW-Authenticate": 'Bearer realm="socialflow"'}
+    )
+
+
+def issue_access_token(settings: Settings, principal: Principal) -> str:
+    now = int(time.time())
+    claims = {
+        "iss": settings.jwt_issuer,
+        "sub": str(principal.user_id),
+        "email": principal.email,
+        "op": principal.is_operator,
+        "iat": now,
+        "exp": now + settings.access_token_ttl_s,
+        "jti": secrets.token_hex(8),
+        "typ": "access",
+    }
+    return jwt.encode(claims, settings.signing_key(), algorithm=ALGORITHM)
+
+
+def read_access_token(settings: Settings, token: str) -> Principal:
+    """The principal of a valid token; a 401 problem for anything else."""
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            settings.signing_key(),
+            algorithms=[ALGORITHM],
+            issuer=settings.jwt_issuer,
+            options={"require": ["exp", "iat", "sub", "iss"]},
+        )
+    except jwt.ExpiredSignatureError as exc:
+        raise unauthorized("The access token has expired; refresh it.") from exc
+    except jwt.PyJWTError as exc:
+        raise unauthorized("The access token is invalid.") from exc
+    if claims.get("typ") != "access":
+        raise unauthorized("The access token is invalid.")
+    try:
+        user_id = uuid.UUID(claims["sub"])
+    except ValueError as exc:
+        raise unauthorized("The access token is invalid.") from exc
+    return Principal(
+        user_id=user_id, email=str(claims.get("email", "")), is_operator=bool(claims.get("op"))
+    )
+
+
+def new_refresh_token() -> tuple[str, str]:
+    """A refresh token to hand out once, and the hash to store."""
+    token = REFRESH_PREFIX + secrets.token_urlsafe(32)
+    return token, hash_token(token)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()

@@ -1,0 +1,1 @@
+"""Agencies, tenants, provisioning, lifecycle and per-request tenant resolution."""

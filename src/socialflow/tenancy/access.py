@@ -1,0 +1,117 @@
+"""Who may do what to a tenant, resolved once per request; tenant routes' dependencies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from litestar import Request
+from litestar.datastructures import State
+from litestar.di import NamedDependency
+from litestar.params import FromPath
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from socialflow.db.tenancy import enter_tenant_schema
+from socialflow.identity.permissions import Permission, Role, allows
+from socialflow.identity.tokens import Principal
+from socialflow.lib.logging import bind_context
+from socialflow.lib.problems import Problem
+from socialflow.tenancy.directory import TenantDirectory, TenantRef
+
+ACCESS_SQL = text(
+    "SELECT (SELECT role FROM shared.memberships WHERE tenant_id = :tenant AND user_id = :user), "
+    "EXISTS (SELECT 1 FROM shared.agency_admins WHERE agency_id = :agency AND user_id = :user)"
+)
+
+
+def tenant_not_found(slug: str) -> Problem:
+    # The same answer for a tenant that does not exist and one the caller may not see.
+    return Problem(404, "not-found", f"No tenant {slug!r}.")
+
+
+@dataclass(frozen=True, slots=True)
+class TenantAccess:
+    tenant: TenantRef
+    principal: Principal
+    role: Role | None
+    is_agency_admin: bool
+
+    @property
+    def manages(self) -> bool:
+        """Operators and the tenant's agency admins run its lifecycle and see its metadata."""
+        return self.principal.is_operator or self.is_agency_admin
+
+    def require_manager(self) -> None:
+        if not self.manages:
+            raise Problem(
+                403, "forbidden", "Only the tenant's agency admins or an operator may do this."
+            )
+
+    def require(self, permission: Permission) -> None:
+        """Tenant content: members only, by role; suspended tenants only for their managers."""
+        if self.tenant.status == "deleted":
+            raise tenant_not_found(self.tenant.slug)
+        if self.tenant.status == "suspended" and not self.manages:
+            raise Problem(403, "tenant-suspended", f"Tenant {self.tenant.slug!r} is suspended.")
+        if self.role is None:
+            raise Problem(403, "not-a-member", "Tenant content is for the tenant's members.")
+        if not allows(self.role, permission):
+            raise Problem(403, "forbidden", f"The {self.role} role may not do this ({permission}).")
+
+
+async def resolve_access(
+    session: AsyncSession, directory: TenantDirectory, slug: str, principal: Principal
+) -> TenantAccess:
+    """The caller's standing in tenant `slug`; 404 when they may not know it exists."""
+    tenant = await directory.find(session, slug)
+    if tenant is None:
+        raise tenant_not_found(slug)
+    role_name, is_agency_admin = (
+        await session.execute(
+            ACCESS_SQL,
+            {"tenant": tenant.id, "agency": tenant.agency_id, "user": principal.user_id},
+        )
+    ).one()
+    access = TenantAccess(
+        tenant=tenant,
+        principal=principal,
+        role=Role(role_name) if role_name else None,
+        is_agency_admin=bool(is_agency_admin),
+    )
+    if not (access.role or access.manages):
+        raise tenant_not_found(slug)
+    if tenant.status == "deleted" and not access.manages:
+        raise tenant_not_found(slug)
+    if tenant.status == "suspended" and not access.manages:
+        raise Problem(403, "tenant-suspended", f"Tenant {slug!r} is suspended.")
+    bind_context(tenant=tenant.slug)
+    return access
+
+
+async def provide_tenant_access(
+    tenant: FromPath[str],
+    principal: NamedDependency[Principal],
+    session: NamedDependency[AsyncSession],
+    state: State,
+) -> TenantAccess:
+    """Dependency for tenant metadata and lifecycle routes (no tenant schema involved)."""
+    return await resolve_access(session, state.tenant_directory, tenant, principal)
+
+
+async def provide_tenant_scope(
+    request: Request[Any, Any, Any],
+    tenant: FromPath[str],
+    principal: NamedDependency[Principal],
+    session: NamedDependency[AsyncSession],
+    state: State,
+) -> TenantAccess:
+    """Dependency for tenant content routes: access checked for the route's permission, then
+    the request's transaction is pointed at the tenant's schema."""
+    access = await resolve_access(session, state.tenant_directory, tenant, principal)
+    permission = request.route_handler.opt.get("permission")
+    if not isinstance(permission, Permission):
+        raise RuntimeError(f"{request.route_handler} declares no permission in opt")
+    access.require(permission)
+    await enter_tenant_schema(session, access.tenant.schema_name)
+    return access

@@ -1,0 +1,226 @@
+"""HTTP for agencies, tenants, their lifecycle and the first tenant-scoped resources."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Controller, Response, delete, get, patch, post, put
+from litestar.datastructures import State
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, JSONBody
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from socialflow.identity.permissions import Permission
+from socialflow.identity.tokens import Principal
+from socialflow.tenancy import services, tenant_content
+from socialflow.tenancy.access import TenantAccess, provide_tenant_access, provide_tenant_scope
+from socialflow.tenancy.schemas import (
+    AgencyAdminCreate,
+    AgencyAdminOut,
+    AgencyCreate,
+    AgencyOut,
+    MemberList,
+    TenantCreate,
+    TenantList,
+    TenantOut,
+    TenantSettingsOut,
+    TenantSettingsUpdate,
+    TenantUpdate,
+)
+
+
+def _tenant_out(row: dict[str, Any]) -> TenantOut:
+    return msgspec.convert({**row, "id": str(row["id"])}, TenantOut)
+
+
+class AgencyController(Controller):
+    path = "/api/v1/agencies"
+    tags = ["agencies"]  # noqa: RUF012 - Litestar reads this class attribute
+
+    @post("", summary="Create an agency (operators)")
+    async def create(
+        self,
+        data: JSONBody[AgencyCreate],
+        principal: NamedDependency[Principal],
+        session: NamedDependency[AsyncSession],
+    ) -> AgencyOut:
+        agency = await services.create_agency(session, principal, slug=data.slug, name=data.name)
+        return AgencyOut(str(agency.id), agency.slug, agency.name, agency.created_at)
+
+    @get("", summary="List agencies (operators)")
+    async def list_agencies(
+        self, principal: NamedDependency[Principal], session: NamedDependency[AsyncSession]
+    ) -> list[AgencyOut]:
+        agencies = await services.list_agencies(session, principal)
+        return [AgencyOut(str(a.id), a.slug, a.name, a.created_at) for a in agencies]
+
+    @post("/{agency:str}/admins", summary="Make a user an agency admin (created if new)")
+    async def add_admin(
+        self,
+        agency: FromPath[str],
+        data: JSONBody[AgencyAdminCreate],
+        principal: NamedDependency[Principal],
+        session: NamedDependency[AsyncSession],
+        state: State,
+    ) -> AgencyAdminOut:
+        user_id, created = await services.add_agency_admin(
+            session, state.settings, principal,
+            agency_slug=agency, email=data.email, password=data.password,
+        )  # fmt: skip
+        return AgencyAdminOut(str(user_id), data.email, agency, created)
+
+
+class TenantController(Controller):
+    path = "/api/v1/tenants"
+    tags = ["tenants"]  # noqa: RUF012 - Litestar reads this class attribute
+
+    @post("", summary="Provision a tenant (operators, the agency's admins)")
+    async def provision(
+        self,
+        data: JSONBody[TenantCreate],
+        principal: NamedDependency[Principal],
+        session: NamedDependency[AsyncSession],
+        state: State,
+    ) -> Response[TenantOut]:
+        result = await services.provision_tenant(
+            session, state.settings, principal, slug=data.slug, name=data.name,
+            agency_slug=data.agency, plan=data.plan, owner_email=data.owner_email,
+        )  # fmt: skip
+        t = result.tenant
+        body = TenantOut(
+            str(t.id), t.slug, t.name, result.agency_slug, t.plan, t.status, t.created_at,
+            t.updated_at,
+        )  # fmt: skip
+        return Response(body, status_code=201, headers={"Location": f"{self.path}/{t.slug}"})
+
+    @get("", summary="The tenants the caller can see")
+    async def list_tenants(
+        self, principal: NamedDependency[Principal], session: NamedDependency[AsyncSession]
+    ) -> TenantList:
+        rows = await services.visible_tenants(session, principal)
+        return TenantList(items=[_tenant_out(r) for r in rows])
+
+    @get(
+        "/{tenant:str}",
+        summary="Tenant metadata",
+        dependencies={"access": Provide(provide_tenant_access)},
+    )
+    async def read(
+        self, access: NamedDependency[TenantAccess], session: NamedDependency[AsyncSession]
+    ) -> TenantOut:
+        return _tenant_out(await services.tenant_metadata(session, access))
+
+    @patch(
+        "/{tenant:str}",
+        summary="Rename or re-plan (agency admins, operators)",
+        dependencies={"access": Provide(provide_tenant_access)},
+    )
+    async def update(
+        self,
+        data: JSONBody[TenantUpdate],
+        access: NamedDependency[TenantAccess],
+        session: NamedDependency[AsyncSession],
+        state: State,
+    ) -> TenantOut:
+        await services.update_tenant(
+            session, state.settings, state.tenant_directory, access, name=data.name, plan=data.plan
+        )
+        return _tenant_out(await services.tenant_metadata(session, access))
+
+    @delete(
+        "/{tenant:str}",
+        status_code=200,
+        summary="Soft-delete: kept for the retention window, restorable",
+        dependencies={"access": Provide(provide_tenant_access)},
+    )
+    async def soft_delete(
+        self,
+        access: NamedDependency[TenantAccess],
+        session: NamedDependency[AsyncSession],
+        state: State,
+    ) -> TenantOut:
+        return await self._transition(access, session, state, "delete")
+
+    @post(
+        "/{tenant:str}/suspend",
+        status_code=200,
+        dependencies={"access": Provide(provide_tenant_access)},
+    )
+    async def suspend(
+        self,
+        access: NamedDependency[TenantAccess],
+        session: NamedDependency[AsyncSession],
+        state: State,
+    ) -> TenantOut:
+        return await self._transition(access, session, state, "suspend")
+
+    @post(
+        "/{tenant:str}/resume",
+        status_code=200,
+        dependencies={"access": Provide(provide_tenant_access)},
+    )
+    async def resume(
+        self,
+        access: NamedDependency[TenantAccess],
+        session: NamedDependency[AsyncSession],
+        state: State,
+    ) -> TenantOut:
+        return await self._transition(access, session, state, "resume")
+
+    @post(
+        "/{tenant:str}/restore",
+        status_code=200,
+        dependencies={"access": Provide(provide_tenant_access)},
+    )
+    async def restore(
+        self,
+        access: NamedDependency[TenantAccess],
+        session: NamedDependency[AsyncSession],
+        state: State,
+    ) -> TenantOut:
+        return await self._transition(access, session, state, "restore")
+
+    @staticmethod
+    async def _transition(
+        access: TenantAccess, session: AsyncSession, state: State, transition: str
+    ) -> TenantOut:
+        await services.change_status(
+            session, state.settings, state.tenant_directory, access, transition
+        )
+        return _tenant_out(await services.tenant_metadata(session, access))
+
+
+class TenantContentController(Controller):
+    """Routes that read and write the tenant's own schema."""
+
+    path = "/api/v1/tenants/{tenant:str}"
+    tags = ["tenant content"]  # noqa: RUF012 - Litestar reads this class attribute
+    dependencies = {"member": Provide(provide_tenant_scope)}  # noqa: RUF012
+
+    @get("/members", opt={"permission": Permission.MEMBERS_READ}, summary="The tenant's members")
+    async def members(
+        self, member: NamedDependency[TenantAccess], session: NamedDependency[AsyncSession]
+    ) -> MemberList:
+        rows = await tenant_content.list_members(session, member)
+        return msgspec.convert(
+            {"items": [{**r, "user_id": str(r["user_id"])} for r in rows]}, MemberList
+        )
+
+    @get("/settings", opt={"permission": Permission.SETTINGS_READ}, summary="Tenant settings")
+    async def read_settings(
+        self, member: NamedDependency[TenantAccess], session: NamedDependency[AsyncSession]
+    ) -> TenantSettingsOut:
+        return msgspec.convert(await tenant_content.read_settings(session), TenantSettingsOut)
+
+    @put("/settings", opt={"permission": Permission.SETTINGS_WRITE}, summary="Change settings")
+    async def write_settings(
+        self,
+        data: JSONBody[TenantSettingsUpdate],
+        member: NamedDependency[TenantAccess],
+        session: NamedDependency[AsyncSession],
+    ) -> TenantSettingsOut:
+        changes = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not None}
+        return msgspec.convert(
+            await tenant_content.update_settings(session, member, changes), TenantSettingsOut
+        )

@@ -1,0 +1,361 @@
+"""Tenancy use cases: agencies, provisioning in one transaction, lifecycle. Never commits."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from socialflow.db.tenant_schema import quote_schema, schema_for_tenant
+from socialflow.identity import services as identity
+from socialflow.identity.models import Invitation, Membership
+from socialflow.identity.permissions import Role
+from socialflow.identity.tokens import Principal, hash_token
+from socialflow.lib.problems import Problem
+from socialflow.outbox import emit
+from socialflow.settings import Settings
+from socialflow.tenancy.access import TenantAccess
+from socialflow.tenancy.audit import record_platform_audit
+from socialflow.tenancy.directory import TenantDirectory, TenantRef
+from socialflow.tenancy.models import Agency, AgencyAdmin, Tenant
+from socialflow.tenancy.schema_ddl import create_tenant_schema
+from socialflow.tenancy.slugs import validate_new_slug
+
+# -- agencies -------------------------------------------------------------------------------
+
+
+def require_operator(principal: Principal) -> None:
+    if not principal.is_operator:
+        raise Problem(403, "forbidden", "Only platform operators may do this.")
+
+
+async def create_agency(
+    session: AsyncSession, principal: Principal, *, slug: str, name: str
+) -> Agency:
+    require_operator(principal)
+    validate_new_slug(slug, what="agency")
+    if (await session.execute(select(Agency).where(Agency.slug == slug))).first():
+        raise Problem(409, "slug-taken", f"An agency {slug!r} exists.")
+    agency = Agency(id=uuid.uuid4(), slug=slug, name=name)
+    session.add(agency)
+    await session.flush()
+    await record_platform_audit(
+        session, actor_user_id=principal.user_id, action="agency.created", target_type="agency",
+        target_id=agency.id, agency_id=agency.id, after={"slug": slug, "name": name},
+    )  # fmt: skip
+    return agency
+
+
+async def list_agencies(session: AsyncSession, principal: Principal) -> list[Agency]:
+    require_operator(principal)
+    return list((await session.execute(select(Agency).order_by(Agency.slug))).scalars())
+
+
+async def add_agency_admin(
+    session: AsyncSession,
+    settings: Settings,
+    principal: Principal,
+    *,
+    agency_slug: str,
+    email: str,
+    password: str | None,
+) -> tuple[uuid.UUID, bool]:
+    """Make `email` an admin of the agency, creating the account if new; (user id, created)."""
+    require_operator(principal)
+    agency = await _agency_by_slug(session, agency_slug)
+    if agency is None:
+        raise Problem(404, "not-found", f"No agency {agency_slug!r}.")
+    user = await identity.find_user_by_email(session, email)
+    created = user is None
+    if user is None:
+        user = await identity.create_user(session, settings, email=email, password=password)
+    await session.execute(
+        text(
+            "INSERT INTO shared.agency_admins (agency_id, user_id) VALUES (:a, :u) "
+            "ON CONFLICT DO NOTHING"
+        ),
+        {"a": agency.id, "u": user.id},
+    )
+    await record_platform_audit(
+        session, actor_user_id=principal.user_id, action="agency.admin_added",
+        target_type="user", target_id=user.id, agency_id=agency.id, after={"email": user.email},
+    )  # fmt: skip
+    return user.id, created
+
+
+async def _agency_by_slug(session: AsyncSession, slug: str) -> Agency | None:
+    return (await session.execute(select(Agency).where(Agency.slug == slug))).scalar_one_or_none()
+
+
+async def _is_agency_admin(session: AsyncSession, agency_id: uuid.UUID, user_id: uuid.UUID) -> bool:
+    found = await session.execute(
+        select(AgencyAdmin).where(
+            AgencyAdmin.agency_id == agency_id, AgencyAdmin.user_id == user_id
+        )
+    )
+    return found.first() is not None
+
+
+# -- provisioning ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProvisionedTenant:
+    tenant: Tenant
+    agency_slug: str
+    owner_id: uuid.UUID
+    owner_created: bool
+
+
+INSERT_TENANT = text("""
+INSERT INTO shared.tenants (id, slug, name, agency_id, plan, schema_name)
+VALUES (:id, :slug, :name, :agency_id, :plan, :schema_name)
+ON CONFLICT (slug) WHERE status <> 'purged' DO NOTHING
+RETURNING id
+""")
+
+
+async def provision_tenant(
+    session: AsyncSession,
+    settings: Settings,
+    principal: Principal,
+    *,
+    slug: str,
+    name: str,
+    agency_slug: str,
+    plan: str,
+    owner_email: str,
+) -> ProvisionedTenant:
+    """Tenant row, schema with every tenant table at head, owner membership and invitation,
+    `tenant.created` and the audit entry — all in the caller's one transaction."""
+    validate_new_slug(slug)
+    if plan not in settings.plans:
+        raise Problem(
+            422, "invalid-plan", f"Plan must be one of {', '.join(settings.plans)}.",
+            errors=[{"field": "plan", "message": "unknown plan"}],
+        )  # fmt: skip
+    agency = await _agency_by_slug(session, agency_slug)
+    if agency is None or not (
+        principal.is_operator or await _is_agency_admin(session, agency.id, principal.user_id)
+    ):
+        # An agency the caller does not administer is as good as absent.
+        raise Problem(404, "not-found", f"No agency {agency_slug!r}.")
+    owner_email = identity.normalise_email(owner_email)
+
+    schema = schema_for_tenant(slug)
+    tenant_id = uuid.uuid4()
+    # The row first: it takes the slug's unique-index lock, so of concurrent requests for one
+    # slug the first proceeds and the rest wait, then find the slug taken.
+    inserted = await session.execute(
+        INSERT_TENANT,
+        {"id": tenant_id, "slug": slug, "name": name, "agency_id": agency.id, "plan": plan,
+         "schema_name": schema},
+    )  # fmt: skip
+    if inserted.scalar_one_or_none() is None:
+        raise Problem(409, "slug-taken", f"The slug {slug!r} is taken.")
+    await create_tenant_schema(session, schema)
+
+    owner, owner_created = await identity.get_or_create_user(session, owner_email)
+    session.add(Membership(tenant_id=tenant_id, user_id=owner.id, role=Role.OWNER.value))
+    if owner.password_hash is None:
+        await _invite(session, settings, tenant_id, owner.id, Role.OWNER)
+    await session.flush()
+
+    await emit(
+        session, event_type="tenant.created", aggregate_type="tenant", aggregate_id=tenant_id,
+        tenant=slug, actor=f"user:{principal.user_id}",
+        payload={"tenant_id": str(tenant_id), "slug": slug, "agency": agency.slug, "plan": plan,
+                 "owner_user_id": str(owner.id)},
+    )  # fmt: skip
+    await record_platform_audit(
+        session, actor_user_id=principal.user_id, action="tenant.created", target_type="tenant",
+        target_id=tenant_id, tenant_id=tenant_id, agency_id=agency.id,
+        after={"slug": slug, "name": name, "plan": plan, "owner": owner.email},
+    )  # fmt: skip
+    tenant = await session.get(Tenant, tenant_id)
+    assert tenant is not None
+    return ProvisionedTenant(tenant, agency.slug, owner.id, owner_created)
+
+
+async def _invite(
+    session: AsyncSession, settings: Settings, tenant_id: uuid.UUID, user_id: uuid.UUID, role: Role
+) -> str:
+    """A single-use invitation to set a password; the token is returned once, stored hashed."""
+    token = "sfi_" + secrets.token_urlsafe(32)
+    session.add(
+        Invitation(
+            id=uuid.uuid4(),
+            tenant_id=tenant_id,
+            user_id=user_id,
+            role=role.value,
+            token_hash=hash_token(token),
+            expires_at=datetime.now(UTC) + timedelta(hours=settings.invitation_ttl_hours),
+        )
+    )
+    return token
+
+
+# -- listing --------------------------------------------------------------------------------
+
+
+async def visible_tenants(session: AsyncSession, principal: Principal) -> list[dict[str, Any]]:
+    """Tenants the caller may see: members see live ones, managers also deleted ones."""
+    rows = await session.execute(
+        text("""
+        SELECT t.id, t.slug, t.name, a.slug AS agency, t.plan, t.status, t.created_at,
+               t.updated_at, t.deleted_at, t.purge_after
+        FROM shared.tenants t JOIN shared.agencies a ON a.id = t.agency_id
+        WHERE t.status <> 'purged' AND (
+            :operator
+            OR EXISTS (SELECT 1 FROM shared.agency_admins aa
+                       WHERE aa.agency_id = t.agency_id AND aa.user_id = :user)
+            OR (t.status <> 'deleted' AND EXISTS (
+                SELECT 1 FROM shared.memberships m WHERE m.tenant_id = t.id AND m.user_id = :user))
+        )
+        ORDER BY t.slug
+        """),
+        {"operator": principal.is_operator, "user": principal.user_id},
+    )
+    return [dict(row._mapping) for row in rows]
+
+
+async def tenant_metadata(session: AsyncSession, access: TenantAccess) -> dict[str, Any]:
+    row = (
+        await session.execute(
+            text(
+                "SELECT t.id, t.slug, t.name, a.slug AS agency, t.plan, t.status, t.created_at, "
+                "t.updated_at, t.deleted_at, t.purge_after FROM shared.tenants t "
+                "JOIN shared.agencies a ON a.id = t.agency_id WHERE t.id = :id"
+            ),
+            {"id": access.tenant.id},
+        )
+    ).one()
+    return dict(row._mapping)
+
+
+# -- lifecycle ------------------------------------------------------------------------------
+
+# transition → (statuses it starts from, status it ends in, event)
+TRANSITIONS: dict[str, tuple[frozenset[str], str, str]] = {
+    "suspend": (frozenset({"active"}), "suspended", "tenant.suspended"),
+    "resume": (frozenset({"suspended"}), "active", "tenant.resumed"),
+    "delete": (frozenset({"active", "suspended"}), "deleted", "tenant.deleted"),
+    "restore": (frozenset({"deleted"}), "active", "tenant.restored"),
+}
+
+
+async def change_status(
+    session: AsyncSession,
+    settings: Settings,
+    directory: TenantDirectory,
+    access: TenantAccess,
+    transition: str,
+) -> None:
+    access.require_manager()
+    sources, target, event_type = TRANSITIONS[transition]
+    tenant = await _locked_tenant(session, access.tenant)
+    if tenant.status not in sources:
+        raise Problem(
+            409, "invalid-transition", f"A {tenant.status} tenant cannot be {transition}d."
+        )
+    before = {"status": tenant.status}
+    tenant.status = target
+    tenant.updated_at = datetime.now(UTC)
+    if transition == "delete":
+        tenant.deleted_at = tenant.updated_at
+        tenant.purge_after = tenant.updated_at + timedelta(days=settings.tenant_retention_days)
+    elif transition == "restore":
+        tenant.deleted_at = tenant.purge_after = None
+    await _record_change(session, access, tenant, event_type, before, {"status": target})
+    directory.invalidate(tenant.slug)
+
+
+async def update_tenant(
+    session: AsyncSession,
+    settings: Settings,
+    directory: TenantDirectory,
+    access: TenantAccess,
+    *,
+    name: str | None,
+    plan: str | None,
+) -> None:
+    access.require_manager()
+    if plan is not None and plan not in settings.plans:
+        raise Problem(422, "invalid-plan", f"Plan must be one of {', '.join(settings.plans)}.")
+    tenant = await _locked_tenant(session, access.tenant)
+    if tenant.status == "deleted":
+        raise Problem(409, "invalid-transition", "Restore the tenant before changing it.")
+    before = {"name": tenant.name, "plan": tenant.plan}
+    tenant.name = name if name is not None else tenant.name
+    tenant.plan = plan if plan is not None else tenant.plan
+    after = {"name": tenant.name, "plan": tenant.plan}
+    if after == before:
+        return
+    tenant.updated_at = datetime.now(UTC)
+    await _record_change(session, access, tenant, "tenant.updated", before, after)
+    directory.invalidate(tenant.slug)
+
+
+async def _locked_tenant(session: AsyncSession, ref: TenantRef) -> Tenant:
+    return (
+        await session.execute(select(Tenant).where(Tenant.id == ref.id).with_for_update())
+    ).scalar_one()
+
+
+async def _record_change(  # noqa: PLR0917 - one call site per transition, all positional
+    session: AsyncSession,
+    access: TenantAccess,
+    tenant: Tenant,
+    event_type: str,
+    before: dict[str, Any],
+    after: dict[str, Any],
+) -> None:
+    actor = access.principal.user_id
+    await session.flush()
+    await emit(
+        session, event_type=event_type, aggregate_type="tenant", aggregate_id=tenant.id,
+        tenant=tenant.slug, actor=f"user:{actor}",
+        payload={"tenant_id": str(tenant.id), "slug": tenant.slug, "before": before,
+                 "after": after},
+    )  # fmt: skip
+    await record_platform_audit(
+        session, actor_user_id=actor, action=event_type, target_type="tenant",
+        target_id=tenant.id, tenant_id=tenant.id, agency_id=tenant.agency_id,
+        before=before, after=after,
+    )  # fmt: skip
+
+
+async def purge_expired(session: AsyncSession, *, now: datetime | None = None) -> list[str]:
+    """Drop the schemas of deleted tenants past their retention; returns the purged slugs."""
+    due = (
+        await session.execute(
+            select(Tenant)
+            .where(Tenant.status == "deleted", Tenant.purge_after <= (now or datetime.now(UTC)))
+            .with_for_update(skip_locked=True)
+        )
+    ).scalars()
+    purged = []
+    for tenant in due:
+        await session.execute(
+            text(f"DROP SCHEMA IF EXISTS {quote_schema(tenant.schema_name)} CASCADE")
+        )
+        tenant.status = "purged"
+        tenant.updated_at = datetime.now(UTC)
+        await session.flush()
+        await emit(
+            session, event_type="tenant.purged", aggregate_type="tenant", aggregate_id=tenant.id,
+            tenant=None, actor="system:purge",
+            payload={"tenant_id": str(tenant.id), "slug": tenant.slug},
+        )  # fmt: skip
+        await record_platform_audit(
+            session, actor_user_id=None, action="tenant.purged", target_type="tenant",
+            target_id=tenant.id, tenant_id=tenant.id, agency_id=tenant.agency_id,
+            before={"status": "deleted"}, after={"status": "purged"},
+        )  # fmt: skip
+        purged.append(tenant.slug)
+    return purged
