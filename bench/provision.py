@@ -68,9 +68,7 @@ async def without_search_path(
     access = await resolve_access(session, state.tenant_directory, tenant, principal)
     access.require(Permission.SETTINGS_READ)
     schema = access.tenant.schema_name
-    row = (
-        await session.execute(text(f'SELECT timezone, locale FROM "{schema}".settings'))
-    ).one()
+    row = (await session.execute(text(f'SELECT timezone, locale FROM "{schema}".settings'))).one()
     return {"timezone": row.timezone, "locale": row.locale}
 
 
@@ -210,7 +208,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def print_table(result: dict[str, Any]) -> None:
     print(
-        f"{'tenants present':>16} {'p50 ms':>9} {'p95 ms':>9} {'p99 ms':>9}   target p50<=50, p99<=200"
+        f"{'tenants present':>16} {'p50 ms':>9} {'p95 ms':>9} {'p99 ms':>9}"
+        "   target p50<=50, p99<=200"
     )
     for size in result["_detail"]["sizes"]:
         key = str(size)

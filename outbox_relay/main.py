@@ -25,7 +25,15 @@ async def serve() -> None:
     # Several claim loops overlap PostgreSQL's work with this process's encoding; they claim
     # disjoint rows (SKIP LOCKED) exactly as separate relay processes would.
     relays = [OutboxRelay.from_settings(settings) for _ in range(settings.relay_concurrency)]
-    await asyncio.gather(*(relay.run(stop) for relay in relays))
+
+    async def run_one(relay: OutboxRelay) -> None:
+        try:
+            await relay.run(stop)
+        except BaseException:
+            stop.set()  # one loop failing stops the process; its supervisor restarts it whole
+            raise
+
+    await asyncio.gather(*(run_one(relay) for relay in relays))
 
 
 def main() -> None:

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -77,21 +78,30 @@ ON CONFLICT (event_id) DO UPDATE
     SET error = EXCLUDED.error, attempts = shared.outbox_dead_letter.attempts + 1,
         dead_at = now()
 """
-NEXT_DUE_SQL = "SELECT min(available_at) FROM shared.outbox"
+# Seconds until the next deferred row, by the database's clock. Rows already due but locked by
+# another relay are that relay's: waiting on them would spin.
+NEXT_DUE_SQL = (
+    "SELECT extract(epoch FROM min(available_at) - clock_timestamp()) "
+    "FROM shared.outbox WHERE available_at > now()"
+)
 PRUNE_PROCESSED_SQL = """
 DELETE FROM shared.processed_event
 WHERE ctid = ANY (ARRAY(
     SELECT ctid FROM shared.processed_event
     WHERE processed_at < now() - make_interval(hours => %(hours)s)
-    LIMIT 10000
+    LIMIT %(limit)s
 ))
 """
 # Only one relay prunes at a time.
 PRUNE_LOCK_KEY = 7_310_002
-PRUNE_EVERY_S = 300.0
+PRUNE_EVERY_S = 60.0
+PRUNE_BATCH_ROWS = 10_000
 # After traffic, poll this often for a while: producers notify at most once per interval.
 ACTIVE_POLL_S = 2 * NOTIFY_INTERVAL_S
 ACTIVE_WINDOW_S = 1.0
+# An empty claim never leads to a shorter wait than this.
+MIN_IDLE_WAIT_S = 0.002
+PRUNE_BATCHES_MAX = 50
 
 OnDispatched = Callable[[list[OutboxRow], datetime], None]
 
@@ -262,6 +272,10 @@ class OutboxRelay:
                 try:
                     claimed = await self.dispatch_batch()
                     await self._prune_processed_events()
+                    if claimed == 0:
+                        listener = await self._ensure_listener(listener)
+                        await self._wait_for_work(listener, stop)
+                    # A non-empty batch loops at once: more rows may be waiting.
                 except (RedisError, OSError, psycopg.OperationalError) as exc:
                     metrics.BATCH_FAILURES.inc()
                     delay = self.backoff.next_delay()
@@ -276,10 +290,6 @@ class OutboxRelay:
                     listener = await self._ensure_listener(listener)
                     continue
                 self.backoff.reset()
-                if claimed == 0:
-                    listener = await self._ensure_listener(listener)
-                    await self._wait_for_work(listener, stop)
-                # A non-empty batch loops at once: more rows may be waiting.
         finally:
             with contextlib.suppress(Exception):
                 if listener is not None:
@@ -287,11 +297,14 @@ class OutboxRelay:
             await self.close()
 
     async def _listen(self) -> psycopg.AsyncConnection[object] | None:
+        listener = None
         try:
             listener = await psycopg.AsyncConnection.connect(self.database_url, autocommit=True)
             await listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
         except psycopg.OperationalError as exc:
             log.warning("relay.listen_failed", error=str(exc))
+            if listener is not None:
+                await listener.close()
             return None
         return listener
 
@@ -311,9 +324,7 @@ class OutboxRelay:
     async def _wait_for_work(
         self, listener: psycopg.AsyncConnection[object] | None, stop: asyncio.Event
     ) -> None:
-        timeout = await self._idle_timeout()
-        if timeout <= 0:
-            return
+        timeout = max(MIN_IDLE_WAIT_S, await self._idle_timeout())
         waiters: set[asyncio.Future[Any]] = {asyncio.ensure_future(stop.wait())}
         if listener is not None:
             waiters.add(asyncio.ensure_future(_next_notify(listener)))
@@ -334,11 +345,10 @@ class OutboxRelay:
         async with conn.transaction():
             cursor = await conn.execute(NEXT_DUE_SQL, prepare=True)
             row = await cursor.fetchone()
-        next_due = row[0] if row else None
-        if not isinstance(next_due, datetime):
+        until_due = row[0] if row else None
+        if not isinstance(until_due, (int, float, Decimal)):
             return self.poll_interval_s
-        until_due = (next_due - datetime.now(UTC)).total_seconds()
-        return max(0.0, min(self.poll_interval_s, until_due))
+        return max(0.0, min(self.poll_interval_s, float(until_due)))
 
     async def _prune_processed_events(self) -> None:
         now = time.monotonic()
@@ -349,8 +359,16 @@ class OutboxRelay:
         async with conn.transaction():
             cursor = await conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (PRUNE_LOCK_KEY,))
             locked = await cursor.fetchone()
-            if locked and locked[0]:
-                await conn.execute(PRUNE_PROCESSED_SQL, {"hours": self.processed_retention_hours})
+            if not (locked and locked[0]):
+                return
+            # In batches, so one run catches up with any insert rate without a long lock.
+            for _ in range(PRUNE_BATCHES_MAX):
+                cursor = await conn.execute(
+                    PRUNE_PROCESSED_SQL,
+                    {"hours": self.processed_retention_hours, "limit": PRUNE_BATCH_ROWS},
+                )
+                if cursor.rowcount < PRUNE_BATCH_ROWS:
+                    break
 
 
 async def _next_notify(listener: psycopg.AsyncConnection[object]) -> None:

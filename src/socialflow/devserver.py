@@ -6,8 +6,6 @@ Ctrl-C (or SIGTERM) stops all three, then the embedded servers.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import os
 import secrets
 import signal
@@ -29,14 +27,6 @@ PROCESSES = ("api", "relay", "worker")
 BOOTSTRAP_OPERATOR = "operator@socialflow.localhost"
 STOP_TIMEOUT_S = 15.0
 READY_TIMEOUT_S = 120.0
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: get SIGTERM if the supervisor dies, so nothing is orphaned."""
-    # Not Linux: no prctl; the supervisor's own cleanup still applies.
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @dataclass
@@ -51,7 +41,7 @@ class Supervisor:
             env=self.env,
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C reaches the supervisor only; it stops us in order
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, no locks taken
+            preexec_fn=embedded.die_with_parent,  # noqa: PLW1509 - only prctl, no locks taken
         )
 
     def first_exited(self) -> tuple[str, int] | None:

@@ -6,6 +6,7 @@ Used only when `DATABASE_URL` / `REDIS_URL` are unset; a URL that is set is used
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import shutil
@@ -37,6 +38,16 @@ THROWAWAY_POSTGRES_SETTINGS: Mapping[str, str] = {
     "synchronous_commit": "off",
     "full_page_writes": "off",
 }
+
+
+def die_with_parent() -> None:
+    """In a child before exec: get SIGTERM if the parent dies, so nothing is orphaned."""
+    # Not Linux: no prctl; the parent's own cleanup still applies.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 class EmbeddedServiceError(RuntimeError):
@@ -156,6 +167,7 @@ class EmbeddedRedis:
             ],
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C reaches our supervisor, which stops us in order
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - only prctl, no locks taken
         )
         self._wait_ready()
         return self.url
@@ -167,9 +179,14 @@ class EmbeddedRedis:
         while time.monotonic() < deadline:
             if self._process is not None and self._process.poll() is not None:
                 raise EmbeddedServiceError(f"redis-server exited: see {self.data_dir}/redis.log")
-            with contextlib.suppress(redis.RedisError, OSError):
-                if redis.Redis(unix_socket_path=str(self.socket_path)).ping():
+            client = redis.Redis(unix_socket_path=str(self.socket_path))
+            try:
+                if client.ping():
                     return
+            except (redis.RedisError, OSError):
+                pass
+            finally:
+                client.close()
             time.sleep(0.02)
         raise EmbeddedServiceError("redis-server did not start within 10 s")
 

@@ -83,6 +83,8 @@ async def emit_many(
     """Write several events in one statement, in the caller's open transaction."""
     if not session.in_transaction():
         raise OutboxError("emit() needs an open transaction: events commit with their change")
+    if any(e.available_at is not None and e.available_at.tzinfo is None for e in events):
+        raise OutboxError("available_at must be timezone-aware")
     unknown = sorted({e.event_type for e in events if e.event_type not in routes})
     if unknown:
         raise OutboxError(f"unknown event type {unknown[0]!r}: add it to the routing table")

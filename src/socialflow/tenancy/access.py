@@ -12,7 +12,7 @@ from litestar.params import FromPath
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from socialflow.db.tenancy import enter_tenant_schema
+from socialflow.db.tenant_schema import search_path_for
 from socialflow.identity.permissions import Permission, Role, allows
 from socialflow.identity.tokens import Principal
 from socialflow.lib.logging import bind_context
@@ -22,6 +22,13 @@ from socialflow.tenancy.directory import TenantDirectory, TenantRef
 ACCESS_SQL = text(
     "SELECT (SELECT role FROM shared.memberships WHERE tenant_id = :tenant AND user_id = :user), "
     "EXISTS (SELECT 1 FROM shared.agency_admins WHERE agency_id = :agency AND user_id = :user)"
+)
+# The same, also pointing the transaction at the tenant's schema (SET LOCAL semantics) in the
+# same round trip. Harmless when access is then refused: the request's transaction rolls back.
+ACCESS_AND_ENTER_SQL = text(
+    "SELECT (SELECT role FROM shared.memberships WHERE tenant_id = :tenant AND user_id = :user), "
+    "EXISTS (SELECT 1 FROM shared.agency_admins WHERE agency_id = :agency AND user_id = :user), "
+    "set_config('search_path', :path, true)"
 )
 
 
@@ -61,18 +68,29 @@ class TenantAccess:
 
 
 async def resolve_access(
-    session: AsyncSession, directory: TenantDirectory, slug: str, principal: Principal
+    session: AsyncSession,
+    directory: TenantDirectory,
+    slug: str,
+    principal: Principal,
+    *,
+    enter_schema: bool = False,
 ) -> TenantAccess:
-    """The caller's standing in tenant `slug`; 404 when they may not know it exists."""
+    """The caller's standing in tenant `slug`; 404 when they may not know it exists.
+
+    With `enter_schema`, the transaction's search_path is also set to the tenant's schema.
+    """
     tenant = await directory.find(session, slug)
     if tenant is None:
         raise tenant_not_found(slug)
-    role_name, is_agency_admin = (
-        await session.execute(
-            ACCESS_SQL,
-            {"tenant": tenant.id, "agency": tenant.agency_id, "user": principal.user_id},
-        )
-    ).one()
+    params: dict[str, object] = {
+        "tenant": tenant.id, "agency": tenant.agency_id, "user": principal.user_id
+    }  # fmt: skip
+    statement = ACCESS_SQL
+    if enter_schema:
+        params["path"] = search_path_for(tenant.schema_name)
+        statement = ACCESS_AND_ENTER_SQL
+    row = (await session.execute(statement, params)).one()
+    role_name, is_agency_admin = row[0], row[1]
     access = TenantAccess(
         tenant=tenant,
         principal=principal,
@@ -108,10 +126,11 @@ async def provide_tenant_scope(
 ) -> TenantAccess:
     """Dependency for tenant content routes: access checked for the route's permission, then
     the request's transaction is pointed at the tenant's schema."""
-    access = await resolve_access(session, state.tenant_directory, tenant, principal)
     permission = request.route_handler.opt.get("permission")
     if not isinstance(permission, Permission):
         raise RuntimeError(f"{request.route_handler} declares no permission in opt")
+    access = await resolve_access(
+        session, state.tenant_directory, tenant, principal, enter_schema=True
+    )
     access.require(permission)
-    await enter_tenant_schema(session, access.tenant.schema_name)
     return access

@@ -82,8 +82,18 @@ async def apply_event(
         if not await record_processed(session, event.event_id, actor):
             log.info("actor.duplicate_skipped")
             return False
-        await handler(session, event)
+        # The unit of work commits the effects with the processed record; a handler that
+        # committed on its own would split them.
+        session.commit = _commit_forbidden  # type: ignore[method-assign]
+        try:
+            await handler(session, event)
+        finally:
+            del session.commit
     return True
+
+
+async def _commit_forbidden() -> None:
+    raise RuntimeError("event handlers must not commit: the unit of work around them does")
 
 
 def event_actor(

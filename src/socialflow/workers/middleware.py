@@ -35,9 +35,13 @@ class EventContext(Middleware):
         current_job.set(job)
         current_traceparent.set(traceparent)
         clear_context()
+        arg = message.args[0] if message.args else None
+        headers = arg.get("headers") if isinstance(arg, dict) else None
         bind_context(
             event_id=job.event_id,
-            actor=job.actor,
+            job=job.actor,
+            # Who caused the event: events this job emits carry the same cause.
+            actor=headers.get("actor") if isinstance(headers, dict) else None,
             tenant=job.tenant,
             request_id=job.request_id,
             trace_id=trace_id(traceparent),
@@ -73,7 +77,9 @@ class EventContext(Middleware):
 class WorkerDatabaseLifecycle(Middleware):
     """Closes the worker process's database pool while its event loop still runs."""
 
-    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        # After-hooks run in reverse: this one runs after the worker threads are joined and
+        # before the AsyncIO middleware stops the event loop.
         from dramatiq.asyncio import get_event_loop_thread
 
         from socialflow.workers.actors import WorkerDatabase

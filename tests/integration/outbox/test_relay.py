@@ -343,3 +343,36 @@ async def test_a_session_without_a_tenant_sees_no_tenant_schema(session_factory:
     async with session_factory() as session, session.begin():
         path = (await session.execute(text("SHOW search_path"))).scalar_one()
     assert path == "extensions"
+
+
+async def test_an_idle_relay_does_not_spin_on_a_row_another_relay_holds(
+    make_relay: RelayFactory,
+    session_factory: Factory,
+    database_url: str,
+    running_relays: Any,
+) -> None:
+    async with session_factory() as session, session.begin():
+        await _emit_one(session)
+    with psycopg.connect(libpq_url(database_url)) as peer:
+        # A peer relay mid-batch: the only due row is locked.
+        peer.execute("SELECT id FROM shared.outbox FOR UPDATE")
+        relay = make_relay(poll_interval_s=0.5)
+        claims = 0
+        original = relay.dispatch_batch
+
+        async def counting() -> int:
+            nonlocal claims
+            claims += 1
+            return await original()
+
+        relay.dispatch_batch = counting  # type: ignore[method-assign]
+        running_relays(relay)
+        await asyncio.sleep(1.5)
+        peer.rollback()
+    assert claims < 20
+
+
+async def test_emit_refuses_a_naive_available_at(session_factory: Factory) -> None:
+    async with session_factory() as session, session.begin():
+        with pytest.raises(OutboxError, match="timezone-aware"):
+            await _emit_one(session, available_at=datetime(2030, 1, 1, 12, 0))

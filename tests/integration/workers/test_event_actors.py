@@ -117,12 +117,11 @@ async def test_a_duplicate_delivery_changes_nothing(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO)
-    # The message as the relay wrote it, captured before the worker takes it.
-    test_worker.broker.declare_queue("test_capture")
     event_id = await _emit(session_factory, "alpha")
     await make_relay(routes=ROUTES).dispatch_batch()
     await wait_until(lambda: len(_notes(pg, "alpha")) == 1, message="first delivery applied")
 
+    # The same event redelivered twice more (as a relay retry or a worker crash would).
     first = Message(
         queue_name=NOTES_QUEUE,
         actor_name="add_note",
