@@ -2,7 +2,7 @@
 and the cost of the per-request search_path step on a tenant-scoped GET.
 
 Runs against embedded PostgreSQL + Redis (or DATABASE_URL / REDIS_URL); the API runs in this
-process (ASGI, no sockets), so the figures are the server's own cost.
+process behind httpx's ASGI transport (no sockets), so the figures are the server's own cost.
 
     python bench/provision.py [--json] [--sizes 10,1000,10000] [--samples 100]
 """
@@ -20,11 +20,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 from litestar import Litestar, get
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath
-from litestar.testing import AsyncTestClient
 from pydantic import SecretStr
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -109,7 +109,7 @@ def percentile(values: list[float], q: int) -> float:
 
 
 async def measure_provisioning(
-    client: AsyncTestClient[Litestar], headers: dict[str, str], samples: int
+    client: httpx.AsyncClient, headers: dict[str, str], samples: int
 ) -> dict[str, float]:
     timings = []
     for _ in range(samples):
@@ -128,7 +128,7 @@ async def measure_provisioning(
 
 
 async def measure_overhead(
-    client: AsyncTestClient[Litestar], headers: dict[str, str], slug: str, seconds: float
+    client: httpx.AsyncClient, headers: dict[str, str], slug: str, seconds: float
 ) -> dict[str, float]:
     async def throughput(path: str) -> float:
         done = 0
@@ -173,7 +173,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         result: dict[str, Any] = {
             "provision_p50_ms": {}, "provision_p95_ms": {}, "provision_p99_ms": {},
         }  # fmt: skip
-        async with AsyncTestClient(app) as client:
+        transport = httpx.ASGITransport(app=app)
+        async with (
+            app.lifespan(),
+            httpx.AsyncClient(transport=transport, base_url="http://bench") as client,
+        ):
             async with unit_of_work(app.state.session_factory) as session:
                 user = await ensure_operator(
                     session, settings, email="bench-operator@example.com", password=PASSWORD

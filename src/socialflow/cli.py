@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -196,6 +197,66 @@ def purge_expired_command() -> None:
 
     purged = asyncio.run(_with_session(purge_expired))
     click.echo(f"purged {len(purged)} tenant(s){': ' + ', '.join(purged) if purged else ''}")
+
+
+@tenants.command("migrate")
+@click.option("--to", "target", default="head", show_default=True, help="revision (downgrade too)")
+@click.option("--concurrency", type=int, default=4, show_default=True)
+@click.option("--canary", type=int, default=0, help="migrate K schemas first; stop on a failure")
+@click.option("--only", multiple=True, help="tenant slug (repeatable)")
+@click.option("--fail-fast", is_flag=True, help="stop at the first failed schema")
+@click.option("--dry-run", is_flag=True, help="show what would run, with its SQL")
+@click.option("--check", is_flag=True, help="exit 1 listing schemas behind the target")
+@click.option("--verify", is_flag=True, help="compare the ledger with every schema's version")
+@click.option("--lock-timeout-ms", type=int, default=5_000, show_default=True)
+@click.option("--statement-timeout-ms", type=int, default=300_000, show_default=True)
+@click.option(
+    "--version-location",
+    "version_locations",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="extra directory of tenant revisions (repeatable)",
+)
+def migrate_tenants(  # noqa: PLR0917 - one CLI option each
+    target: str,
+    concurrency: int,
+    canary: int,
+    only: tuple[str, ...],
+    fail_fast: bool,
+    dry_run: bool,
+    check: bool,
+    verify: bool,
+    lock_timeout_ms: int,
+    statement_timeout_ms: int,
+    version_locations: tuple[Path, ...],
+) -> None:
+    """Bring every tenant schema behind the target to it (resumable; see README)."""
+    from socialflow.tenancy.fleet import FleetMigrator
+    from socialflow.tenancy.fleet_cli import run_check, run_dry, run_migrate, run_verify
+
+    migrator = FleetMigrator(
+        _database_url(),
+        version_locations=version_locations,
+        concurrency=concurrency,
+        lock_timeout_ms=lock_timeout_ms,
+        statement_timeout_ms=statement_timeout_ms,
+    )
+    if check:
+        sys.exit(asyncio.run(run_check(migrator, target, only)))
+    if verify:
+        sys.exit(asyncio.run(run_verify(migrator)))
+    if dry_run:
+        sys.exit(asyncio.run(run_dry(migrator, target, only)))
+    sys.exit(asyncio.run(run_migrate(migrator, target, only, canary=canary, fail_fast=fail_fast)))
+
+
+@tenants.command("status")
+def tenants_status() -> None:
+    """Schemas by revision and status, and the failures with their errors."""
+    from socialflow.tenancy.fleet import FleetMigrator
+    from socialflow.tenancy.fleet_cli import run_status
+
+    asyncio.run(run_status(FleetMigrator(_database_url())))
 
 
 @main.command()

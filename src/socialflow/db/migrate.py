@@ -18,6 +18,7 @@ TENANT_TREE = PROJECT_ROOT / "tenant_migrations"
 def alembic_config(tree: Path, database_url: str, *, output_buffer: TextIO | None = None) -> Config:
     config = Config(output_buffer=output_buffer)
     config.set_main_option("script_location", str(tree))
+    config.set_main_option("path_separator", "os")
     # Escape % for ConfigParser interpolation (passwords may contain it).
     config.set_main_option("sqlalchemy.url", sqlalchemy_url(database_url).replace("%", "%%"))
     return config

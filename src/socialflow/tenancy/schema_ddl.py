@@ -22,7 +22,9 @@ from socialflow.db.tenant_schema import quote_schema
 _RENDER_URL = "postgresql+psycopg://render@localhost/render"
 
 
+@lru_cache(maxsize=1)
 def tenant_head() -> str:
+    """The head of the tenant tree this code ships (read once per process)."""
     head = ScriptDirectory.from_config(alembic_config(TENANT_TREE, _RENDER_URL)).get_current_head()
     assert head is not None
     return head
@@ -38,14 +40,16 @@ def tenant_ddl(head: str) -> str:
     return buffer.getvalue()
 
 
-async def create_tenant_schema(session: AsyncSession, schema: str) -> None:
-    """CREATE SCHEMA and every tenant table, in the caller's transaction."""
+async def create_tenant_schema(session: AsyncSession, schema: str) -> str:
+    """CREATE SCHEMA and every tenant table, in the caller's transaction; returns the revision."""
+    head = tenant_head()
     await session.execute(text(f"CREATE SCHEMA {quote_schema(schema)}"))
     await enter_tenant_schema(session, schema)
     connection = await session.connection()
     raw = await connection.get_raw_connection()
     # No parameters: psycopg sends the script as one simple query, one round trip.
-    await raw.driver_connection.execute(tenant_ddl(tenant_head()))  # type: ignore[union-attr]
+    await raw.driver_connection.execute(tenant_ddl(head))  # type: ignore[union-attr]
     await session.execute(
         text("SELECT set_config('search_path', :path, true)"), {"path": NO_TENANT_SEARCH_PATH}
     )
+    return head

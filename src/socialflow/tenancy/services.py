@@ -158,7 +158,14 @@ async def provision_tenant(
     )  # fmt: skip
     if inserted.scalar_one_or_none() is None:
         raise Problem(409, "slug-taken", f"The slug {slug!r} is taken.")
-    await create_tenant_schema(session, schema)
+    revision = await create_tenant_schema(session, schema)
+    await session.execute(
+        text(
+            "INSERT INTO shared.tenant_schema_migrations (schema_name, tenant_id, revision, "
+            "last_run_at) VALUES (:schema, :tenant, :revision, now())"
+        ),
+        {"schema": schema, "tenant": tenant_id, "revision": revision},
+    )
 
     owner, owner_created = await identity.get_or_create_user(session, owner_email)
     session.add(Membership(tenant_id=tenant_id, user_id=owner.id, role=Role.OWNER.value))
