@@ -213,6 +213,7 @@ def _cli(database_url: str, *args: str, **kwargs: Any) -> Any:
         capture_output=True,
         text=True,
         timeout=120,
+        check=False,
         **kwargs,
     )
 
