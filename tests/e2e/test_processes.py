@@ -45,6 +45,16 @@ def test_dev_runs_api_relay_and_worker_and_ctrl_c_stops_them_all(
     )
     children = _children(dev)
     assert set(children) == {"api", "relay", "worker"}
+    # The printed bootstrap operator can sign in.
+    login = dev.output.split("Operator login: ", 1)[1].split()
+    email, password = login[0], login[2]
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/v1/auth/token",
+        data=json.dumps({"email": email, "password": password}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert json.loads(response.read())["token_type"] == "Bearer"
 
     dev.signal(signal.SIGINT)
     assert dev.wait() == 0
