@@ -61,6 +61,22 @@ class Settings(BaseSettings):
     tenant_retention_days: int = Field(default=30, ge=0)
     tenant_cache_ttl_s: float = Field(default=5.0, ge=0)
     plans: tuple[str, ...] = ("free", "starter", "pro", "enterprise")
+    vault_master_keys: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description='JSON {"key id": "base64 of 32 bytes"}; dev/test: generated into DATA_DIR',
+    )
+    vault_active_key_id: str | None = None
+    vault_kms_key_id: str | None = Field(
+        default=None, description="AWS KMS key id/ARN: master key in KMS instead of the key ring"
+    )
+    vault_kms_endpoint_url: str | None = None
+    vault_kms_region: str = "us-east-1"
+    vault_data_key_cache_s: float = Field(default=300.0, ge=0)
+    ai_test_timeout_s: float = Field(default=10.0, gt=0)
+    outbound_allowed_networks: tuple[str, ...] = Field(
+        default=(), description="CIDRs tenants' URLs may reach although private (e.g. 10.0.0.0/8)"
+    )
+    outbound_allow_http: bool = False
     worker_processes: int = Field(default=1, ge=1)
     worker_threads: int = Field(default=4, ge=1)
     relay_batch_size: int = Field(default=500, ge=1, le=10_000)
@@ -80,8 +96,12 @@ class Settings(BaseSettings):
                     ("DATABASE_URL", self.database_url),
                     ("REDIS_URL", self.redis_url),
                     ("JWT_SIGNING_KEY", self.jwt_signing_key),
+                    (
+                        "VAULT_MASTER_KEYS or VAULT_KMS_KEY_ID",
+                        self.vault_master_keys or self.vault_kms_key_id,
+                    ),
                 )
-                if value is None
+                if not value
             ]
             if missing:
                 raise ValueError(f"production requires {', '.join(missing)} to be set")

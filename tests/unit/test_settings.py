@@ -62,6 +62,7 @@ def test_production_refuses_to_start_without_services_and_signing_key(
     message = str(excinfo.value)
     assert "DATABASE_URL" in message
     assert "JWT_SIGNING_KEY" in message
+    assert "VAULT_MASTER_KEYS" in message
     assert "REDIS_URL" not in message.split("requires", 1)[1]
 
 
@@ -72,6 +73,7 @@ def test_production_logs_json_and_dev_logs_for_people(clean_env: pytest.MonkeyPa
         database_url="postgresql://db/app",
         redis_url="redis://r/0",
         jwt_signing_key="k" * 40,  # type: ignore[arg-type]
+        vault_kms_key_id="alias/socialflow",
     )
     assert production.effective_log_format is LogFormat.JSON
 
