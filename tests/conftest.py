@@ -27,7 +27,7 @@ from socialflow.db.migrate import upgrade_shared
 from socialflow.lib.logging import configure_logging
 from socialflow.settings import Environment, Settings
 
-pytest_plugins = ["tests.integration.worker_fixtures"]
+pytest_plugins = ["tests.integration.worker_fixtures", "tests.integration.tenancy_fixtures"]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -93,8 +93,11 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture(scope="session")
-def settings(database_url: str, redis_url: str) -> Settings:
+def settings(
+    database_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Settings:
     return Settings(
+        data_dir=tmp_path_factory.mktemp("data"),  # the dev vault key ring lands here
         env=Environment.TEST,
         database_url=database_url,
         redis_url=redis_url,

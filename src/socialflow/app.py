@@ -8,6 +8,7 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from redis.asyncio import Redis
 
+from socialflow.ai.controllers import AIController
 from socialflow.db.engine import create_engine, create_session_factory
 from socialflow.db.session import provide_session
 from socialflow.health.controllers import HealthController
@@ -23,6 +24,7 @@ from socialflow.tenancy.controllers import (
     TenantController,
 )
 from socialflow.tenancy.directory import TenantDirectory
+from socialflow.vault.service import Vault
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -32,6 +34,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     async def open_resources(app: Litestar) -> None:
         app.state.engine = create_engine(settings)
         app.state.session_factory = create_session_factory(app.state.engine)
+        app.state.vault = Vault.from_settings(settings)
         app.state.redis = Redis.from_url(
             settings.redis_url or "", socket_timeout=settings.ready_timeout_s
         )
@@ -53,6 +56,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             AgencyController,
             TenantController,
             TenantContentController,
+            AIController,
         ],
         dependencies={
             "session": Provide(provide_session),

@@ -193,9 +193,13 @@ def tenants() -> None:
 @tenants.command("purge-expired")
 def purge_expired_command() -> None:
     """Drop the schemas of deleted tenants whose retention has passed."""
-    from socialflow.tenancy.services import purge_expired
+    from functools import partial
 
-    purged = asyncio.run(_with_session(purge_expired))
+    from socialflow.tenancy.services import purge_expired
+    from socialflow.vault.service import Vault
+
+    vault = Vault.from_settings(get_settings())
+    purged = asyncio.run(_with_session(partial(purge_expired, vault=vault)))
     click.echo(f"purged {len(purged)} tenant(s){': ' + ', '.join(purged) if purged else ''}")
 
 
@@ -257,6 +261,79 @@ def tenants_status() -> None:
     from socialflow.tenancy.fleet_cli import run_status
 
     asyncio.run(run_status(FleetMigrator(_database_url())))
+
+
+@main.group()
+def vault() -> None:
+    """Master-key and tenant data-key rotation, and what uses which key."""
+
+
+@vault.command("rotate-master")
+@click.option("--batch-size", type=int, default=100, show_default=True)
+def rotate_master_command(batch_size: int) -> None:
+    """Re-wrap every tenant data key under the active master key (resumable, online)."""
+    from socialflow.db.engine import create_engine, create_session_factory
+    from socialflow.vault.rotation import rotate_master
+    from socialflow.vault.service import Vault
+
+    async def rotate() -> int:
+        engine = create_engine(get_settings())
+        try:
+            vault = Vault.from_settings(get_settings())
+            return await rotate_master(create_session_factory(engine), vault, batch_size)
+        finally:
+            await engine.dispose()
+
+    _database_url()
+    click.echo(f"re-wrapped {asyncio.run(rotate())} data key(s) under the active master key")
+
+
+@vault.command("rotate-tenant-key")
+@click.argument("slug")
+def rotate_tenant_key_command(slug: str) -> None:
+    """Give a tenant a new data key and re-encrypt its secrets with it."""
+    from socialflow.ai.services import reseal_ai_keys
+    from socialflow.db.tenancy import enter_tenant_schema
+    from socialflow.tenancy.directory import TenantDirectory
+    from socialflow.vault.rotation import rotate_tenant_key
+    from socialflow.vault.service import Vault
+
+    async def rotate(session: Any) -> object:
+        tenant = await TenantDirectory(0).find(session, slug)
+        if tenant is None:
+            raise click.UsageError(f"no tenant {slug!r}")
+        vault = Vault.from_settings(get_settings())
+        await enter_tenant_schema(session, tenant.schema_name)
+
+        async def reencrypt(s: Any, old: int, new: int) -> int:
+            return await reseal_ai_keys(s, vault, tenant.id, old)
+
+        return await rotate_tenant_key(session, vault, tenant.id, reencrypt)
+
+    click.echo(asyncio.run(_with_session(rotate)))
+
+
+@vault.command("new-key")
+def new_key_command() -> None:
+    """Print a new random master key (base64 of 32 bytes) for VAULT_MASTER_KEYS."""
+    from socialflow.vault.keyring import new_master_key
+
+    click.echo(new_master_key())
+
+
+@vault.command("status")
+def vault_status_command() -> None:
+    """Data keys per master key id: a key with none left can be retired from the ring."""
+    from socialflow.vault.rotation import vault_status
+    from socialflow.vault.service import Vault
+
+    counts = asyncio.run(_with_session(vault_status))
+    active = Vault.from_settings(get_settings()).master_keys.active_key_id
+    for key_id, count in sorted(counts.items()):
+        marker = " (active)" if key_id == active else ""
+        click.echo(f"{key_id}{marker}: {count} data key(s)")
+    if not counts:
+        click.echo("no data keys yet")
 
 
 @main.command()

@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     vault_kms_region: str = "us-east-1"
     vault_data_key_cache_s: float = Field(default=300.0, ge=0)
     ai_test_timeout_s: float = Field(default=10.0, gt=0)
+    ai_platform_keys: dict[str, SecretStr] = Field(
+        default_factory=dict, description='JSON {"openai": "sk-…"}: the platform\'s own keys'
+    )
+    ai_platform_key_plans: tuple[str, ...] = ("pro", "enterprise")
     outbound_allowed_networks: tuple[str, ...] = Field(
         default=(), description="CIDRs tenants' URLs may reach although private (e.g. 10.0.0.0/8)"
     )

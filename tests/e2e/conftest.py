@@ -78,11 +78,14 @@ class CommandRun:
 
 
 @pytest.fixture
-def run_command(project_root: Path) -> Iterator[object]:
+def run_command(project_root: Path, tmp_path: Path) -> Iterator[object]:
     runs: list[CommandRun] = []
 
     def start(args: list[str], **env: str) -> CommandRun:
-        run = CommandRun(args, {**os.environ, "LOG_FORMAT": "console", **env}, project_root)
+        # Embedded servers and the dev vault key ring go to a throwaway folder unless a test
+        # names one.
+        defaults = {"LOG_FORMAT": "console", "DATA_DIR": str(tmp_path / "data")}
+        run = CommandRun(args, {**os.environ, **defaults, **env}, project_root)
         runs.append(run)
         return run
 

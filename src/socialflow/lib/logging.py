@@ -8,6 +8,7 @@ from typing import Any
 
 import structlog
 
+from socialflow.lib.redaction import redact_event
 from socialflow.settings import LogFormat, Settings
 
 # Context every log line carries while it is bound (request, tenant, event).
@@ -24,10 +25,12 @@ def configure_logging(settings: Settings) -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.StackInfoRenderer(),
     ]
+    # Tracebacks are rendered to text here, so the scrubber sees them too.
+    shared.append(structlog.processors.format_exc_info)
+    shared.append(redact_event)
     renderer: structlog.types.Processor
     if settings.effective_log_format is LogFormat.JSON:
         renderer = structlog.processors.JSONRenderer()
-        shared.append(structlog.processors.format_exc_info)
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
 

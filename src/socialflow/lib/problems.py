@@ -9,6 +9,7 @@ import structlog
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
+from socialflow.lib.redaction import redact
 from socialflow.lib.request_context import current_request_id
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -56,7 +57,8 @@ def problem_response(
         "type": PROBLEM_TYPE_BASE + kind,
         "title": title or HTTPStatus(status).phrase,
         "status": status,
-        "detail": detail,
+        # Details can quote input or a provider's error: never let a key through.
+        "detail": redact(detail),
         "instance": request.url.path,
         "request_id": current_request_id(request.scope),
         **extra,

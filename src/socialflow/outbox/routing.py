@@ -27,6 +27,8 @@ ROUTES: RoutingTable = {
     "tenant.deleted": (),
     "tenant.restored": (),
     "tenant.purged": (),
+    "ai_key.configured": (),
+    "ai_key.removed": (),
     "media.uploaded": (),  # → process_media (media)
     "media.processed": (),  # → caption_media (ai), embed_media (ai)
     "post.publish_due": (),  # → publish_post (publishing)

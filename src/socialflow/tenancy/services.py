@@ -25,6 +25,7 @@ from socialflow.tenancy.directory import TenantDirectory, TenantRef
 from socialflow.tenancy.models import Agency, AgencyAdmin, Tenant
 from socialflow.tenancy.schema_ddl import create_tenant_schema
 from socialflow.tenancy.slugs import validate_new_slug
+from socialflow.vault.service import Vault
 
 # -- agencies -------------------------------------------------------------------------------
 
@@ -337,8 +338,11 @@ async def _record_change(  # noqa: PLR0917 - one call site per transition, all p
     )  # fmt: skip
 
 
-async def purge_expired(session: AsyncSession, *, now: datetime | None = None) -> list[str]:
-    """Drop the schemas of deleted tenants past their retention; returns the purged slugs."""
+async def purge_expired(
+    session: AsyncSession, vault: Vault, *, now: datetime | None = None
+) -> list[str]:
+    """Drop the schemas of deleted tenants past their retention and destroy their data keys
+    (crypto-shredding: copies of their secrets in backups can no longer be opened)."""
     due = (
         await session.execute(
             select(Tenant)
@@ -351,6 +355,7 @@ async def purge_expired(session: AsyncSession, *, now: datetime | None = None) -
         await session.execute(
             text(f"DROP SCHEMA IF EXISTS {quote_schema(tenant.schema_name)} CASCADE")
         )
+        await vault.shred_tenant(session, tenant.id)
         tenant.status = "purged"
         tenant.updated_at = datetime.now(UTC)
         await session.flush()

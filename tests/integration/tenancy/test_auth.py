@@ -11,7 +11,7 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from socialflow.settings import Settings
-from tests.integration.tenancy.conftest import PASSWORD, Platform, World, bearer, unique
+from tests.integration.tenancy_fixtures import PASSWORD, Platform, World, bearer, unique
 
 
 async def _sign_in(client: AsyncTestClient[Litestar], email: str, password: str) -> Any:

@@ -15,7 +15,7 @@ import pytest
 
 from socialflow.tenancy.fleet import FleetMigrator
 from socialflow.tenancy.schema_ddl import tenant_head
-from tests.integration.tenancy.conftest import Platform
+from tests.integration.tenancy_fixtures import Platform
 
 ADD_COLUMN = """
 revision = "t9001"

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from socialflow.app import create_app
 from socialflow.settings import Settings
-from tests.integration.tenancy.conftest import Platform, World
+from tests.integration.tenancy_fixtures import Platform, World
 
 
 async def _set_display_name(

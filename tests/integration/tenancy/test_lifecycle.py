@@ -6,7 +6,7 @@ from typing import Any
 
 import psycopg
 
-from tests.integration.tenancy.conftest import Platform, World
+from tests.integration.tenancy_fixtures import Platform, World
 
 
 def _events(pg: psycopg.Connection[Any], slug: str) -> list[str]:

@@ -11,7 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from socialflow.tenancy import services as tenancy_services
 from socialflow.tenancy.schema_ddl import tenant_head
-from tests.integration.tenancy.conftest import Platform, World, unique
+from socialflow.vault.service import Vault
+from tests.integration.tenancy_fixtures import Platform, World, unique
 
 
 def _schema_tables(pg: psycopg.Connection[Any], schema: str) -> set[str]:
@@ -43,7 +44,9 @@ async def test_an_agency_admin_provisions_a_complete_tenant(
     assert response.headers["location"] == f"/api/v1/tenants/{slug}"
 
     schema = "t_" + slug.replace("-", "_")
-    assert _schema_tables(pg, schema) == {"alembic_version", "settings", "audit_log"}
+    assert _schema_tables(pg, schema) == {
+        "alembic_version", "settings", "audit_log", "ai_provider_keys", "ai_settings",
+    }  # fmt: skip
     assert pg.execute(f'SELECT version_num FROM "{schema}".alembic_version').fetchone() == (
         tenant_head(),
     )
@@ -207,14 +210,15 @@ async def test_purge_expired_drops_schemas_past_retention(
     )
     assert deleted.status_code == 200
     schema = "t_" + world.tenant_a.replace("-", "_")
+    vault = Vault.from_settings(platform.settings)
     async with unit_of_work(platform.factory) as session:
-        assert world.tenant_a not in await tenancy_services.purge_expired(session)
+        assert world.tenant_a not in await tenancy_services.purge_expired(session, vault)
     pg.execute(
         "UPDATE shared.tenants SET purge_after = now() - interval '1 second' WHERE slug = %s",
         (world.tenant_a,),
     )
     async with unit_of_work(platform.factory) as session:
-        assert world.tenant_a in await tenancy_services.purge_expired(session)
+        assert world.tenant_a in await tenancy_services.purge_expired(session, vault)
     assert pg.execute(
         "SELECT count(*) FROM pg_namespace WHERE nspname = %s", (schema,)
     ).fetchone() == (0,)

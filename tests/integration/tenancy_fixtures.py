@@ -1,4 +1,5 @@
-"""Fixtures for identity and tenancy: accounts, tokens, agencies and tenants through the API."""
+"""Fixtures (a pytest plugin, loaded by the root conftest) for identity and tenancy: accounts,
+tokens, agencies and tenants through the API."""
 
 from __future__ import annotations
 

@@ -1,0 +1,64 @@
+"""`credentials_for(tenant, provider)`: the tenant's own key, else the platform's when the plan
+allows it, else a clear `ai-provider-not-configured` problem."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from socialflow.ai.providers import Provider
+from socialflow.lib.problems import Problem
+from socialflow.settings import Settings
+from socialflow.tenancy.directory import TenantRef
+from socialflow.vault.service import SealedSecret, Vault
+
+KEY_PURPOSE = "ai_provider_key"
+
+
+def key_record(provider: Provider) -> str:
+    """The record a tenant's key is bound to (associated data of its ciphertext)."""
+    return f"ai_provider_keys:{provider.value}"
+
+
+@dataclass(frozen=True)
+class ProviderCredentials:
+    provider: Provider
+    api_key: str = field(repr=False)
+    source: str  # "tenant" or "platform"
+    base_url: str | None = None
+    api_version: str | None = None
+
+
+async def credentials_for(
+    session: AsyncSession,
+    vault: Vault,
+    settings: Settings,
+    tenant: TenantRef,
+    provider: Provider,
+) -> ProviderCredentials:
+    """Credentials for one AI call of `tenant`; the session must be in the tenant's schema."""
+    row = (
+        await session.execute(
+            text(
+                "SELECT sealed_key, base_url, api_version FROM ai_provider_keys WHERE provider = :p"
+            ),
+            {"p": provider.value},
+        )
+    ).one_or_none()
+    if row is not None:
+        api_key = await vault.decrypt(
+            session, tenant.id, KEY_PURPOSE, key_record(provider),
+            SealedSecret.from_bytes(row.sealed_key),
+        )  # fmt: skip
+        return ProviderCredentials(provider, api_key, "tenant", row.base_url, row.api_version)
+    platform_key = settings.ai_platform_keys.get(provider.value)
+    if platform_key is not None and tenant.plan in settings.ai_platform_key_plans:
+        return ProviderCredentials(provider, platform_key.get_secret_value(), "platform")
+    raise Problem(
+        409,
+        "ai-provider-not-configured",
+        f"No {provider.value} key is configured for this tenant"
+        + (" and its plan does not include the platform's key." if platform_key else "."),
+    )
