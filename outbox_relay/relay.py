@@ -106,6 +106,10 @@ PRUNE_BATCHES_MAX = 50
 OnDispatched = Callable[[list[OutboxRow], datetime], None]
 
 
+class ReplicationLagError(RedisError):
+    """Redis took the batch but too few replicas confirmed it: treat it as not enqueued."""
+
+
 @dataclass
 class Backoff:
     """Exponential backoff with full jitter, reset by a success."""
@@ -130,6 +134,10 @@ class OutboxRelay:
     batch_size: int = 500
     poll_interval_s: float = 1.0
     processed_retention_hours: int = 168
+    # Durability: with replicas, a batch counts as enqueued only once this many replicas have
+    # it (Redis WAIT); otherwise the claim rolls back and the batch is sent again later.
+    redis_min_replicas: int = 0
+    redis_wait_timeout_ms: int = 1_000
     routes: RoutingTable = field(default_factory=lambda: ROUTES)
     namespace: str = NAMESPACE
     on_dispatched: OnDispatched | None = None
@@ -154,6 +162,7 @@ class OutboxRelay:
             batch_size=settings.relay_batch_size,
             poll_interval_s=settings.relay_poll_interval_s,
             processed_retention_hours=settings.processed_event_retention_hours,
+            redis_min_replicas=settings.relay_redis_min_replicas,
             **overrides,  # type: ignore[arg-type]
         )
 
@@ -196,6 +205,14 @@ class OutboxRelay:
             pipe.hset(f"{self.namespace}:{queue}.msgs", mapping=messages)  # type: ignore[arg-type]
             pipe.rpush(f"{self.namespace}:{queue}", *messages.keys())
         await asyncio.to_thread(pipe.execute)
+        if self.redis_min_replicas > 0:
+            acked = await asyncio.to_thread(
+                client.wait, self.redis_min_replicas, self.redis_wait_timeout_ms
+            )
+            if acked < self.redis_min_replicas:
+                raise ReplicationLagError(
+                    f"{acked} of {self.redis_min_replicas} Redis replica(s) acknowledged"
+                )
         metrics.MESSAGES_ENQUEUED.inc(len(encoded))
 
     def _encode(

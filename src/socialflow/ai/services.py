@@ -16,6 +16,7 @@ from socialflow.outbox import emit
 from socialflow.settings import Settings
 from socialflow.tenancy.access import TenantAccess
 from socialflow.tenancy.audit import record_tenant_audit
+from socialflow.tenancy.settings_rows import SettingsRow
 from socialflow.vault.service import Vault, fingerprint, last4
 
 KEY_COLUMNS = (
@@ -145,42 +146,21 @@ async def test_key(
     return {"provider": provider.value, **outcome}
 
 
+AI_SETTINGS = SettingsRow(
+    "ai_settings",
+    ("caption_model", "embedding_model", "embedding_dimension"),
+    audit_action="ai_settings.updated",
+)
+
+
 async def read_settings(session: AsyncSession) -> dict[str, Any]:
-    row = (
-        await session.execute(
-            text(
-                "SELECT caption_model, embedding_model, embedding_dimension, updated_at "
-                "FROM ai_settings WHERE id = 1"
-            )
-        )
-    ).one()
-    return dict(row._mapping)
-
-
-SETTINGS_COLUMNS = frozenset({"caption_model", "embedding_model", "embedding_dimension"})
+    return await AI_SETTINGS.read(session)
 
 
 async def update_settings(
     session: AsyncSession, access: TenantAccess, changes: dict[str, Any]
 ) -> dict[str, Any]:
-    if set(changes) - SETTINGS_COLUMNS:
-        raise ValueError(f"not AI settings: {sorted(set(changes) - SETTINGS_COLUMNS)}")
-    before = await read_settings(session)
-    if changes:
-        assignments = ", ".join(f"{c} = :{c}" for c in sorted(changes))
-        await session.execute(
-            text(
-                f"UPDATE ai_settings SET {assignments}, updated_at = now(), "  # noqa: S608 - known columns
-                "updated_by = :by WHERE id = 1"
-            ),
-            {**changes, "by": access.principal.user_id},
-        )
-        await record_tenant_audit(
-            session, actor=f"user:{access.principal.user_id}", action="ai_settings.updated",
-            target_type="ai_settings", target_id="1",
-            before={k: before[k] for k in changes}, after=changes,
-        )  # fmt: skip
-    return await read_settings(session)
+    return await AI_SETTINGS.update(session, access, changes)
 
 
 async def reseal_ai_keys(

@@ -13,6 +13,7 @@ import psycopg
 import pytest
 import redis as redis_lib
 from outbox_relay import metrics
+from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from socialflow.db.engine import libpq_url
@@ -136,3 +137,49 @@ async def test_redis_down_for_seconds_loses_nothing_and_the_backlog_drains_by_it
     finally:
         client.close()
         server.stop()
+
+
+async def test_with_required_replicas_a_batch_no_replica_confirmed_stays_in_the_outbox(
+    make_relay: RelayFactory,
+    session_factory: Factory,
+    pg: psycopg.Connection[Any],
+    tmp_path: Path,
+) -> None:
+    from tests.e2e.conftest import free_port
+
+    port = free_port()
+    primary = EmbeddedRedis(
+        tmp_path / "primary",
+        throwaway=True,
+        extra_args=["--port", str(port), "--bind", "127.0.0.1"],
+    )
+    replica = EmbeddedRedis(
+        tmp_path / "replica", throwaway=True, extra_args=["--replicaof", "127.0.0.1", str(port)]
+    )
+    url = primary.start()
+    client = redis_lib.Redis.from_url(url)
+    try:
+        replica.start()
+        await wait_until(
+            lambda: client.info("replication").get("connected_slaves") == 1,
+            message="replica connected",
+        )
+        relay = make_relay(redis_url=url, redis_min_replicas=1, redis_wait_timeout_ms=200)
+        await emit_notes(session_factory, 3)
+        assert await relay.dispatch_batch() == 3  # the replica confirmed the batch
+
+        replica.stop()
+        await wait_until(
+            lambda: client.info("replication").get("connected_slaves") == 0,
+            message="replica gone",
+        )
+        kept = await emit_notes(session_factory, 2)
+        with pytest.raises(RedisError, match="replica"):
+            await relay.dispatch_batch()
+        # Not confirmed, not deleted: the rows wait for the next attempt.
+        remaining = {r[0] for r in pg.execute("SELECT event_id FROM shared.outbox")}
+        assert remaining == set(kept)
+    finally:
+        client.close()
+        replica.stop()
+        primary.stop()
