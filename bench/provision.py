@@ -72,8 +72,9 @@ async def without_search_path(
     return {"timezone": row.timezone, "locale": row.locale}
 
 
-def bench_settings(urls: embedded.ServiceUrls) -> Settings:
+def bench_settings(urls: embedded.ServiceUrls, data_dir: Path) -> Settings:
     return Settings(
+        data_dir=data_dir,
         env=Environment.TEST,
         database_url=urls.database_url,
         redis_url=urls.redis_url,
@@ -166,7 +167,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         throwaway=True,
     ) as urls:  # fmt: skip
         upgrade_shared(urls.database_url)
-        settings = bench_settings(urls)
+        settings = bench_settings(urls, Path(data_dir))
         app = create_app(settings)
         app.register(with_search_path)
         app.register(without_search_path)

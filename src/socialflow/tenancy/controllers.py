@@ -5,21 +5,24 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from litestar import Controller, Response, delete, get, patch, post, put
+from litestar import Controller, Request, Response, delete, get, patch, post, put
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath, FromQuery, JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from socialflow.identity.permissions import Permission
 from socialflow.identity.tokens import Principal
+from socialflow.lib.pagination import link_header, page_request, paginate
 from socialflow.tenancy import services, tenant_content
 from socialflow.tenancy.access import TenantAccess, provide_tenant_access, provide_tenant_scope
 from socialflow.tenancy.schemas import (
     AgencyAdminCreate,
     AgencyAdminOut,
     AgencyCreate,
+    AgencyList,
     AgencyOut,
+    AuditList,
     MemberList,
     TenantCreate,
     TenantList,
@@ -48,12 +51,20 @@ class AgencyController(Controller):
         agency = await services.create_agency(session, principal, slug=data.slug, name=data.name)
         return AgencyOut(str(agency.id), agency.slug, agency.name, agency.created_at)
 
-    @get("", summary="List agencies (operators)")
+    @get("", summary="List agencies (operators), by slug, paginated")
     async def list_agencies(
-        self, principal: NamedDependency[Principal], session: NamedDependency[AsyncSession]
-    ) -> list[AgencyOut]:
-        agencies = await services.list_agencies(session, principal)
-        return [AgencyOut(str(a.id), a.slug, a.name, a.created_at) for a in agencies]
+        self,
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+        session: NamedDependency[AsyncSession],
+        limit: FromQuery[int | None] = None,
+        cursor: FromQuery[str | None] = None,
+    ) -> Response[AgencyList]:
+        page = page_request(limit, cursor)
+        result = paginate(await services.list_agencies(session, principal, page), page, ("slug",))
+        body = msgspec.convert({"items": result.items, "next_cursor": result.next_cursor},
+                               AgencyList)  # fmt: skip
+        return Response(body, headers=link_header(request, result, page.limit))
 
     @post("/{agency:str}/admins", summary="Make a user an agency admin (created if new)")
     async def add_admin(
@@ -94,12 +105,24 @@ class TenantController(Controller):
         )  # fmt: skip
         return Response(body, status_code=201, headers={"Location": f"{self.path}/{t.slug}"})
 
-    @get("", summary="The tenants the caller can see")
+    @get("", summary="The tenants the caller can see, by slug, paginated")
     async def list_tenants(
-        self, principal: NamedDependency[Principal], session: NamedDependency[AsyncSession]
-    ) -> TenantList:
-        rows = await services.visible_tenants(session, principal)
-        return TenantList(items=[_tenant_out(r) for r in rows])
+        self,
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+        session: NamedDependency[AsyncSession],
+        limit: FromQuery[int | None] = None,
+        cursor: FromQuery[str | None] = None,
+        status: FromQuery[str | None] = None,
+        agency: FromQuery[str | None] = None,
+    ) -> Response[TenantList]:
+        page = page_request(limit, cursor)
+        rows = await services.visible_tenants(
+            session, principal, page, status=status, agency=agency
+        )
+        result = paginate(rows, page, ("slug",))
+        body = TenantList([_tenant_out(r) for r in result.items], result.next_cursor)
+        return Response(body, headers=link_header(request, result, page.limit))
 
     @get(
         "/{tenant:str}",
@@ -200,12 +223,37 @@ class TenantContentController(Controller):
 
     @get("/members", opt={"permission": Permission.MEMBERS_READ}, summary="The tenant's members")
     async def members(
-        self, member: NamedDependency[TenantAccess], session: NamedDependency[AsyncSession]
-    ) -> MemberList:
-        rows = await tenant_content.list_members(session, member)
-        return msgspec.convert(
-            {"items": [{**r, "user_id": str(r["user_id"])} for r in rows]}, MemberList
-        )
+        self,
+        request: Request[Any, Any, Any],
+        member: NamedDependency[TenantAccess],
+        session: NamedDependency[AsyncSession],
+        limit: FromQuery[int | None] = None,
+        cursor: FromQuery[str | None] = None,
+        role: FromQuery[str | None] = None,
+    ) -> Response[MemberList]:
+        page = page_request(limit, cursor)
+        rows = await tenant_content.list_members(session, member, page, role=role)
+        result = paginate(rows, page, ("joined_at", "user_id"))
+        items = [{**r, "user_id": str(r["user_id"])} for r in result.items]
+        body = msgspec.convert({"items": items, "next_cursor": result.next_cursor}, MemberList)
+        return Response(body, headers=link_header(request, result, page.limit))
+
+    @get("/audit-log", opt={"permission": Permission.AUDIT_READ}, summary="Audit entries")
+    async def audit_log(
+        self,
+        request: Request[Any, Any, Any],
+        member: NamedDependency[TenantAccess],
+        session: NamedDependency[AsyncSession],
+        limit: FromQuery[int | None] = None,
+        cursor: FromQuery[str | None] = None,
+        action: FromQuery[str | None] = None,
+    ) -> Response[AuditList]:
+        page = page_request(limit, cursor)
+        result = paginate(await tenant_content.list_audit(session, page, action=action), page,
+                          ("id",))  # fmt: skip
+        body = msgspec.convert({"items": result.items, "next_cursor": result.next_cursor},
+                               AuditList)  # fmt: skip
+        return Response(body, headers=link_header(request, result, page.limit))
 
     @get("/settings", opt={"permission": Permission.SETTINGS_READ}, summary="Tenant settings")
     async def read_settings(

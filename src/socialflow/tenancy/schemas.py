@@ -65,6 +65,29 @@ class TenantOut(msgspec.Struct):
 
 class TenantList(msgspec.Struct):
     items: list[TenantOut]
+    next_cursor: str | None = None
+
+
+class AgencyList(msgspec.Struct):
+    items: list[AgencyOut]
+    next_cursor: str | None = None
+
+
+class AuditEntryOut(msgspec.Struct):
+    id: int
+    at: datetime
+    actor: str | None
+    action: str
+    target_type: str
+    target_id: str
+    request_id: str | None
+    before: dict[str, object] | None
+    after: dict[str, object] | None
+
+
+class AuditList(msgspec.Struct):
+    items: list[AuditEntryOut]
+    next_cursor: str | None = None
 
 
 class MemberOut(msgspec.Struct):
@@ -77,6 +100,7 @@ class MemberOut(msgspec.Struct):
 
 class MemberList(msgspec.Struct):
     items: list[MemberOut]
+    next_cursor: str | None = None
 
 
 class TenantSettingsOut(msgspec.Struct):

@@ -16,6 +16,7 @@ from socialflow.identity import services as identity
 from socialflow.identity.models import Invitation, Membership
 from socialflow.identity.permissions import Role
 from socialflow.identity.tokens import Principal, hash_token
+from socialflow.lib.pagination import PageRequest
 from socialflow.lib.problems import Problem
 from socialflow.outbox import emit
 from socialflow.settings import Settings
@@ -52,9 +53,17 @@ async def create_agency(
     return agency
 
 
-async def list_agencies(session: AsyncSession, principal: Principal) -> list[Agency]:
+async def list_agencies(
+    session: AsyncSession, principal: Principal, page: PageRequest
+) -> list[dict[str, Any]]:
     require_operator(principal)
-    return list((await session.execute(select(Agency).order_by(Agency.slug))).scalars())
+    query = select(Agency).order_by(Agency.slug).limit(page.limit + 1)
+    if page.after:
+        query = query.where(Agency.slug > page.after[0])
+    return [
+        {"id": str(a.id), "slug": a.slug, "name": a.name, "created_at": a.created_at}
+        for a in (await session.execute(query)).scalars()
+    ]
 
 
 async def add_agency_admin(
@@ -211,8 +220,16 @@ async def _invite(
 # -- listing --------------------------------------------------------------------------------
 
 
-async def visible_tenants(session: AsyncSession, principal: Principal) -> list[dict[str, Any]]:
-    """Tenants the caller may see: members see live ones, managers also deleted ones."""
+async def visible_tenants(
+    session: AsyncSession,
+    principal: Principal,
+    page: PageRequest,
+    *,
+    status: str | None = None,
+    agency: str | None = None,
+) -> list[dict[str, Any]]:
+    """Tenants the caller may see (members: live ones; managers: deleted ones too), by slug;
+    one row more than the page asks, to tell whether another page follows."""
     rows = await session.execute(
         text("""
         SELECT t.id, t.slug, t.name, a.slug AS agency, t.plan, t.status, t.created_at,
@@ -225,10 +242,16 @@ async def visible_tenants(session: AsyncSession, principal: Principal) -> list[d
             OR (t.status <> 'deleted' AND EXISTS (
                 SELECT 1 FROM shared.memberships m WHERE m.tenant_id = t.id AND m.user_id = :user))
         )
+        AND (CAST(:after AS text) IS NULL OR t.slug > :after)
+        AND (CAST(:status AS text) IS NULL OR t.status = :status)
+        AND (CAST(:agency AS text) IS NULL OR a.slug = :agency)
         ORDER BY t.slug
+        LIMIT :limit
         """),
-        {"operator": principal.is_operator, "user": principal.user_id},
-    )
+        {"operator": principal.is_operator, "user": principal.user_id,
+         "after": page.after[0] if page.after else None, "status": status, "agency": agency,
+         "limit": page.limit + 1},
+    )  # fmt: skip
     return [dict(row._mapping) for row in rows]
 
 

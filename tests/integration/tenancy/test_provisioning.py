@@ -195,7 +195,7 @@ async def test_only_operators_create_agencies_and_admins(platform: Platform, wor
     listing = await platform.client.get("/api/v1/agencies", headers=world.owner_a.headers)
     assert (create.status_code, admins.status_code, listing.status_code) == (403, 403, 403)
     operator_listing = await platform.client.get("/api/v1/agencies", headers=world.operator.headers)
-    slugs = [a["slug"] for a in operator_listing.json()]
+    slugs = [a["slug"] for a in operator_listing.json()["items"]]
     assert {world.agency_x, world.agency_y} <= set(slugs)
     assert slugs == sorted(slugs)
 
