@@ -129,8 +129,8 @@ async def measure_provisioning(
 
 
 async def measure_overhead(
-    client: httpx.AsyncClient, headers: dict[str, str], slug: str, seconds: float
-) -> dict[str, float]:
+    client: httpx.AsyncClient, headers: dict[str, str], slug: str, seconds: float, rounds: int = 7
+) -> dict[str, Any]:
     async def throughput(path: str) -> float:
         done = 0
         deadline = time.perf_counter() + seconds
@@ -148,15 +148,19 @@ async def measure_overhead(
 
     await throughput(f"/bench/with/{slug}")  # warm both paths
     await throughput(f"/bench/without/{slug}")
-    with_rates, without_rates = [], []
-    for _ in range(3):  # interleaved rounds, median of each
-        without_rates.append(await throughput(f"/bench/without/{slug}"))
-        with_rates.append(await throughput(f"/bench/with/{slug}"))
-    with_rps, without_rps = statistics.median(with_rates), statistics.median(without_rates)
+    with_rates, without_rates, overheads = [], [], []
+    for _ in range(rounds):  # interleaved pairs; the median pair ratio resists machine noise
+        without_rps = await throughput(f"/bench/without/{slug}")
+        with_rps = await throughput(f"/bench/with/{slug}")
+        without_rates.append(without_rps)
+        with_rates.append(with_rps)
+        overheads.append((without_rps - with_rps) / without_rps * 100)
     return {
-        "with_rps": with_rps,
-        "without_rps": without_rps,
-        "overhead_pct": max(0.0, (without_rps - with_rps) / without_rps * 100),
+        "with_rps": statistics.median(with_rates),
+        "without_rps": statistics.median(without_rates),
+        "overhead_pct": max(0.0, statistics.median(overheads)),
+        "overhead_range_pct": (min(overheads), max(overheads)),
+        "rounds": rounds,
     }
 
 
@@ -226,7 +230,8 @@ def print_table(result: dict[str, Any]) -> None:
     print(
         f"\ntenant-scoped GET: {o['without_rps']:,.0f} req/s without the search_path step, "
         f"{o['with_rps']:,.0f} req/s with it → overhead {result['tenancy_overhead_pct']:.2f}% "
-        "(target <= 10%)"
+        f"(median of {o['rounds']} rounds, range "
+        f"{o['overhead_range_pct'][0]:.1f}% to {o['overhead_range_pct'][1]:.1f}%; target <= 10%)"
     )
 
 
@@ -235,7 +240,7 @@ if __name__ == "__main__":
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--sizes", default="10,1000,10000")
     parser.add_argument("--samples", type=int, default=100)
-    parser.add_argument("--overhead-s", type=float, default=3.0)
+    parser.add_argument("--overhead-s", type=float, default=2.0)
     arguments = parser.parse_args()
     outcome = asyncio.run(run(arguments))
     if arguments.json:
