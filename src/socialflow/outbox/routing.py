@@ -27,6 +27,8 @@ ROUTES: RoutingTable = {
     "tenant.deleted": (),
     "tenant.restored": (),
     "tenant.purged": (),
+    "member.role_changed": (),
+    "member.removed": (),
     "ai_key.configured": (),
     "ai_key.removed": (),
     "media.uploaded": (),  # → process_media (media)

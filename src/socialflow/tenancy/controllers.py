@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import msgspec
@@ -11,10 +12,10 @@ from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery, JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from socialflow.identity.permissions import Permission
+from socialflow.identity.permissions import Permission, Role
 from socialflow.identity.tokens import Principal
 from socialflow.lib.pagination import link_header, page_request, paginate
-from socialflow.tenancy import services, tenant_content
+from socialflow.tenancy import members, services, tenant_content
 from socialflow.tenancy.access import TenantAccess, provide_tenant_access, provide_tenant_scope
 from socialflow.tenancy.schemas import (
     AgencyAdminCreate,
@@ -24,6 +25,8 @@ from socialflow.tenancy.schemas import (
     AgencyOut,
     AuditList,
     MemberList,
+    MemberRoleOut,
+    MemberRoleUpdate,
     TenantCreate,
     TenantList,
     TenantOut,
@@ -237,6 +240,34 @@ class TenantContentController(Controller):
         items = [{**r, "user_id": str(r["user_id"])} for r in result.items]
         body = msgspec.convert({"items": items, "next_cursor": result.next_cursor}, MemberList)
         return Response(body, headers=link_header(request, result, page.limit))
+
+    @patch(
+        "/members/{user_id:uuid}",
+        opt={"permission": Permission.MEMBERS_READ},
+        summary="Change a member's role (admin+; owner role: owners only)",
+    )
+    async def change_member_role(
+        self,
+        user_id: FromPath[uuid.UUID],
+        data: JSONBody[MemberRoleUpdate],
+        member: NamedDependency[TenantAccess],
+        session: NamedDependency[AsyncSession],
+    ) -> MemberRoleOut:
+        changed = await members.change_role(session, member, user_id, Role(data.role))
+        return msgspec.convert(changed, MemberRoleOut)
+
+    @delete(
+        "/members/{user_id:uuid}",
+        opt={"permission": Permission.MEMBERS_READ},
+        summary="Remove a member, or leave (the last owner cannot)",
+    )
+    async def remove_member(
+        self,
+        user_id: FromPath[uuid.UUID],
+        member: NamedDependency[TenantAccess],
+        session: NamedDependency[AsyncSession],
+    ) -> None:
+        await members.remove_member(session, member, user_id)
 
     @get("/audit-log", opt={"permission": Permission.AUDIT_READ}, summary="Audit entries")
     async def audit_log(

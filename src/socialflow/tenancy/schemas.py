@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -96,6 +96,15 @@ class MemberOut(msgspec.Struct):
     name: str | None
     role: str
     joined_at: datetime
+
+
+class MemberRoleUpdate(msgspec.Struct, forbid_unknown_fields=True):
+    role: Literal["owner", "admin", "editor", "viewer"]
+
+
+class MemberRoleOut(msgspec.Struct):
+    user_id: str
+    role: str
 
 
 class MemberList(msgspec.Struct):

@@ -1,0 +1,106 @@
+"""Changing and removing a tenant's members, under the role rules. Never commits.
+
+Only owners grant or take away the owner role; nobody grants a role above their own; the last
+owner can neither be demoted nor removed (nor leave).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from socialflow.identity.permissions import Permission, Role
+from socialflow.lib.problems import Problem
+from socialflow.outbox import emit
+from socialflow.tenancy.access import TenantAccess
+from socialflow.tenancy.audit import record_tenant_audit
+
+LOCK_MEMBERS = text(
+    "SELECT user_id, role FROM shared.memberships WHERE tenant_id = :tenant FOR UPDATE"
+)
+
+
+async def _roles(session: AsyncSession, access: TenantAccess) -> dict[uuid.UUID, Role]:
+    """Every member's role, locked: concurrent changes cannot both remove the last owner."""
+    rows = await session.execute(LOCK_MEMBERS, {"tenant": access.tenant.id})
+    return {row.user_id: Role(row.role) for row in rows}
+
+
+def _check_grant(actor: Role, current: Role | None, wanted: Role | None) -> None:
+    touches_owner = Role.OWNER in (current, wanted)
+    if touches_owner and actor is not Role.OWNER:
+        raise Problem(403, "forbidden", "Only owners grant or remove the owner role.")
+    for role in (current, wanted):
+        if role is not None and role.rank > actor.rank:
+            raise Problem(403, "forbidden", f"An {actor} cannot manage an {role}.")
+
+
+def _check_not_last_owner(roles: dict[uuid.UUID, Role], user_id: uuid.UUID) -> None:
+    owners = [u for u, r in roles.items() if r is Role.OWNER]
+    if owners == [user_id]:
+        raise Problem(409, "last-owner", "A tenant keeps at least one owner.")
+
+
+async def change_role(
+    session: AsyncSession, access: TenantAccess, user_id: uuid.UUID, role: Role
+) -> dict[str, Any]:
+    access.require(Permission.MEMBERS_MANAGE)
+    assert access.role is not None
+    roles = await _roles(session, access)
+    current = roles.get(user_id)
+    if current is None:
+        raise Problem(404, "not-found", "No such member.")
+    _check_grant(access.role, current, role)
+    if current is role:
+        return {"user_id": str(user_id), "role": role.value}
+    if current is Role.OWNER:
+        _check_not_last_owner(roles, user_id)
+    await session.execute(
+        text("UPDATE shared.memberships SET role = :r WHERE tenant_id = :t AND user_id = :u"),
+        {"r": role.value, "t": access.tenant.id, "u": user_id},
+    )
+    change = {"user_id": str(user_id), "before": current.value, "after": role.value}
+    await _record(session, access, "member.role_changed", user_id, change)
+    return {"user_id": str(user_id), "role": role.value}
+
+
+async def remove_member(session: AsyncSession, access: TenantAccess, user_id: uuid.UUID) -> None:
+    leaving = user_id == access.principal.user_id
+    if not leaving:
+        access.require(Permission.MEMBERS_MANAGE)
+    roles = await _roles(session, access)
+    current = roles.get(user_id)
+    if current is None:
+        raise Problem(404, "not-found", "No such member.")
+    if not leaving:
+        assert access.role is not None
+        _check_grant(access.role, current, None)
+    if current is Role.OWNER:
+        _check_not_last_owner(roles, user_id)
+    await session.execute(
+        text("DELETE FROM shared.memberships WHERE tenant_id = :t AND user_id = :u"),
+        {"t": access.tenant.id, "u": user_id},
+    )
+    change = {"user_id": str(user_id), "role": current.value, "left": leaving}
+    await _record(session, access, "member.removed", user_id, change)
+
+
+async def _record(
+    session: AsyncSession,
+    access: TenantAccess,
+    event_type: str,
+    user_id: uuid.UUID,
+    change: dict[str, Any],
+) -> None:
+    actor = f"user:{access.principal.user_id}"
+    await emit(
+        session, event_type=event_type, aggregate_type="member", aggregate_id=user_id,
+        tenant=access.tenant.slug, payload=change, actor=actor,
+    )  # fmt: skip
+    await record_tenant_audit(
+        session, actor=actor, action=event_type, target_type="member", target_id=user_id,
+        after=change,
+    )  # fmt: skip
