@@ -13,7 +13,7 @@ from socialflow.db.engine import create_engine, create_session_factory
 from socialflow.db.session import provide_session
 from socialflow.health.controllers import HealthController
 from socialflow.identity.auth import provide_principal
-from socialflow.identity.controllers import AuthController, MeController
+from socialflow.identity.controllers import AuthController, InvitationController, MeController
 from socialflow.lib.logging import configure_logging
 from socialflow.lib.problems import EXCEPTION_HANDLERS
 from socialflow.lib.request_context import RequestContextMiddleware
@@ -53,6 +53,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             HealthController,
             AuthController,
             MeController,
+            InvitationController,
             AgencyController,
             TenantController,
             TenantContentController,

@@ -81,6 +81,14 @@ class Settings(BaseSettings):
         default=(), description="CIDRs tenants' URLs may reach although private (e.g. 10.0.0.0/8)"
     )
     outbound_allow_http: bool = False
+    email_backend: str = Field(default="file", pattern="^(smtp|file)$")
+    email_from: str = "SocialFlow <no-reply@socialflow.localhost>"
+    smtp_host: str = "localhost"
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_security: str = Field(default="starttls", pattern="^(none|starttls|ssl)$")
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    public_base_url: str = "http://127.0.0.1:8000"
     worker_processes: int = Field(default=1, ge=1)
     worker_threads: int = Field(default=4, ge=1)
     relay_batch_size: int = Field(default=500, ge=1, le=10_000)

@@ -11,7 +11,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from socialflow.db.session import unit_of_work
 from socialflow.identity import services
-from socialflow.identity.schemas import Me, RefreshRequest, TokenRequest, TokenResponse
+from socialflow.identity.invitations import accept_invitation
+from socialflow.identity.schemas import (
+    InvitationAccept,
+    InvitationAccepted,
+    Me,
+    RefreshRequest,
+    TokenRequest,
+    TokenResponse,
+)
 from socialflow.identity.services import RefreshOutcome, TokenPair
 from socialflow.identity.tokens import Principal, unauthorized
 
@@ -54,6 +62,23 @@ class AuthController(Controller):
             raise unauthorized("This refresh token was already used; its session is revoked.")
         assert isinstance(result, TokenPair)
         return _token_response(result)
+
+
+class InvitationController(Controller):
+    path = "/api/v1/invitations"
+    tags = ["auth"]  # noqa: RUF012 - Litestar reads this class attribute
+
+    @post("/accept", status_code=200, summary="Accept an invitation (sets a new password)")
+    async def accept(
+        self,
+        data: JSONBody[InvitationAccept],
+        session: NamedDependency[AsyncSession],
+        state: State,
+    ) -> InvitationAccepted:
+        accepted = await accept_invitation(
+            session, state.settings, token=data.token, name=data.name, password=data.password
+        )
+        return InvitationAccepted(str(accepted.user_id), accepted.tenant, accepted.role)
 
 
 class MeController(Controller):

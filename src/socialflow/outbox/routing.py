@@ -27,6 +27,8 @@ ROUTES: RoutingTable = {
     "tenant.deleted": (),
     "tenant.restored": (),
     "tenant.purged": (),
+    "member.invited": (Route("send_invitation_email", "email"),),
+    "member.joined": (),
     "member.role_changed": (),
     "member.removed": (),
     "ai_key.configured": (),

@@ -24,6 +24,8 @@ from socialflow.tenancy.schemas import (
     AgencyList,
     AgencyOut,
     AuditList,
+    InvitationOut,
+    MemberInvite,
     MemberList,
     MemberRoleOut,
     MemberRoleUpdate,
@@ -240,6 +242,23 @@ class TenantContentController(Controller):
         items = [{**r, "user_id": str(r["user_id"])} for r in result.items]
         body = msgspec.convert({"items": items, "next_cursor": result.next_cursor}, MemberList)
         return Response(body, headers=link_header(request, result, page.limit))
+
+    @post(
+        "/members",
+        opt={"permission": Permission.MEMBERS_MANAGE},
+        summary="Invite someone by email with a role (mailed by the email job)",
+    )
+    async def invite(
+        self,
+        data: JSONBody[MemberInvite],
+        member: NamedDependency[TenantAccess],
+        session: NamedDependency[AsyncSession],
+        state: State,
+    ) -> InvitationOut:
+        invited = await members.invite_member(
+            session, state.settings, member, data.email, Role(data.role)
+        )
+        return msgspec.convert(invited, InvitationOut)
 
     @patch(
         "/members/{user_id:uuid}",

@@ -12,9 +12,12 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from socialflow.identity import services as identity
+from socialflow.identity.invitations import create_invitation
 from socialflow.identity.permissions import Permission, Role
 from socialflow.lib.problems import Problem
 from socialflow.outbox import emit
+from socialflow.settings import Settings
 from socialflow.tenancy.access import TenantAccess
 from socialflow.tenancy.audit import record_tenant_audit
 
@@ -42,6 +45,28 @@ def _check_not_last_owner(roles: dict[uuid.UUID, Role], user_id: uuid.UUID) -> N
     owners = [u for u, r in roles.items() if r is Role.OWNER]
     if owners == [user_id]:
         raise Problem(409, "last-owner", "A tenant keeps at least one owner.")
+
+
+async def invite_member(
+    session: AsyncSession, settings: Settings, access: TenantAccess, email: str, role: Role
+) -> dict[str, Any]:
+    """Invite `email` with `role` (the account is created if new); the email job mails it."""
+    access.require(Permission.MEMBERS_MANAGE)
+    assert access.role is not None
+    _check_grant(access.role, None, role)
+    user, _ = await identity.get_or_create_user(session, email)
+    if user.id in await _roles(session, access):
+        raise Problem(409, "already-member", f"{user.email} is already a member.")
+    invitation_id = await create_invitation(
+        session, settings, tenant_id=access.tenant.id, tenant_slug=access.tenant.slug,
+        user=user, role=role, invited_by=access.principal.user_id,
+    )  # fmt: skip
+    await record_tenant_audit(
+        session, actor=f"user:{access.principal.user_id}", action="member.invited",
+        target_type="invitation", target_id=invitation_id,
+        after={"email": user.email, "role": role.value},
+    )  # fmt: skip
+    return {"invitation_id": str(invitation_id), "email": user.email, "role": role.value}
 
 
 async def change_role(

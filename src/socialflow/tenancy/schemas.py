@@ -98,6 +98,17 @@ class MemberOut(msgspec.Struct):
     joined_at: datetime
 
 
+class MemberInvite(msgspec.Struct, forbid_unknown_fields=True):
+    email: EmailField
+    role: Literal["owner", "admin", "editor", "viewer"]
+
+
+class InvitationOut(msgspec.Struct):
+    invitation_id: str
+    email: str
+    role: str
+
+
 class MemberRoleUpdate(msgspec.Struct, forbid_unknown_fields=True):
     role: Literal["owner", "admin", "editor", "viewer"]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -13,9 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from socialflow.db.tenant_schema import quote_schema, schema_for_tenant
 from socialflow.identity import services as identity
-from socialflow.identity.models import Invitation, Membership
+from socialflow.identity.invitations import create_invitation
+from socialflow.identity.models import Membership
 from socialflow.identity.permissions import Role
-from socialflow.identity.tokens import Principal, hash_token
+from socialflow.identity.tokens import Principal
 from socialflow.lib.pagination import PageRequest
 from socialflow.lib.problems import Problem
 from socialflow.outbox import emit
@@ -179,8 +179,6 @@ async def provision_tenant(
 
     owner, owner_created = await identity.get_or_create_user(session, owner_email)
     session.add(Membership(tenant_id=tenant_id, user_id=owner.id, role=Role.OWNER.value))
-    if owner.password_hash is None:
-        await _invite(session, settings, tenant_id, owner.id, Role.OWNER)
     await session.flush()
 
     await emit(
@@ -189,6 +187,12 @@ async def provision_tenant(
         payload={"tenant_id": str(tenant_id), "slug": slug, "agency": agency.slug, "plan": plan,
                  "owner_user_id": str(owner.id)},
     )  # fmt: skip
+    if owner.password_hash is None:
+        # A new owner sets a password through the invitation the email job sends.
+        await create_invitation(
+            session, settings, tenant_id=tenant_id, tenant_slug=slug, user=owner,
+            role=Role.OWNER, invited_by=principal.user_id,
+        )  # fmt: skip
     await record_platform_audit(
         session, actor_user_id=principal.user_id, action="tenant.created", target_type="tenant",
         target_id=tenant_id, tenant_id=tenant_id, agency_id=agency.id,
@@ -197,24 +201,6 @@ async def provision_tenant(
     tenant = await session.get(Tenant, tenant_id)
     assert tenant is not None
     return ProvisionedTenant(tenant, agency.slug, owner.id, owner_created)
-
-
-async def _invite(
-    session: AsyncSession, settings: Settings, tenant_id: uuid.UUID, user_id: uuid.UUID, role: Role
-) -> str:
-    """A single-use invitation to set a password; the token is returned once, stored hashed."""
-    token = "sfi_" + secrets.token_urlsafe(32)
-    session.add(
-        Invitation(
-            id=uuid.uuid4(),
-            tenant_id=tenant_id,
-            user_id=user_id,
-            role=role.value,
-            token_hash=hash_token(token),
-            expires_at=datetime.now(UTC) + timedelta(hours=settings.invitation_ttl_hours),
-        )
-    )
-    return token
 
 
 # -- listing --------------------------------------------------------------------------------

@@ -62,6 +62,11 @@ class WorkerDatabase:
         cls._engine = cls._factory = None
 
 
+def worker_settings() -> Settings:
+    """The settings workers run with (those given to WorkerDatabase.configure, else the env)."""
+    return WorkerDatabase._settings or get_settings()
+
+
 async def record_processed(session: AsyncSession, event_id: uuid.UUID, actor: str) -> bool:
     """True the first time `actor` records `event_id`; False for a redelivery."""
     result = await session.execute(RECORD_PROCESSED_SQL, {"event_id": event_id, "actor": actor})
