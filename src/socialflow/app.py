@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from litestar import Litestar
+from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
@@ -73,6 +74,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
             title="SocialFlow API", version="1", path="/schema", use_handler_docstrings=True
         ),
         logging_config=None,
+        cors_config=CORSConfig(
+            allow_origins=list(settings.cors_allowed_origins),
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
+            allow_credentials=False,
+            expose_headers=["X-Request-ID", "Link"],
+        )
+        if settings.cors_allowed_origins
+        else None,
+        request_max_body_size=settings.max_request_body_bytes,
     )
     # Outermost, around routing and error handling, so 404s and 500s carry the id too.
     app.asgi_handler = RequestContextMiddleware(app.asgi_handler)

@@ -89,6 +89,10 @@ class Settings(BaseSettings):
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     public_base_url: str = "http://127.0.0.1:8000"
+    cors_allowed_origins: tuple[str, ...] = Field(
+        default=(), description="JSON list of browser origins allowed to call the API"
+    )
+    max_request_body_bytes: int = Field(default=1_048_576, ge=1024)
     worker_processes: int = Field(default=1, ge=1)
     worker_threads: int = Field(default=4, ge=1)
     relay_batch_size: int = Field(default=500, ge=1, le=10_000)

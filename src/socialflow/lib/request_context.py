@@ -16,6 +16,16 @@ from socialflow.lib.logging import bind_context, clear_context
 from socialflow.lib.tracing import child_traceparent, current_traceparent, trace_id
 
 REQUEST_ID_HEADER = "x-request-id"
+# Sent on every response: an API answers JSON, is never framed and never sniffed.
+SECURITY_HEADERS = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cache-control", b"no-store"),
+    (b"strict-transport-security", b"max-age=31536000; includeSubDomains"),
+)
+# The OpenAPI pages load their scripts; everything else may load nothing.
+_API_CSP = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
 # A caller's id is kept only if it is safe to echo into headers and logs.
 _ACCEPTABLE_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
@@ -69,6 +79,10 @@ class RequestContextMiddleware:
                 status = message["status"]
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode("latin-1")))
+                present = {name.lower() for name, _ in headers}
+                headers.extend(h for h in SECURITY_HEADERS if h[0] not in present)
+                if not scope["path"].startswith("/schema"):
+                    headers.append(_API_CSP)
                 message["headers"] = headers
             await send(message)
 
