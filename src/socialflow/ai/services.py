@@ -89,10 +89,10 @@ async def put_key(
     await emit(
         session, event_type="ai_key.configured", aggregate_type="ai_key",
         aggregate_id=provider.value, tenant=access.tenant.slug, payload=shown,
-        actor=f"user:{access.principal.user_id}",
+        actor=access.principal.actor,
     )  # fmt: skip
     await record_tenant_audit(
-        session, actor=f"user:{access.principal.user_id}",
+        session, actor=access.principal.actor,
         action="ai_key.created" if created else "ai_key.replaced",
         target_type="ai_key", target_id=provider.value, after=shown,
     )  # fmt: skip
@@ -120,10 +120,10 @@ async def delete_key(session: AsyncSession, access: TenantAccess, provider: Prov
     await emit(
         session, event_type="ai_key.removed", aggregate_type="ai_key",
         aggregate_id=provider.value, tenant=access.tenant.slug, payload=shown,
-        actor=f"user:{access.principal.user_id}",
+        actor=access.principal.actor,
     )  # fmt: skip
     await record_tenant_audit(
-        session, actor=f"user:{access.principal.user_id}", action="ai_key.removed",
+        session, actor=access.principal.actor, action="ai_key.removed",
         target_type="ai_key", target_id=provider.value, before=shown,
     )  # fmt: skip
 

@@ -20,11 +20,23 @@ REFRESH_PREFIX = "sfr_"
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: a person, authenticated by an access token."""
+    """Who is calling: a person (access token) or an integration (a tenant API key).
+
+    For an API key, `user_id` is the key's id, `tenant_id` the only tenant it reaches and
+    `key_role` its role there.
+    """
 
     user_id: uuid.UUID
     email: str
     is_operator: bool
+    kind: str = "user"
+    tenant_id: uuid.UUID | None = None
+    key_role: str | None = None
+
+    @property
+    def actor(self) -> str:
+        """How audit entries and events name the caller."""
+        return f"{self.kind}:{self.user_id}"
 
 
 def unauthorized(detail: str) -> Problem:

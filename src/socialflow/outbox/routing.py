@@ -31,6 +31,8 @@ ROUTES: RoutingTable = {
     "member.joined": (),
     "member.role_changed": (),
     "member.removed": (),
+    "api_key.created": (),
+    "api_key.revoked": (),
     "ai_key.configured": (),
     "ai_key.removed": (),
     "media.uploaded": (),  # → process_media (media)

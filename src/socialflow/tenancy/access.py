@@ -82,6 +82,8 @@ async def resolve_access(
     tenant = await directory.find(session, slug)
     if tenant is None:
         raise tenant_not_found(slug)
+    if principal.kind == "api_key":
+        return await _api_key_access(session, tenant, principal, enter_schema=enter_schema)
     params: dict[str, object] = {
         "tenant": tenant.id, "agency": tenant.agency_id, "user": principal.user_id
     }  # fmt: skip
@@ -105,6 +107,23 @@ async def resolve_access(
         raise Problem(403, "tenant-suspended", f"Tenant {slug!r} is suspended.")
     bind_context(tenant=tenant.slug)
     return access
+
+
+async def _api_key_access(
+    session: AsyncSession, tenant: TenantRef, principal: Principal, *, enter_schema: bool
+) -> TenantAccess:
+    """An API key reaches its own tenant only, with its own role; elsewhere it sees nothing."""
+    if principal.tenant_id != tenant.id or tenant.status == "deleted":
+        raise tenant_not_found(tenant.slug)
+    if tenant.status == "suspended":
+        raise Problem(403, "tenant-suspended", f"Tenant {tenant.slug!r} is suspended.")
+    if enter_schema:
+        await session.execute(
+            text("SELECT set_config('search_path', :path, true)"),
+            {"path": search_path_for(tenant.schema_name)},
+        )
+    bind_context(tenant=tenant.slug)
+    return TenantAccess(tenant, principal, Role(principal.key_role or "viewer"), False)
 
 
 async def provide_tenant_access(

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from socialflow.identity.permissions import Permission, Role
 from socialflow.identity.tokens import Principal
 from socialflow.lib.pagination import link_header, page_request, paginate
-from socialflow.tenancy import members, services, tenant_content
+from socialflow.tenancy import api_keys, members, services, tenant_content
 from socialflow.tenancy.access import TenantAccess, provide_tenant_access, provide_tenant_scope
 from socialflow.tenancy.schemas import (
     AgencyAdminCreate,
@@ -23,6 +23,9 @@ from socialflow.tenancy.schemas import (
     AgencyCreate,
     AgencyList,
     AgencyOut,
+    ApiKeyCreate,
+    ApiKeyCreated,
+    ApiKeyList,
     AuditList,
     InvitationOut,
     MemberInvite,
@@ -287,6 +290,42 @@ class TenantContentController(Controller):
         session: NamedDependency[AsyncSession],
     ) -> None:
         await members.remove_member(session, member, user_id)
+
+    @get("/api-keys", opt={"permission": Permission.API_KEYS_MANAGE}, summary="API keys")
+    async def list_api_keys(
+        self, member: NamedDependency[TenantAccess], session: NamedDependency[AsyncSession]
+    ) -> ApiKeyList:
+        rows = await api_keys.list_keys(session, member)
+        return msgspec.convert({"items": [{**r, "id": str(r["id"])} for r in rows]}, ApiKeyList)
+
+    @post(
+        "/api-keys",
+        opt={"permission": Permission.API_KEYS_MANAGE},
+        summary="Create an API key (the secret is in this response only)",
+    )
+    async def create_api_key(
+        self,
+        data: JSONBody[ApiKeyCreate],
+        member: NamedDependency[TenantAccess],
+        session: NamedDependency[AsyncSession],
+    ) -> ApiKeyCreated:
+        created = await api_keys.create_key(
+            session, member, name=data.name, role=Role(data.role), expires_at=data.expires_at
+        )
+        return msgspec.convert({**created, "id": str(created["id"])}, ApiKeyCreated)
+
+    @delete(
+        "/api-keys/{key_id:uuid}",
+        opt={"permission": Permission.API_KEYS_MANAGE},
+        summary="Revoke an API key (refused at once)",
+    )
+    async def revoke_api_key(
+        self,
+        key_id: FromPath[uuid.UUID],
+        member: NamedDependency[TenantAccess],
+        session: NamedDependency[AsyncSession],
+    ) -> None:
+        await api_keys.revoke_key(session, member, key_id)
 
     @get("/audit-log", opt={"permission": Permission.AUDIT_READ}, summary="Audit entries")
     async def audit_log(

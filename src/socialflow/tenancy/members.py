@@ -32,7 +32,8 @@ async def _roles(session: AsyncSession, access: TenantAccess) -> dict[uuid.UUID,
     return {row.user_id: Role(row.role) for row in rows}
 
 
-def _check_grant(actor: Role, current: Role | None, wanted: Role | None) -> None:
+def check_grant(actor: Role, current: Role | None, wanted: Role | None) -> None:
+    """Only owners touch the owner role; nobody grants or manages a role above their own."""
     touches_owner = Role.OWNER in (current, wanted)
     if touches_owner and actor is not Role.OWNER:
         raise Problem(403, "forbidden", "Only owners grant or remove the owner role.")
@@ -53,7 +54,7 @@ async def invite_member(
     """Invite `email` with `role` (the account is created if new); the email job mails it."""
     access.require(Permission.MEMBERS_MANAGE)
     assert access.role is not None
-    _check_grant(access.role, None, role)
+    check_grant(access.role, None, role)
     user, _ = await identity.get_or_create_user(session, email)
     if user.id in await _roles(session, access):
         raise Problem(409, "already-member", f"{user.email} is already a member.")
@@ -62,7 +63,7 @@ async def invite_member(
         user=user, role=role, invited_by=access.principal.user_id,
     )  # fmt: skip
     await record_tenant_audit(
-        session, actor=f"user:{access.principal.user_id}", action="member.invited",
+        session, actor=access.principal.actor, action="member.invited",
         target_type="invitation", target_id=invitation_id,
         after={"email": user.email, "role": role.value},
     )  # fmt: skip
@@ -78,7 +79,7 @@ async def change_role(
     current = roles.get(user_id)
     if current is None:
         raise Problem(404, "not-found", "No such member.")
-    _check_grant(access.role, current, role)
+    check_grant(access.role, current, role)
     if current is role:
         return {"user_id": str(user_id), "role": role.value}
     if current is Role.OWNER:
@@ -102,7 +103,7 @@ async def remove_member(session: AsyncSession, access: TenantAccess, user_id: uu
         raise Problem(404, "not-found", "No such member.")
     if not leaving:
         assert access.role is not None
-        _check_grant(access.role, current, None)
+        check_grant(access.role, current, None)
     if current is Role.OWNER:
         _check_not_last_owner(roles, user_id)
     await session.execute(
@@ -120,7 +121,7 @@ async def _record(
     user_id: uuid.UUID,
     change: dict[str, Any],
 ) -> None:
-    actor = f"user:{access.principal.user_id}"
+    actor = access.principal.actor
     await emit(
         session, event_type=event_type, aggregate_type="member", aggregate_id=user_id,
         tenant=access.tenant.slug, payload=change, actor=actor,

@@ -109,6 +109,37 @@ class InvitationOut(msgspec.Struct):
     role: str
 
 
+class ApiKeyCreate(msgspec.Struct, forbid_unknown_fields=True):
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    role: Literal["owner", "admin", "editor", "viewer"]
+    expires_at: datetime | None = None
+
+
+class ApiKeyOut(msgspec.Struct):
+    id: str
+    name: str
+    prefix: str
+    role: str
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class ApiKeyCreated(msgspec.Struct):
+    id: str
+    name: str
+    prefix: str
+    role: str
+    created_at: datetime
+    expires_at: datetime | None
+    key: str  # shown once
+
+
+class ApiKeyList(msgspec.Struct):
+    items: list[ApiKeyOut]
+
+
 class MemberRoleUpdate(msgspec.Struct, forbid_unknown_fields=True):
     role: Literal["owner", "admin", "editor", "viewer"]
 

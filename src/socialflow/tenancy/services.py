@@ -183,7 +183,7 @@ async def provision_tenant(
 
     await emit(
         session, event_type="tenant.created", aggregate_type="tenant", aggregate_id=tenant_id,
-        tenant=slug, actor=f"user:{principal.user_id}",
+        tenant=slug, actor=principal.actor,
         payload={"tenant_id": str(tenant_id), "slug": slug, "agency": agency.slug, "plan": plan,
                  "owner_user_id": str(owner.id)},
     )  # fmt: skip
@@ -336,7 +336,7 @@ async def _record_change(  # noqa: PLR0917 - one call site per transition, all p
     await session.flush()
     await emit(
         session, event_type=event_type, aggregate_type="tenant", aggregate_id=tenant.id,
-        tenant=tenant.slug, actor=f"user:{actor}",
+        tenant=tenant.slug, actor=access.principal.actor,
         payload={"tenant_id": str(tenant.id), "slug": tenant.slug, "before": before,
                  "after": after},
     )  # fmt: skip

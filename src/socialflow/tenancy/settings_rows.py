@@ -46,7 +46,7 @@ class SettingsRow:
         )
         after = await self.read(session)
         await record_tenant_audit(
-            session, actor=f"user:{access.principal.user_id}", action=self.audit_action,
+            session, actor=access.principal.actor, action=self.audit_action,
             target_type=self.table, target_id="1",
             before={k: before[k] for k in changes}, after={k: after[k] for k in changes},
         )  # fmt: skip
