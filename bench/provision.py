@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from litestar import Litestar, get
+from litestar import Litestar, Request, get
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath
@@ -37,7 +37,12 @@ from socialflow.identity.permissions import Permission
 from socialflow.identity.services import ensure_operator
 from socialflow.identity.tokens import Principal
 from socialflow.settings import Environment, Settings
-from socialflow.tenancy.access import TenantAccess, provide_tenant_scope, resolve_access
+from socialflow.tenancy.access import (
+    TenantAccess,
+    count_tenant_request,
+    provide_tenant_scope,
+    resolve_access,
+)
 from socialflow.tenancy.services import create_agency, provision_tenant
 
 PASSWORD = "bench-password-0123456789"
@@ -60,6 +65,7 @@ async def with_search_path(
 
 @get("/bench/without/{tenant:str}")
 async def without_search_path(
+    request: Request[Any, Any, Any],
     tenant: FromPath[str],
     principal: NamedDependency[Principal],
     session: NamedDependency[AsyncSession],
@@ -67,6 +73,7 @@ async def without_search_path(
 ) -> dict[str, Any]:
     access = await resolve_access(session, state.tenant_directory, tenant, principal)
     access.require(Permission.SETTINGS_READ)
+    await count_tenant_request(request, state, access)  # as the product's dependency does
     schema = access.tenant.schema_name
     row = (await session.execute(text(f'SELECT timezone, locale FROM "{schema}".settings'))).one()
     return {"timezone": row.timezone, "locale": row.locale}

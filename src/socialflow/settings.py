@@ -93,6 +93,12 @@ class Settings(BaseSettings):
         default=(), description="JSON list of browser origins allowed to call the API"
     )
     max_request_body_bytes: int = Field(default=1_048_576, ge=1024)
+    rate_limit_user_per_minute: int = Field(default=600, ge=1)
+    rate_limit_api_key_per_minute: int = Field(default=1200, ge=1)
+    rate_limit_tenant_per_minute: dict[str, int] = Field(
+        default_factory=lambda: {"free": 300, "starter": 1200, "pro": 6000, "enterprise": 30000},
+        description="requests a minute per tenant, by plan",
+    )
     worker_processes: int = Field(default=1, ge=1)
     worker_threads: int = Field(default=4, ge=1)
     relay_batch_size: int = Field(default=500, ge=1, le=10_000)

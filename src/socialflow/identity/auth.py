@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from socialflow.identity.tokens import Principal, hash_token, read_access_token, unauthorized
 from socialflow.lib.logging import bind_context
+from socialflow.lib.rate_limits import hit, remember
 
 API_KEY_PREFIX = "sfk_"
 KEY_LOOKUP = text(
@@ -37,6 +38,13 @@ async def provide_principal(
     else:
         principal = read_access_token(state.settings, token)
     bind_context(actor=principal.actor)
+    settings = state.settings
+    limit = (
+        settings.rate_limit_api_key_per_minute
+        if principal.kind == "api_key"
+        else settings.rate_limit_user_per_minute
+    )
+    remember(request.scope, await hit(state.redis, principal.actor, limit))  # type: ignore[arg-type]
     return principal
 
 

@@ -52,6 +52,18 @@ def _incoming_request_id(scope: Scope) -> str:
     return uuid.uuid4().hex
 
 
+def rate_limit_headers(scope: Mapping[str, Any]) -> list[tuple[bytes, bytes]]:
+    """`RateLimit-*` of the tightest window this request counted against (lib.rate_limits)."""
+    window = (scope.get("state") or {}).get("rate_limit")
+    if window is None:
+        return []
+    return [
+        (b"ratelimit-limit", str(window.limit).encode()),
+        (b"ratelimit-remaining", str(window.remaining).encode()),
+        (b"ratelimit-reset", str(window.reset_s).encode()),
+    ]
+
+
 class RequestContextMiddleware:
     """Outermost ASGI layer: wraps routing and error handling so every response gets the id."""
 
@@ -79,6 +91,7 @@ class RequestContextMiddleware:
                 status = message["status"]
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode("latin-1")))
+                headers.extend(rate_limit_headers(scope))
                 present = {name.lower() for name, _ in headers}
                 headers.extend(h for h in SECURITY_HEADERS if h[0] not in present)
                 if not scope["path"].startswith("/schema"):

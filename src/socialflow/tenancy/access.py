@@ -17,6 +17,7 @@ from socialflow.identity.permissions import Permission, Role, allows
 from socialflow.identity.tokens import Principal
 from socialflow.lib.logging import bind_context
 from socialflow.lib.problems import Problem
+from socialflow.lib.rate_limits import hit, remember
 from socialflow.tenancy.directory import TenantDirectory, TenantRef
 
 ACCESS_SQL = text(
@@ -126,14 +127,26 @@ async def _api_key_access(
     return TenantAccess(tenant, principal, Role(principal.key_role or "viewer"), False)
 
 
+async def count_tenant_request(
+    request: Request[Any, Any, Any], state: State, access: TenantAccess
+) -> None:
+    limits = state.settings.rate_limit_tenant_per_minute
+    limit = limits.get(access.tenant.plan, min(limits.values(), default=300))
+    window = await hit(state.redis, f"tenant:{access.tenant.id}", limit)
+    remember(request.scope, window)  # type: ignore[arg-type]
+
+
 async def provide_tenant_access(
+    request: Request[Any, Any, Any],
     tenant: FromPath[str],
     principal: NamedDependency[Principal],
     session: NamedDependency[AsyncSession],
     state: State,
 ) -> TenantAccess:
     """Dependency for tenant metadata and lifecycle routes (no tenant schema involved)."""
-    return await resolve_access(session, state.tenant_directory, tenant, principal)
+    access = await resolve_access(session, state.tenant_directory, tenant, principal)
+    await count_tenant_request(request, state, access)
+    return access
 
 
 async def provide_tenant_scope(
@@ -151,5 +164,7 @@ async def provide_tenant_scope(
     access = await resolve_access(
         session, state.tenant_directory, tenant, principal, enter_schema=True
     )
+    # Counted before the permission check: refused calls load the tenant too.
+    await count_tenant_request(request, state, access)
     access.require(permission)
     return access

@@ -1,0 +1,66 @@
+"""Rate limits in Redis: fixed one-minute windows per API key, per user and per tenant.
+
+INCR is atomic, so however many API processes share Redis, a window never admits more than its
+limit. The tightest window that applies sets the `RateLimit-*` headers of the response.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from socialflow.lib.problems import Problem
+
+WINDOW_S = 60
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Window:
+    limit: int
+    remaining: int
+    reset_s: int
+
+
+async def hit(redis: Redis, scope: str, limit: int) -> Window:
+    """Count one request against `scope`; a 429 problem (with Retry-After) past the limit."""
+    now = int(time.time())
+    window_start = now - now % WINDOW_S
+    key = f"socialflow:ratelimit:{scope}:{window_start}"
+    reset = window_start + WINDOW_S - now
+    try:
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.incr(key)
+            pipe.expire(key, WINDOW_S + 5)
+            count, _ = await pipe.execute()
+    except (RedisError, OSError) as exc:
+        # Fail open: an unreachable Redis must not take the API down with it (/ready says it).
+        log.warning("rate_limit.unavailable", error_type=type(exc).__name__)
+        return Window(limit=limit, remaining=limit, reset_s=reset)
+    if count > limit:
+        raise Problem(
+            429,
+            "rate-limited",
+            f"More than {limit} requests a minute for this {scope.split(':', 1)[0]}.",
+            headers={
+                "Retry-After": str(reset),
+                "RateLimit-Limit": str(limit),
+                "RateLimit-Remaining": "0",
+                "RateLimit-Reset": str(reset),
+            },
+        )
+    return Window(limit=limit, remaining=limit - count, reset_s=reset)
+
+
+def remember(scope: dict[str, Any], window: Window) -> None:
+    """Keep the tightest window of this request, for the response headers."""
+    state = scope.setdefault("state", {})
+    current = state.get("rate_limit")
+    if current is None or window.remaining < current.remaining:
+        state["rate_limit"] = window
