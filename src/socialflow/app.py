@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
@@ -15,6 +17,7 @@ from socialflow.db.session import provide_session
 from socialflow.health.controllers import HealthController
 from socialflow.identity.auth import provide_principal
 from socialflow.identity.controllers import AuthController, InvitationController, MeController
+from socialflow.lib.idempotency import IdempotencyMiddleware
 from socialflow.lib.logging import configure_logging
 from socialflow.lib.problems import EXCEPTION_HANDLERS
 from socialflow.lib.request_context import RequestContextMiddleware
@@ -85,5 +88,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
         request_max_body_size=settings.max_request_body_bytes,
     )
     # Outermost, around routing and error handling, so 404s and 500s carry the id too.
-    app.asgi_handler = RequestContextMiddleware(app.asgi_handler)
+    idempotent: Any = IdempotencyMiddleware(app.asgi_handler, lambda: app.state.redis)
+    app.asgi_handler = RequestContextMiddleware(idempotent)
     return app

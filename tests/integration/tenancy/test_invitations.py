@@ -71,6 +71,22 @@ def email_worker(
     WorkerDatabase.configure(settings)
 
 
+async def _mailed(box: Mailbox, pg: psycopg.Connection[Any], email: str) -> None:
+    """The mail arrived and the job committed (it mails before its commit: at least once)."""
+    await wait_until(
+        lambda: (
+            box.token_for(email) is not None
+            and pg.execute(
+                "SELECT count(*) FROM shared.invitations i JOIN shared.users u ON u.id = i.user_id "
+                "WHERE u.email = %s AND i.sent_at IS NOT NULL",
+                (email,),
+            ).fetchone()
+            == (1,)
+        ),
+        message="invitation mailed and recorded",
+    )
+
+
 async def _invite(platform: Platform, world: World, email: str, role: str, by: Any) -> Any:
     return await platform.client.post(
         f"/api/v1/tenants/{world.tenant_a}/members",
@@ -95,7 +111,7 @@ async def test_an_invitation_is_mailed_accepted_once_and_makes_a_member(
     assert "sfi_" not in str(pg.execute("SELECT payload FROM shared.outbox").fetchall())
 
     await make_relay(routes=ROUTES).dispatch_batch()
-    await wait_until(lambda: mailbox[0].token_for(email) is not None, message="invitation mail")
+    await _mailed(mailbox[0], pg, email)
     token = mailbox[0].token_for(email)
 
     accepted = await platform.client.post(
@@ -131,7 +147,7 @@ async def test_an_expired_invitation_is_refused(
     email = f"{unique('late')}@example.com"
     await _invite(platform, world, email, "viewer", world.owner_a)
     await make_relay(routes=ROUTES).dispatch_batch()
-    await wait_until(lambda: mailbox[0].token_for(email) is not None, message="invitation mail")
+    await _mailed(mailbox[0], pg, email)
     pg.execute(
         "UPDATE shared.invitations SET expires_at = now() - interval '1 minute' "
         "WHERE user_id = (SELECT id FROM shared.users WHERE email = %s)",
