@@ -88,6 +88,9 @@ def bench_settings(urls: embedded.ServiceUrls, data_dir: Path) -> Settings:
         jwt_signing_key=SecretStr("bench-" + "k" * 40),
         log_level="WARNING",
         db_pool_size=10,
+        # Limits high enough not to throttle the benchmark (they still count in Redis).
+        rate_limit_user_per_minute=10_000_000,
+        rate_limit_tenant_per_minute={"pro": 10_000_000},
         _env_file=None,  # type: ignore[call-arg]
     )
 
