@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from socialflow.db.session import unit_of_work
@@ -68,6 +69,20 @@ class Platform:
         async with unit_of_work(self.factory) as session:
             await create_user(session, self.settings, email=email, password=PASSWORD)
         return await self.login(email)
+
+    async def member(self, tenant: str, role: str) -> Account:
+        """A new user who is already a member of `tenant` with `role` (no invitation)."""
+        account = await self.user()
+        async with unit_of_work(self.factory) as session:
+            await session.execute(
+                text(
+                    "INSERT INTO shared.memberships (tenant_id, user_id, role) "
+                    "SELECT t.id, u.id, :role FROM shared.tenants t, shared.users u "
+                    "WHERE t.slug = :tenant AND lower(u.email) = lower(:email)"
+                ),
+                {"role": role, "tenant": tenant, "email": account.email},
+            )
+        return account
 
     async def agency(self, operator: Account) -> str:
         slug = unique("agency")

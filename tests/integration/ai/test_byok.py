@@ -203,12 +203,7 @@ async def test_a_provider_that_does_not_answer_in_time_is_a_timeout(
 async def test_only_admins_manage_keys(
     platform: Platform, world: World, pg: psycopg.Connection[Any]
 ) -> None:
-    editor = await platform.user()
-    pg.execute(
-        "INSERT INTO shared.memberships (tenant_id, user_id, role) SELECT t.id, u.id, 'editor' "
-        "FROM shared.tenants t, shared.users u WHERE t.slug = %s AND u.email = %s",
-        (world.tenant_a, editor.email),
-    )
+    editor = await platform.member(world.tenant_a, "editor")
     url = f"/api/v1/tenants/{world.tenant_a}/ai"
     assert (await platform.client.get(f"{url}/keys", headers=editor.headers)).status_code == 403
     put = await platform.client.put(f"{url}/keys/openai", json={"api_key": "sk-" + "a" * 30},

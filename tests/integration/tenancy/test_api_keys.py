@@ -84,12 +84,7 @@ async def test_an_expired_key_is_refused(
 async def test_nobody_creates_a_key_above_their_role(
     platform: Platform, world: World, pg: psycopg.Connection[Any], creator_role: str, key_role: str
 ) -> None:
-    creator = await platform.user()
-    pg.execute(
-        "INSERT INTO shared.memberships (tenant_id, user_id, role) SELECT t.id, u.id, %s "
-        "FROM shared.tenants t, shared.users u WHERE t.slug = %s AND u.email = %s",
-        (creator_role, world.tenant_a, creator.email),
-    )
+    creator = await platform.member(world.tenant_a, creator_role)
     response = await platform.client.post(
         f"/api/v1/tenants/{world.tenant_a}/api-keys",
         json={"name": "x", "role": key_role},

@@ -165,12 +165,7 @@ async def test_an_expired_invitation_is_refused(
 async def test_nobody_invites_above_their_own_role(
     platform: Platform, world: World, pg: psycopg.Connection[Any], inviter_role: str, role: str
 ) -> None:
-    inviter = await platform.user()
-    pg.execute(
-        "INSERT INTO shared.memberships (tenant_id, user_id, role) SELECT t.id, u.id, %s "
-        "FROM shared.tenants t, shared.users u WHERE t.slug = %s AND u.email = %s",
-        (inviter_role, world.tenant_a, inviter.email),
-    )
+    inviter = await platform.member(world.tenant_a, inviter_role)
     email = f"{unique('x')}@example.com"
     response = await _invite(platform, world, email, role, inviter)
     assert response.status_code == 403

@@ -15,24 +15,14 @@ def _user_id(pg: psycopg.Connection[Any], account: Account) -> str:
                           (account.email,)).fetchone()[0])  # type: ignore[index]  # fmt: skip
 
 
-async def _member(platform: Platform, pg: psycopg.Connection[Any], slug: str, role: str) -> Account:
-    user = await platform.user()
-    pg.execute(
-        "INSERT INTO shared.memberships (tenant_id, user_id, role) SELECT t.id, u.id, %s "
-        "FROM shared.tenants t, shared.users u WHERE t.slug = %s AND u.email = %s",
-        (role, slug, user.email),
-    )
-    return user
-
-
 @pytest.fixture
 async def team(platform: Platform, world: World, pg: psycopg.Connection[Any]) -> dict[str, Account]:
     slug = world.tenant_a
     return {
         "owner": world.owner_a,
-        "admin": await _member(platform, pg, slug, "admin"),
-        "editor": await _member(platform, pg, slug, "editor"),
-        "viewer": await _member(platform, pg, slug, "viewer"),
+        "admin": await platform.member(slug, "admin"),
+        "editor": await platform.member(slug, "editor"),
+        "viewer": await platform.member(slug, "viewer"),
     }
 
 

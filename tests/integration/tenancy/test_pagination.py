@@ -47,12 +47,7 @@ async def test_members_page_in_join_order(
 ) -> None:
     joined = []
     for _ in range(5):
-        user = await platform.user()
-        pg.execute(
-            "INSERT INTO shared.memberships (tenant_id, user_id, role) SELECT t.id, u.id, 'viewer' "
-            "FROM shared.tenants t, shared.users u WHERE t.slug = %s AND u.email = %s",
-            (world.tenant_a, user.email),
-        )
+        user = await platform.member(world.tenant_a, "viewer")
         joined.append(user.email)
     walked = await _walk(platform, f"/api/v1/tenants/{world.tenant_a}/members?limit=2",
                          world.owner_a.headers)  # fmt: skip
