@@ -14,9 +14,8 @@ from socialflow.identity.auth import API_KEY_PREFIX
 from socialflow.identity.permissions import Permission, Role
 from socialflow.identity.tokens import hash_token
 from socialflow.lib.problems import Problem
-from socialflow.outbox import emit
 from socialflow.tenancy.access import TenantAccess
-from socialflow.tenancy.audit import record_tenant_audit
+from socialflow.tenancy.audit import record_tenant_change
 from socialflow.tenancy.members import check_grant
 
 COLUMNS = "id, name, prefix, role, created_at, expires_at, last_used_at, revoked_at"
@@ -53,13 +52,9 @@ async def create_key(
         )
     ).one()  # fmt: skip
     shown = {"id": str(key_id), "name": name, "prefix": secret[:12], "role": role.value}
-    await emit(
-        session, event_type="api_key.created", aggregate_type="api_key", aggregate_id=key_id,
-        tenant=access.tenant.slug, actor=access.principal.actor, payload=shown,
-    )  # fmt: skip
-    await record_tenant_audit(
-        session, actor=access.principal.actor, action="api_key.created", target_type="api_key",
-        target_id=key_id, after=shown,
+    await record_tenant_change(
+        session, access, event_type="api_key.created", aggregate_type="api_key",
+        aggregate_id=key_id, change=shown,
     )  # fmt: skip
     return {**dict(row._mapping), "key": secret}
 
@@ -89,11 +84,7 @@ async def revoke_key(session: AsyncSession, access: TenantAccess, key_id: uuid.U
     if row is None:
         raise Problem(404, "not-found", "No such active API key.")
     change = {"id": str(key_id), "name": row.name, "role": row.role}
-    await emit(
-        session, event_type="api_key.revoked", aggregate_type="api_key", aggregate_id=key_id,
-        tenant=access.tenant.slug, actor=access.principal.actor, payload=change,
-    )  # fmt: skip
-    await record_tenant_audit(
-        session, actor=access.principal.actor, action="api_key.revoked", target_type="api_key",
-        target_id=key_id, before=change,
+    await record_tenant_change(
+        session, access, event_type="api_key.revoked", aggregate_type="api_key",
+        aggregate_id=key_id, change=change, removed=True,
     )  # fmt: skip

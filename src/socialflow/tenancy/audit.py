@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from socialflow.outbox import emit
 from socialflow.tenancy.models import PlatformAuditEntry
+
+if TYPE_CHECKING:
+    from socialflow.tenancy.access import TenantAccess
 
 
 async def record_platform_audit(
@@ -74,3 +78,26 @@ def _json(value: dict[str, Any] | None) -> str | None:
     import json
 
     return None if value is None else json.dumps(value, default=str)
+
+
+async def record_tenant_change(
+    session: AsyncSession,
+    access: TenantAccess,
+    *,
+    event_type: str,
+    aggregate_type: str,
+    aggregate_id: str | uuid.UUID,
+    change: dict[str, Any],
+    removed: bool = False,
+) -> None:
+    """A change inside a tenant: its event (same transaction) and its audit entry, both naming
+    the caller; `change` is what the audit shows as after (or before, for removals)."""
+    await emit(
+        session, event_type=event_type, aggregate_type=aggregate_type, aggregate_id=aggregate_id,
+        tenant=access.tenant.slug, actor=access.principal.actor, payload=change,
+    )  # fmt: skip
+    await record_tenant_audit(
+        session, actor=access.principal.actor, action=event_type, target_type=aggregate_type,
+        target_id=aggregate_id, before=change if removed else None,
+        after=None if removed else change,
+    )  # fmt: skip

@@ -16,10 +16,9 @@ from socialflow.identity import services as identity
 from socialflow.identity.invitations import create_invitation
 from socialflow.identity.permissions import Permission, Role
 from socialflow.lib.problems import Problem
-from socialflow.outbox import emit
 from socialflow.settings import Settings
 from socialflow.tenancy.access import TenantAccess
-from socialflow.tenancy.audit import record_tenant_audit
+from socialflow.tenancy.audit import record_tenant_audit, record_tenant_change
 
 LOCK_MEMBERS = text(
     "SELECT user_id, role FROM shared.memberships WHERE tenant_id = :tenant FOR UPDATE"
@@ -89,7 +88,10 @@ async def change_role(
         {"r": role.value, "t": access.tenant.id, "u": user_id},
     )
     change = {"user_id": str(user_id), "before": current.value, "after": role.value}
-    await _record(session, access, "member.role_changed", user_id, change)
+    await record_tenant_change(
+        session, access, event_type="member.role_changed", aggregate_type="member",
+        aggregate_id=user_id, change=change,
+    )  # fmt: skip
     return {"user_id": str(user_id), "role": role.value}
 
 
@@ -111,22 +113,7 @@ async def remove_member(session: AsyncSession, access: TenantAccess, user_id: uu
         {"t": access.tenant.id, "u": user_id},
     )
     change = {"user_id": str(user_id), "role": current.value, "left": leaving}
-    await _record(session, access, "member.removed", user_id, change)
-
-
-async def _record(
-    session: AsyncSession,
-    access: TenantAccess,
-    event_type: str,
-    user_id: uuid.UUID,
-    change: dict[str, Any],
-) -> None:
-    actor = access.principal.actor
-    await emit(
-        session, event_type=event_type, aggregate_type="member", aggregate_id=user_id,
-        tenant=access.tenant.slug, payload=change, actor=actor,
-    )  # fmt: skip
-    await record_tenant_audit(
-        session, actor=actor, action=event_type, target_type="member", target_id=user_id,
-        after=change,
+    await record_tenant_change(
+        session, access, event_type="member.removed", aggregate_type="member",
+        aggregate_id=user_id, change=change,
     )  # fmt: skip
