@@ -99,6 +99,11 @@ class Settings(BaseSettings):
         default_factory=lambda: {"free": 300, "starter": 1200, "pro": 6000, "enterprise": 30000},
         description="requests a minute per tenant, by plan",
     )
+    oidc_issuer: str | None = Field(default=None, description="accept JWTs from this issuer")
+    oidc_audience: str | None = None
+    oidc_jwks_url: str | None = None
+    oidc_jwks_cache_s: int = Field(default=300, ge=0)
+    oidc_jwks_refresh_cooldown_s: float = Field(default=30.0, ge=0)
     worker_processes: int = Field(default=1, ge=1)
     worker_threads: int = Field(default=4, ge=1)
     relay_batch_size: int = Field(default=500, ge=1, le=10_000)

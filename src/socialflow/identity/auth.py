@@ -12,6 +12,7 @@ from litestar.di import NamedDependency
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from socialflow.identity.oidc import is_for_issuer, oidc_principal
 from socialflow.identity.tokens import Principal, hash_token, read_access_token, unauthorized
 from socialflow.lib.logging import bind_context
 from socialflow.lib.rate_limits import hit, remember
@@ -35,6 +36,8 @@ async def provide_principal(
         raise unauthorized("Send an access token: Authorization: Bearer <token>.")
     if token.startswith(API_KEY_PREFIX):
         principal = await _api_key_principal(session, token)
+    elif is_for_issuer(state.settings, token):
+        principal = await oidc_principal(session, state.settings, token)
     else:
         principal = read_access_token(state.settings, token)
     bind_context(actor=principal.actor)
