@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
-from litestar import Controller, delete, get, post, put
+from litestar import Controller, Request, Response, delete, get, post, put
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath, FromQuery, JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from socialflow.ai import services
@@ -20,6 +22,7 @@ from socialflow.ai.schemas import (
     AISettingsPut,
 )
 from socialflow.identity.permissions import Permission
+from socialflow.lib.pagination import link_header, page_request, paginate
 from socialflow.tenancy.access import TenantAccess, provide_tenant_scope
 
 MANAGE = {"permission": Permission.AI_KEYS_MANAGE}
@@ -32,9 +35,18 @@ class AIController(Controller):
 
     @get("/keys", opt=MANAGE, summary="BYOK keys (never the key: last 4 and a fingerprint)")
     async def list_keys(
-        self, member: NamedDependency[TenantAccess], session: NamedDependency[AsyncSession]
-    ) -> AIKeyList:
-        return msgspec.convert({"items": await services.list_keys(session)}, AIKeyList)
+        self,
+        request: Request[Any, Any, Any],
+        member: NamedDependency[TenantAccess],
+        session: NamedDependency[AsyncSession],
+        limit: FromQuery[int | None] = None,
+        cursor: FromQuery[str | None] = None,
+    ) -> Response[AIKeyList]:
+        page = page_request(limit, cursor)
+        result = paginate(await services.list_keys(session, page), page, ("provider",))
+        body = msgspec.convert({"items": result.items, "next_cursor": result.next_cursor},
+                               AIKeyList)  # fmt: skip
+        return Response(body, headers=link_header(request, result, page.limit))
 
     @put("/keys/{provider:str}", opt=MANAGE, summary="Store or replace a provider key")
     async def put_key(

@@ -32,6 +32,7 @@ class AIKeyOut(msgspec.Struct):
 
 class AIKeyList(msgspec.Struct):
     items: list[AIKeyOut]
+    next_cursor: str | None = None
 
 
 class AIKeyTest(msgspec.Struct, forbid_unknown_fields=True):

@@ -11,6 +11,7 @@ from socialflow.ai.credentials import KEY_PURPOSE, credentials_for, key_record
 from socialflow.ai.key_test import try_credentials
 from socialflow.ai.providers import TEST_MODELS, Provider
 from socialflow.lib.outbound import check_outbound_url
+from socialflow.lib.pagination import PageRequest
 from socialflow.lib.problems import Problem
 from socialflow.outbox import emit
 from socialflow.settings import Settings
@@ -45,8 +46,15 @@ def parse_provider(value: str) -> Provider:
         raise Problem(404, "not-found", f"Unknown AI provider {value!r}; one of {known}.") from exc
 
 
-async def list_keys(session: AsyncSession) -> list[dict[str, Any]]:
-    rows = await session.execute(text(f"SELECT {KEY_COLUMNS} FROM ai_provider_keys ORDER BY 1"))  # noqa: S608
+async def list_keys(session: AsyncSession, page: PageRequest) -> list[dict[str, Any]]:
+    """The tenant's provider keys by provider; one row more than the page."""
+    rows = await session.execute(
+        text(
+            f"SELECT {KEY_COLUMNS} FROM ai_provider_keys "  # noqa: S608
+            "WHERE CAST(:after AS text) IS NULL OR provider > :after ORDER BY provider LIMIT :limit"
+        ),
+        {"after": page.after[0] if page.after else None, "limit": page.limit + 1},
+    )
     return [dict(r._mapping) for r in rows]
 
 

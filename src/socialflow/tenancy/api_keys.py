@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from socialflow.identity.auth import API_KEY_PREFIX
 from socialflow.identity.permissions import Permission, Role
 from socialflow.identity.tokens import hash_token
+from socialflow.lib.pagination import PageRequest
 from socialflow.lib.problems import Problem
 from socialflow.tenancy.access import TenantAccess
 from socialflow.tenancy.audit import record_tenant_change
@@ -59,15 +60,22 @@ async def create_key(
     return {**dict(row._mapping), "key": secret}
 
 
-async def list_keys(session: AsyncSession, access: TenantAccess) -> list[dict[str, Any]]:
+async def list_keys(
+    session: AsyncSession, access: TenantAccess, page: PageRequest
+) -> list[dict[str, Any]]:
+    """The tenant's keys by creation (then id); one row more than the page."""
     access.require(Permission.API_KEYS_MANAGE)
+    after_at, after_id = page.after if page.after else (None, None)
     rows = await session.execute(
         text(
             f"SELECT {COLUMNS} FROM shared.api_keys WHERE tenant_id = :t "  # noqa: S608
-            "ORDER BY created_at, id"
+            "AND (CAST(:after_at AS timestamptz) IS NULL OR (created_at, id) > "
+            "     (CAST(:after_at AS timestamptz), CAST(:after_id AS uuid))) "
+            "ORDER BY created_at, id LIMIT :limit"
         ),
-        {"t": access.tenant.id},
-    )
+        {"t": access.tenant.id, "after_at": after_at, "after_id": after_id,
+         "limit": page.limit + 1},
+    )  # fmt: skip
     return [dict(r._mapping) for r in rows]
 
 

@@ -293,10 +293,20 @@ class TenantContentController(Controller):
 
     @get("/api-keys", opt={"permission": Permission.API_KEYS_MANAGE}, summary="API keys")
     async def list_api_keys(
-        self, member: NamedDependency[TenantAccess], session: NamedDependency[AsyncSession]
-    ) -> ApiKeyList:
-        rows = await api_keys.list_keys(session, member)
-        return msgspec.convert({"items": [{**r, "id": str(r["id"])} for r in rows]}, ApiKeyList)
+        self,
+        request: Request[Any, Any, Any],
+        member: NamedDependency[TenantAccess],
+        session: NamedDependency[AsyncSession],
+        limit: FromQuery[int | None] = None,
+        cursor: FromQuery[str | None] = None,
+    ) -> Response[ApiKeyList]:
+        page = page_request(limit, cursor)
+        result = paginate(
+            await api_keys.list_keys(session, member, page), page, ("created_at", "id")
+        )
+        items = [{**r, "id": str(r["id"])} for r in result.items]
+        body = msgspec.convert({"items": items, "next_cursor": result.next_cursor}, ApiKeyList)
+        return Response(body, headers=link_header(request, result, page.limit))
 
     @post(
         "/api-keys",

@@ -138,6 +138,7 @@ class ApiKeyCreated(msgspec.Struct):
 
 class ApiKeyList(msgspec.Struct):
     items: list[ApiKeyOut]
+    next_cursor: str | None = None
 
 
 class MemberRoleUpdate(msgspec.Struct, forbid_unknown_fields=True):

@@ -161,7 +161,7 @@ async def test_an_expired_invitation_is_refused(
     assert response.json()["type"] == "/problems/invitation-expired"
 
 
-@pytest.mark.parametrize(("inviter_role", "role"), [("editor", "viewer"), ("admin", "owner")])
+@pytest.mark.parametrize(("inviter_role", "role"), [("editor", "admin"), ("admin", "owner")])
 async def test_nobody_invites_above_their_own_role(
     platform: Platform, world: World, pg: psycopg.Connection[Any], inviter_role: str, role: str
 ) -> None:

@@ -81,3 +81,18 @@ async def test_a_forged_cursor_and_a_bad_limit_are_422(platform: Platform, world
         response = await platform.client.get(f"/api/v1/tenants?{query}",
                                              headers=world.admin_x.headers)  # fmt: skip
         assert response.status_code == 422, query
+
+
+async def test_api_keys_and_ai_keys_page_too(platform: Platform, world: World) -> None:
+    base = f"/api/v1/tenants/{world.tenant_a}"
+    headers = world.owner_a.headers
+    for name in ("one", "two", "three"):
+        await platform.client.post(f"{base}/api-keys", json={"name": name, "role": "viewer"},
+                                   headers=headers)  # fmt: skip
+    for provider in ("openai", "anthropic", "gemini"):
+        await platform.client.put(f"{base}/ai/keys/{provider}",
+                                  json={"api_key": "sk-" + "k" * 30}, headers=headers)  # fmt: skip
+    keys = await _walk(platform, f"{base}/api-keys?limit=2", headers)
+    assert [k["name"] for k in keys] == ["one", "two", "three"]
+    providers = await _walk(platform, f"{base}/ai/keys?limit=2", headers)
+    assert [p["provider"] for p in providers] == ["anthropic", "gemini", "openai"]
