@@ -8,6 +8,8 @@ from typing import Any
 
 import psycopg
 import redis as redis_lib
+from litestar import Litestar, post
+from litestar.testing import AsyncTestClient
 
 from tests.integration.tenancy_fixtures import Platform, World, unique
 
@@ -69,3 +71,21 @@ async def test_a_client_error_is_kept_and_replayed_like_any_answer(
     again = await platform.client.post("/api/v1/agencies", json=body, headers=headers)
     assert again.status_code == 403
     assert again.headers["idempotent-replayed"] == "true"
+
+
+@post("/test/flaky")
+async def flaky() -> None:
+    raise RuntimeError("a server-side failure")
+
+
+async def test_a_server_error_is_not_kept_so_the_key_can_be_retried(
+    app: Litestar, redis_client: redis_lib.Redis
+) -> None:
+    app.register(flaky)
+    headers = {"Idempotency-Key": str(uuid.uuid4())}
+    async with AsyncTestClient(app) as client:
+        first = await client.post("/test/flaky", json={}, headers=headers)
+        second = await client.post("/test/flaky", json={}, headers=headers)
+    assert (first.status_code, second.status_code) == (500, 500)
+    assert "idempotent-replayed" not in second.headers
+    assert list(redis_client.scan_iter("socialflow:idempotency:*")) == []
