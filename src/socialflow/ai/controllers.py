@@ -22,7 +22,7 @@ from socialflow.ai.schemas import (
     AISettingsPut,
 )
 from socialflow.identity.permissions import Permission
-from socialflow.lib.pagination import link_header, page_request, paginate
+from socialflow.lib.pagination import page_request, page_response
 from socialflow.tenancy.access import TenantAccess, provide_tenant_scope
 
 MANAGE = {"permission": Permission.AI_KEYS_MANAGE}
@@ -43,10 +43,8 @@ class AIController(Controller):
         cursor: FromQuery[str | None] = None,
     ) -> Response[AIKeyList]:
         page = page_request(limit, cursor)
-        result = paginate(await services.list_keys(session, page), page, ("provider",))
-        body = msgspec.convert({"items": result.items, "next_cursor": result.next_cursor},
-                               AIKeyList)  # fmt: skip
-        return Response(body, headers=link_header(request, result, page.limit))
+        rows = await services.list_keys(session, page)
+        return page_response(request, rows, page, ("provider",), AIKeyList)
 
     @put("/keys/{provider:str}", opt=MANAGE, summary="Store or replace a provider key")
     async def put_key(

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
-from litestar import Request
+import msgspec
+from litestar import Request, Response
 
 from socialflow.lib.problems import Problem
+
+T = TypeVar("T")
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
@@ -72,3 +76,21 @@ def link_header(request: Request[Any, Any, Any], page: Page, limit: int) -> dict
     params = {k: v for k, v in request.query_params.items() if k not in {"cursor", "limit"}}
     params.update({"limit": str(limit), "cursor": page.next_cursor})
     return {"Link": f'<{request.url.path}?{urlencode(params)}>; rel="next"'}
+
+
+def page_response(
+    request: Request[Any, Any, Any],
+    rows: list[dict[str, Any]],
+    page: PageRequest,
+    key: tuple[str, ...],
+    body_type: type[T],
+) -> Response[T]:
+    """A list endpoint's answer: `{items, next_cursor}` as `body_type`, with the Link header.
+
+    UUID values become strings, as the response structs carry ids as text.
+    """
+    result = paginate(rows, page, key)
+    items = [{k: str(v) if isinstance(v, uuid.UUID) else v for k, v in row.items()}
+             for row in result.items]  # fmt: skip
+    body = msgspec.convert({"items": items, "next_cursor": result.next_cursor}, body_type)
+    return Response(body, headers=link_header(request, result, page.limit))

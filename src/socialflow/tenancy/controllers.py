@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from socialflow.identity.permissions import Permission, Role
 from socialflow.identity.tokens import Principal
-from socialflow.lib.pagination import link_header, page_request, paginate
+from socialflow.lib.pagination import page_request, page_response
 from socialflow.tenancy import api_keys, members, services, tenant_content
 from socialflow.tenancy.access import TenantAccess, provide_tenant_access, provide_tenant_scope
 from socialflow.tenancy.schemas import (
@@ -69,10 +69,8 @@ class AgencyController(Controller):
         cursor: FromQuery[str | None] = None,
     ) -> Response[AgencyList]:
         page = page_request(limit, cursor)
-        result = paginate(await services.list_agencies(session, principal, page), page, ("slug",))
-        body = msgspec.convert({"items": result.items, "next_cursor": result.next_cursor},
-                               AgencyList)  # fmt: skip
-        return Response(body, headers=link_header(request, result, page.limit))
+        rows = await services.list_agencies(session, principal, page)
+        return page_response(request, rows, page, ("slug",), AgencyList)
 
     @post("/{agency:str}/admins", summary="Make a user an agency admin (created if new)")
     async def add_admin(
@@ -128,9 +126,7 @@ class TenantController(Controller):
         rows = await services.visible_tenants(
             session, principal, page, status=status, agency=agency
         )
-        result = paginate(rows, page, ("slug",))
-        body = TenantList([_tenant_out(r) for r in result.items], result.next_cursor)
-        return Response(body, headers=link_header(request, result, page.limit))
+        return page_response(request, rows, page, ("slug",), TenantList)
 
     @get(
         "/{tenant:str}",
@@ -241,10 +237,7 @@ class TenantContentController(Controller):
     ) -> Response[MemberList]:
         page = page_request(limit, cursor)
         rows = await tenant_content.list_members(session, member, page, role=role)
-        result = paginate(rows, page, ("joined_at", "user_id"))
-        items = [{**r, "user_id": str(r["user_id"])} for r in result.items]
-        body = msgspec.convert({"items": items, "next_cursor": result.next_cursor}, MemberList)
-        return Response(body, headers=link_header(request, result, page.limit))
+        return page_response(request, rows, page, ("joined_at", "user_id"), MemberList)
 
     @post(
         "/members",
@@ -301,12 +294,8 @@ class TenantContentController(Controller):
         cursor: FromQuery[str | None] = None,
     ) -> Response[ApiKeyList]:
         page = page_request(limit, cursor)
-        result = paginate(
-            await api_keys.list_keys(session, member, page), page, ("created_at", "id")
-        )
-        items = [{**r, "id": str(r["id"])} for r in result.items]
-        body = msgspec.convert({"items": items, "next_cursor": result.next_cursor}, ApiKeyList)
-        return Response(body, headers=link_header(request, result, page.limit))
+        rows = await api_keys.list_keys(session, member, page)
+        return page_response(request, rows, page, ("created_at", "id"), ApiKeyList)
 
     @post(
         "/api-keys",
@@ -348,11 +337,8 @@ class TenantContentController(Controller):
         action: FromQuery[str | None] = None,
     ) -> Response[AuditList]:
         page = page_request(limit, cursor)
-        result = paginate(await tenant_content.list_audit(session, page, action=action), page,
-                          ("id",))  # fmt: skip
-        body = msgspec.convert({"items": result.items, "next_cursor": result.next_cursor},
-                               AuditList)  # fmt: skip
-        return Response(body, headers=link_header(request, result, page.limit))
+        rows = await tenant_content.list_audit(session, page, action=action)
+        return page_response(request, rows, page, ("id",), AuditList)
 
     @get("/settings", opt={"permission": Permission.SETTINGS_READ}, summary="Tenant settings")
     async def read_settings(
