@@ -115,6 +115,27 @@ class Settings(BaseSettings):
     worker_min_backoff_ms: int = Field(default=1_000, ge=0)
     worker_max_backoff_ms: int = Field(default=300_000, ge=0)
 
+    # -- caches and connection pooling --------------------------------------------------------
+    cache_redis_url: str | None = Field(
+        default=None,
+        description="Redis for caches (idempotency, rate limits, tenant cache); default REDIS_URL",
+    )
+    db_pooler: str = Field(
+        default="none",
+        pattern="^(none|transaction)$",
+        description="'transaction' behind PgBouncer-style transaction pooling",
+    )
+    database_direct_url: str | None = Field(
+        default=None,
+        description="direct PostgreSQL URL for LISTEN when DATABASE_URL goes through a pooler",
+    )
+
+    # -- sign-in and request protection (security hardening) ----------------------------------
+
+    # -- outbound HTTP to tenant-chosen URLs ----------------------------------------------------
+
+    # -- delivery (relay and workers) -----------------------------------------------------------
+
     @model_validator(mode="after")
     def _production_needs_real_services_and_secrets(self) -> Self:
         if self.env is Environment.PRODUCTION:
@@ -134,6 +155,11 @@ class Settings(BaseSettings):
             if missing:
                 raise ValueError(f"production requires {', '.join(missing)} to be set")
         return self
+
+    @property
+    def effective_cache_redis_url(self) -> str | None:
+        """Where caches live: CACHE_REDIS_URL, else the broker's Redis (fine for dev)."""
+        return self.cache_redis_url or self.redis_url
 
     @property
     def effective_log_format(self) -> LogFormat:
