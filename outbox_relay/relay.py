@@ -138,6 +138,11 @@ class OutboxRelay:
     # it (Redis WAIT); otherwise the claim rolls back and the batch is sent again later.
     redis_min_replicas: int = 0
     redis_wait_timeout_ms: int = 1_000
+    # LISTEN needs a session-level connection: behind a transaction pooler it goes to the
+    # database directly (DATABASE_DIRECT_URL). Poolers also break server-side prepared
+    # statements, so `prepare` is off there.
+    listen_url: str | None = None
+    prepare: bool = True
     routes: RoutingTable = field(default_factory=lambda: ROUTES)
     namespace: str = NAMESPACE
     on_dispatched: OnDispatched | None = None
@@ -163,6 +168,8 @@ class OutboxRelay:
             poll_interval_s=settings.relay_poll_interval_s,
             processed_retention_hours=settings.processed_event_retention_hours,
             redis_min_replicas=settings.relay_redis_min_replicas,
+            listen_url=libpq_url(settings.database_direct_url or settings.database_url),
+            prepare=settings.db_pooler == "none",
             **overrides,  # type: ignore[arg-type]
         )
 
@@ -176,7 +183,7 @@ class OutboxRelay:
             conn.transaction(),
             conn.cursor(row_factory=args_row(OutboxRow)) as cursor,
         ):
-            await cursor.execute(CLAIM_SQL, {"limit": self.batch_size}, prepare=True)
+            await cursor.execute(CLAIM_SQL, {"limit": self.batch_size}, prepare=self.prepare)
             rows = await cursor.fetchall()
             if not rows:
                 return 0
@@ -261,7 +268,10 @@ class OutboxRelay:
     async def _connection(self) -> psycopg.AsyncConnection[tuple[object, ...]]:
         if self._conn is None or self._conn.closed:
             self._conn = await psycopg.AsyncConnection.connect(
-                self.database_url, application_name="socialflow-relay"
+                self.database_url,
+                application_name="socialflow-relay",
+                # None: never prepare implicitly (a pooler may hand us another server).
+                prepare_threshold=5 if self.prepare else None,
             )
         return self._conn
 
@@ -316,7 +326,9 @@ class OutboxRelay:
     async def _listen(self) -> psycopg.AsyncConnection[object] | None:
         listener = None
         try:
-            listener = await psycopg.AsyncConnection.connect(self.database_url, autocommit=True)
+            listener = await psycopg.AsyncConnection.connect(
+                self.listen_url or self.database_url, autocommit=True
+            )
             await listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
         except psycopg.OperationalError as exc:
             log.warning("relay.listen_failed", error=str(exc))
@@ -360,7 +372,7 @@ class OutboxRelay:
             return ACTIVE_POLL_S
         conn = await self._connection()
         async with conn.transaction():
-            cursor = await conn.execute(NEXT_DUE_SQL, prepare=True)
+            cursor = await conn.execute(NEXT_DUE_SQL, prepare=self.prepare)
             row = await cursor.fetchone()
         until_due = row[0] if row else None
         if not isinstance(until_due, (int, float, Decimal)):
