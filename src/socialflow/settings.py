@@ -131,10 +131,58 @@ class Settings(BaseSettings):
     )
 
     # -- sign-in and request protection (security hardening) ----------------------------------
+    signin_attempts_per_address_per_minute: int = Field(
+        default=20,
+        ge=1,
+        description="attempts a minute per client address on each of /auth/token, "
+        "/auth/refresh and /invitations/accept (successes count too)",
+    )
+    signin_failures_per_account: int = Field(
+        default=10,
+        ge=1,
+        description="failed attempts per account (email, refresh token, invitation token) "
+        "per SIGNIN_FAILURE_WINDOW_S before that account is throttled",
+    )
+    signin_failure_window_s: int = Field(default=900, ge=10)
+    password_hash_concurrency: int = Field(
+        default=4,
+        ge=1,
+        description="argon2 hashes/verifications at once per process (each takes "
+        "PASSWORD_MEMORY_KIB of memory)",
+    )
+    password_hash_wait_s: float = Field(
+        default=2.0, ge=0, description="wait for a free argon2 slot before answering 503"
+    )
+    auth_user_cache_s: float = Field(
+        default=5.0,
+        ge=0,
+        le=60,
+        description="how long a process trusts a user's active/operator standing it read",
+    )
+    oidc_link_email_domains: tuple[str, ...] = Field(
+        default=(),
+        description="email domains whose verified OIDC emails may link to an existing "
+        "ordinary account automatically; empty = only explicit links",
+    )
 
     # -- outbound HTTP to tenant-chosen URLs ----------------------------------------------------
+    outbound_max_response_bytes: int = Field(
+        default=10 * 1024 * 1024, ge=1024, description="largest answer read from a tenant's URL"
+    )
+    outbound_max_redirects: int = Field(
+        default=3, ge=0, le=10, description="redirect hops followed, each checked again"
+    )
+    outbound_connect_timeout_s: float = Field(
+        default=5.0, gt=0, description="DNS resolution and TCP/TLS connect to a tenant's URL"
+    )
+    outbound_timeout_s: float = Field(
+        default=30.0, gt=0, description="each read or write on a tenant's URL, unless the call says"
+    )
 
     # -- delivery (relay and workers) -----------------------------------------------------------
+    relay_max_enqueue_attempts: int = Field(
+        default=5, ge=1, description="Redis command errors per event before it is dead-lettered"
+    )
 
     @model_validator(mode="after")
     def _production_needs_real_services_and_secrets(self) -> Self:

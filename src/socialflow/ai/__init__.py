@@ -1,5 +1,6 @@
-"""AI: BYOK provider keys, model settings, credentials for calls (the calls come later)."""
+"""AI: BYOK provider keys, model settings, credentials, and calls through the outbound guard."""
 
+from socialflow.ai.calls import acompletion, summarise
 from socialflow.ai.credentials import ProviderCredentials, credentials_for
 
-__all__ = ["ProviderCredentials", "credentials_for"]
+__all__ = ["ProviderCredentials", "acompletion", "credentials_for", "summarise"]

@@ -150,7 +150,7 @@ async def test_key(
     if model is None:
         ai = await read_settings(session)
         model = TEST_MODELS.get(provider) or str(ai["caption_model"]).split("/", 1)[-1]
-    outcome = await try_credentials(credentials, model, settings.ai_test_timeout_s)
+    outcome = await try_credentials(credentials, model, settings)
     return {"provider": provider.value, **outcome}
 
 

@@ -13,7 +13,17 @@ from litestar.testing import AsyncTestClient
 
 from socialflow.app import create_app
 from socialflow.settings import Settings
-from tests.integration.ai.fake_openai import GOOD_KEY, SLOW_KEY, fake_openai_server
+from tests.integration.ai.fake_openai import (
+    BIG_KEY,
+    GOOD_KEY,
+    RAW_BODY_MARKER,
+    REDIRECT_KEY,
+    SLOW_KEY,
+    FakeProvider,
+    fake_openai_server,
+    fake_provider,
+    loopback_alias_available,
+)
 from tests.integration.tenancy_fixtures import Platform, World, unique
 
 BAD_KEY = "sk-wrong-0123456789abcdefghijklmnop"
@@ -27,12 +37,14 @@ def fake_openai() -> Iterator[tuple[str, list[dict[str, object]]]]:
 
 @pytest.fixture
 async def loopback_client(settings: Settings) -> AsyncIterator[AsyncTestClient[Litestar]]:
-    """The API as an operator configured it to let tenants reach loopback over http (tests)."""
+    """The API as an operator configured it to let tenants reach the fake provider's one
+    loopback address over http (tests), with small bounds."""
     allowed = settings.model_copy(
         update={
-            "outbound_allowed_networks": ("127.0.0.0/8",),
+            "outbound_allowed_networks": ("127.0.0.1/32",),
             "outbound_allow_http": True,
             "ai_test_timeout_s": 0.5,
+            "outbound_max_response_bytes": 64 * 1024,
         }
     )
     async with AsyncTestClient(create_app(allowed)) as client:
@@ -182,6 +194,74 @@ async def test_a_rejected_key_is_reported_without_echoing_it(
     assert BAD_KEY not in result.text
     assert BAD_KEY[:-4] not in result.text
     assert BAD_KEY not in _everything_logged(caplog)
+
+
+async def test_the_key_test_never_echoes_the_providers_error_body(
+    loopback_client: AsyncTestClient[Litestar],
+    world: World,
+    fake_openai: tuple[str, list[dict[str, object]]],
+) -> None:
+    base_url, calls = fake_openai
+    await _configure(loopback_client, world, BAD_KEY, base_url)
+    result = await loopback_client.post(
+        f"/api/v1/tenants/{world.tenant_a}/ai/keys/openai_compatible/test",
+        json={"model": "llama3"},
+        headers=world.owner_a.headers,
+    )
+    assert calls, "the provider was called and answered with its error body"
+    body = result.json()
+    assert (body["ok"], body["error_type"], body["status_code"]) == (
+        False, "authentication_error", 401,
+    )  # fmt: skip
+    assert RAW_BODY_MARKER not in result.text
+    assert body["message"] == "The provider did not accept the key."
+
+
+@pytest.fixture
+def provider_and_internal() -> Iterator[tuple[FakeProvider, FakeProvider]]:
+    """The tenant's provider on 127.0.0.1 and an internal service on 127.0.0.2."""
+    if not loopback_alias_available("127.0.0.2"):
+        pytest.skip("cannot listen on 127.0.0.2 here")
+    with fake_provider() as provider, fake_provider("127.0.0.2") as internal:
+        yield provider, internal
+
+
+async def test_a_provider_redirect_to_an_address_not_allowed_is_refused_not_followed(
+    loopback_client: AsyncTestClient[Litestar],
+    world: World,
+    provider_and_internal: tuple[FakeProvider, FakeProvider],
+) -> None:
+    provider, internal = provider_and_internal
+    provider.redirect_to = f"{internal.base_url}/chat/completions"
+    assert (await _configure(loopback_client, world, REDIRECT_KEY, provider.base_url)).is_success
+    result = await loopback_client.post(
+        f"/api/v1/tenants/{world.tenant_a}/ai/keys/openai_compatible/test",
+        json={"model": "llama3"},
+        headers=world.owner_a.headers,
+    )
+    body = result.json()
+    assert (body["ok"], body["error_type"], body["status_code"]) == (
+        False, "url_not_allowed", None,
+    )  # fmt: skip
+    assert len(provider.calls) == 1
+    assert internal.connections == []
+
+
+async def test_an_oversized_provider_answer_is_cut_off_with_a_clear_error(
+    loopback_client: AsyncTestClient[Litestar],
+    world: World,
+    fake_openai: tuple[str, list[dict[str, object]]],
+) -> None:
+    base_url, _ = fake_openai
+    await _configure(loopback_client, world, BIG_KEY, base_url)
+    result = await loopback_client.post(
+        f"/api/v1/tenants/{world.tenant_a}/ai/keys/openai_compatible/test",
+        json={"model": "llama3"},
+        headers=world.owner_a.headers,
+    )
+    body = result.json()
+    assert (body["ok"], body["error_type"]) == (False, "response_too_large")
+    assert body["message"] == "The provider's answer was larger than the platform accepts."
 
 
 async def test_a_provider_that_does_not_answer_in_time_is_a_timeout(
