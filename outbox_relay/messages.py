@@ -4,13 +4,14 @@ PostgreSQL renders each row's argument (the event envelope) and context as JSON 
 claim query, so the relay splices text instead of decoding and re-encoding every payload.
 A message decodes (`dramatiq.Message.decode`) to exactly the message the broker would have
 built: queue, actor, the envelope as the one argument, options with `redis_message_id`, the
-event id as message id.
+event id as message id. The Redis message id is deterministic (`<event id>.<actor>`), so the
+same event enqueued twice for one actor is one entry in its queue (see `relay.ENQUEUE_SCRIPT`);
+Dramatiq gives retries fresh ids of its own.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections import defaultdict
 from datetime import datetime
@@ -27,11 +28,14 @@ class OutboxRow(NamedTuple):
     id: int
     event_id: uuid.UUID
     tenant: str | None
+    tenant_id: uuid.UUID | None
     event_type: str
     available_at: datetime
     created_at: datetime
+    attempts: int  # Redis command errors met so far
+    last_error: str | None
     arg: str  # the event envelope, JSON text
-    context: str  # {"tenant", "request_id", "traceparent"}, JSON text
+    context: str  # {"tenant", "tenant_id", "request_id", "traceparent"}, JSON text
 
 
 class UndeliverableError(ValueError):
@@ -56,6 +60,9 @@ class MessageEncoder:
             event_type: [(route.queue, _route_prefix(route)) for route in targets]
             for event_type, targets in routes.items()
         }
+        self._actors = {
+            event_type: [route.actor for route in targets] for event_type, targets in routes.items()
+        }
 
     def encode(self, row: OutboxRow, timestamp_ms: int) -> list[EncodedMessage]:
         targets = self._prefixes.get(row.event_type)
@@ -69,8 +76,8 @@ class MessageEncoder:
             (b'"},"message_id":"', event_id, b'","message_timestamp":', b"%d}" % timestamp_ms)
         )
         encoded = []
-        for queue, prefix in targets:
-            redis_message_id = _random_uuid()
+        for (queue, prefix), actor in zip(targets, self._actors[row.event_type], strict=True):
+            redis_message_id = f"{row.event_id}.{actor}"
             data = b"".join(
                 (prefix, arg, b'],"kwargs":{},"options":', context,
                  b',"redis_message_id":"', redis_message_id.encode(), tail)
@@ -81,15 +88,6 @@ class MessageEncoder:
                 )
             encoded.append((queue, redis_message_id, data))
         return encoded
-
-
-def _random_uuid() -> str:
-    """A version-4 UUID string, as `uuid.uuid4()` but without its object overhead."""
-    raw = bytearray(os.urandom(16))
-    raw[6] = (raw[6] & 0x0F) | 0x40
-    raw[8] = (raw[8] & 0x3F) | 0x80
-    h = raw.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def group_by_queue(messages: list[EncodedMessage]) -> dict[str, dict[str, bytes]]:

@@ -19,6 +19,10 @@ MESSAGES_ENQUEUED = Counter(
 EVENTS_DEAD_LETTERED = Counter(
     "socialflow_relay_events_dead_lettered", "Outbox events moved to the dead-letter table"
 )
+EVENTS_RETRIED = Counter(
+    "socialflow_relay_events_retried",
+    "Outbox events put back for later because their queue answered a command error",
+)
 BATCH_FAILURES = Counter(
     "socialflow_relay_batch_failures", "Claims rolled back because the broker or database failed"
 )

@@ -5,18 +5,23 @@ One batch is one PostgreSQL transaction and one Redis round trip:
 1. `DELETE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED) RETURNING …` claims exactly the rows
    it returns; other relays skip them, and a rollback puts them back.
 2. Rows no retry can dispatch go to the dead-letter table in the same transaction.
-3. The messages go to Redis in one MULTI/EXEC pipeline (per queue: HSET payloads, RPUSH ids,
-   which is what Dramatiq's enqueue script does one message at a time).
+3. The messages go to Redis in one MULTI/EXEC round trip: per queue, a script stores each
+   message and pushes its id only if that id is not there yet (message ids are deterministic,
+   one per event and actor), so a batch sent twice adds nothing twice.
 4. Only after Redis acknowledged does the claim commit. A crash between 3 and 4 re-sends the
-   batch later: delivery is at least once, and actors apply each event once.
+   batch later: delivery is at least once, and actors apply each event once. Rows whose queue
+   answered a command error (not an outage) go back to the outbox with their attempt counted,
+   and after `max_enqueue_attempts` to the dead-letter table, in the same transaction.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import random
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,7 +32,7 @@ import psycopg
 import redis
 import structlog
 from psycopg.rows import args_row
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from outbox_relay import metrics
 from outbox_relay.messages import (
@@ -55,28 +60,40 @@ WHERE id IN (
     FOR UPDATE SKIP LOCKED
 )
 RETURNING
-    id, event_id, tenant, event_type, available_at, created_at,
+    id, event_id, tenant, tenant_id, event_type, available_at, created_at, attempts, last_error,
     json_build_object(
         'event_id', event_id, 'event_type', event_type, 'tenant', tenant,
-        'aggregate_type', aggregate_type, 'aggregate_id', aggregate_id,
-        'payload', payload, 'headers', headers, 'occurred_at', created_at
+        'tenant_id', tenant_id, 'aggregate_type', aggregate_type,
+        'aggregate_id', aggregate_id, 'payload', payload, 'headers', headers,
+        'occurred_at', created_at
     )::text AS arg,
     json_build_object(
-        'tenant', tenant, 'request_id', headers->'request_id',
+        'tenant', tenant, 'tenant_id', tenant_id, 'request_id', headers->'request_id',
         'traceparent', headers->'traceparent'
     )::text AS context
 """
 DEAD_LETTER_SQL = """
 INSERT INTO shared.outbox_dead_letter
-    (id, event_id, tenant, aggregate_type, aggregate_id, event_type, payload, headers,
-     available_at, created_at, error)
-SELECT %(id)s, %(event_id)s, %(tenant)s, arg->>'aggregate_type', arg->>'aggregate_id',
-       %(event_type)s, arg->'payload', arg->'headers', %(available_at)s, %(created_at)s,
-       %(error)s
+    (id, event_id, tenant, tenant_id, aggregate_type, aggregate_id, event_type, payload,
+     headers, available_at, created_at, error, attempts)
+SELECT %(id)s, %(event_id)s, %(tenant)s, %(tenant_id)s, arg->>'aggregate_type',
+       arg->>'aggregate_id', %(event_type)s, arg->'payload', arg->'headers', %(available_at)s,
+       %(created_at)s, %(error)s, greatest(%(attempts)s, 1)
 FROM (SELECT %(arg)s::jsonb AS arg) AS row
 ON CONFLICT (event_id) DO UPDATE
     SET error = EXCLUDED.error, attempts = shared.outbox_dead_letter.attempts + 1,
         dead_at = now()
+"""
+# A row whose queue refused the command goes back, due again after a backoff (same transaction
+# as the claim: it is never out of the outbox without being enqueued or dead-lettered).
+RETRY_LATER_SQL = """
+INSERT INTO shared.outbox
+    (event_id, tenant, tenant_id, aggregate_type, aggregate_id, event_type, payload, headers,
+     available_at, created_at, attempts, last_error)
+SELECT %(event_id)s, %(tenant)s, %(tenant_id)s, arg->>'aggregate_type', arg->>'aggregate_id',
+       %(event_type)s, arg->'payload', arg->'headers',
+       now() + make_interval(secs => %(delay_s)s), %(created_at)s, %(attempts)s, %(error)s
+FROM (SELECT %(arg)s::jsonb AS arg) AS row
 """
 # Seconds until the next deferred row, by the database's clock. Rows already due but locked by
 # another relay are that relay's: waiting on them would spin.
@@ -108,6 +125,43 @@ OnDispatched = Callable[[list[OutboxRow], datetime], None]
 
 class ReplicationLagError(RedisError):
     """Redis took the batch but too few replicas confirmed it: treat it as not enqueued."""
+
+
+# KEYS: a Dramatiq queue's list and its message hash. ARGV: message id, message, id, … .
+# Stores each message whose id is not stored yet and pushes those ids, in order: what
+# Dramatiq's own enqueue does, made idempotent. The hash keeps an id until the worker acks it,
+# so a batch sent again while its messages wait or run adds nothing; one sent again after they
+# ran is skipped by the actors' processed-event record.
+ENQUEUE_SCRIPT = """
+local fresh, data = {}, {}
+for i = 1, #ARGV, 2 do
+    if redis.call('HEXISTS', KEYS[2], ARGV[i]) == 0 then
+        fresh[#fresh + 1] = ARGV[i]
+        data[#data + 1] = ARGV[i]
+        data[#data + 1] = ARGV[i + 1]
+    end
+end
+-- Reads first, then the push, then the store: a script that fails midway keeps what it wrote,
+-- so a failing command must come before any write.
+for i = 1, #fresh, 1000 do
+    redis.call('RPUSH', KEYS[1], unpack(fresh, i, math.min(i + 999, #fresh)))
+end
+for i = 1, #data, 2000 do
+    redis.call('HSET', KEYS[2], unpack(data, i, math.min(i + 1999, #data)))
+end
+return #fresh
+"""
+ENQUEUE_SCRIPT_SHA = hashlib.sha1(ENQUEUE_SCRIPT.encode()).hexdigest()  # noqa: S324 - Redis's id
+
+
+@dataclass
+class _Batch:
+    """One claim, sorted: messages to send, rows to retry later, rows to dead-letter."""
+
+    messages: list[EncodedMessage] = field(default_factory=list)
+    queues: dict[uuid.UUID, tuple[OutboxRow, set[str]]] = field(default_factory=dict)
+    retry: list[tuple[OutboxRow, str]] = field(default_factory=list)
+    dead: list[tuple[OutboxRow, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -143,6 +197,10 @@ class OutboxRelay:
     # statements, so `prepare` is off there.
     listen_url: str | None = None
     prepare: bool = True
+    # A row whose queue answers a command error this many times is dead-lettered; between
+    # attempts it waits retry_base_s * 2**attempts (at most a minute).
+    max_enqueue_attempts: int = 5
+    retry_base_s: float = 1.0
     routes: RoutingTable = field(default_factory=lambda: ROUTES)
     namespace: str = NAMESPACE
     on_dispatched: OnDispatched | None = None
@@ -170,6 +228,7 @@ class OutboxRelay:
             redis_min_replicas=settings.relay_redis_min_replicas,
             listen_url=libpq_url(settings.database_direct_url or settings.database_url),
             prepare=settings.db_pooler == "none",
+            max_enqueue_attempts=settings.relay_max_enqueue_attempts,
             **overrides,  # type: ignore[arg-type]
         )
 
@@ -188,30 +247,37 @@ class OutboxRelay:
             if not rows:
                 return 0
             rows.sort(key=lambda r: (r.available_at, r.id))
-            encoded, dead = self._encode(rows)
-            if dead:
-                await self._dead_letter(conn, dead)
-            if encoded:
-                await self.enqueue(client, encoded)
+            batch = self._encode(rows)
+            if batch.messages:
+                refused = await self.enqueue(client, batch.messages)
+                self._sort_refused(batch, refused)
+            if batch.dead:
+                await self._dead_letter(conn, batch.dead)
+            if batch.retry:
+                await self._retry_later(conn, batch.retry)
             acked_at = datetime.now(UTC)
         # Committed: only now are these events out of the outbox for good.
-        dead_ids = {row.event_id for row, _ in dead}
-        delivered = [r for r in rows if r.event_id not in dead_ids] if dead else rows
+        held = {row.event_id for row, _ in (*batch.dead, *batch.retry)}
+        delivered = [r for r in rows if r.event_id not in held] if held else rows
         self._record(delivered, len(rows), acked_at)
         return len(rows)
 
-    async def enqueue(self, client: redis.Redis, encoded: list[EncodedMessage]) -> None:
-        """One MULTI/EXEC round trip: per queue, HSET the messages and RPUSH their ids.
+    async def enqueue(self, client: redis.Redis, encoded: list[EncodedMessage]) -> dict[str, str]:
+        """One MULTI/EXEC round trip: per queue, the enqueue script adds the messages whose ids
+        are not there yet. Returns the queues that refused the command, with the error.
 
-        The synchronous client packs commands with hiredis (the asyncio client packs them in
-        Python, several times slower at thousands of arguments); it runs in a thread so the
-        loop keeps listening.
+        An outage (connection lost, timeout) raises: the claim rolls back and the batch is sent
+        again later, adding nothing twice. A command error (e.g. WRONGTYPE on a queue key) is
+        per queue: the other queues' messages stand. The synchronous client packs commands with
+        hiredis (several times faster than the asyncio client at thousands of arguments); it
+        runs in a thread so the loop keeps listening.
         """
-        pipe = client.pipeline(transaction=True)
-        for queue, messages in group_by_queue(encoded).items():
-            pipe.hset(f"{self.namespace}:{queue}.msgs", mapping=messages)  # type: ignore[arg-type]
-            pipe.rpush(f"{self.namespace}:{queue}", *messages.keys())
-        await asyncio.to_thread(pipe.execute)
+        queues = group_by_queue(encoded)
+        results = await asyncio.to_thread(self._run_enqueue_script, client, queues)
+        if any(isinstance(r, NoScriptError) for r in results):
+            # Redis lost its script cache (restart, SCRIPT FLUSH): load it, send again.
+            client.script_load(ENQUEUE_SCRIPT)
+            results = await asyncio.to_thread(self._run_enqueue_script, client, queues)
         if self.redis_min_replicas > 0:
             acked = await asyncio.to_thread(
                 client.wait, self.redis_min_replicas, self.redis_wait_timeout_ms
@@ -220,21 +286,69 @@ class OutboxRelay:
                 raise ReplicationLagError(
                     f"{acked} of {self.redis_min_replicas} Redis replica(s) acknowledged"
                 )
-        metrics.MESSAGES_ENQUEUED.inc(len(encoded))
+        refused: dict[str, str] = {}
+        for queue, result in zip(queues, results, strict=True):
+            if isinstance(result, Exception):
+                refused[queue] = f"{type(result).__name__}: {result}"
+            else:
+                metrics.MESSAGES_ENQUEUED.inc(int(result))
+        return refused
 
-    def _encode(
-        self, rows: list[OutboxRow]
-    ) -> tuple[list[EncodedMessage], list[tuple[OutboxRow, str]]]:
+    def _run_enqueue_script(
+        self, client: redis.Redis, queues: dict[str, dict[str, bytes]]
+    ) -> list[Any]:
+        pipe = client.pipeline(transaction=True)
+        for queue, messages in queues.items():
+            args: list[str | bytes] = []
+            for message_id, data in messages.items():
+                args += (message_id, data)
+            keys = (f"{self.namespace}:{queue}", f"{self.namespace}:{queue}.msgs")
+            pipe.evalsha(ENQUEUE_SCRIPT_SHA, len(keys), *keys, *args)
+        return pipe.execute(raise_on_error=False)
+
+    def _encode(self, rows: list[OutboxRow]) -> _Batch:
         now_ms = int(time.time() * 1000)
-        encoded: list[EncodedMessage] = []
-        dead: list[tuple[OutboxRow, str]] = []
+        batch = _Batch()
         encode = self._encoder.encode
         for row in rows:
+            if row.attempts >= self.max_enqueue_attempts:
+                batch.dead.append((row, row.last_error or "enqueue attempts exhausted"))
+                continue
             try:
-                encoded.extend(encode(row, now_ms))
+                messages = encode(row, now_ms)
             except UndeliverableError as exc:
-                dead.append((row, str(exc)))
-        return encoded, dead
+                batch.dead.append((row, str(exc)))
+                continue
+            batch.messages.extend(messages)
+            batch.queues[row.event_id] = (row, {queue for queue, _, _ in messages})
+        return batch
+
+    def _sort_refused(self, batch: _Batch, refused: dict[str, str]) -> None:
+        """Rows with a message on a queue that refused the command: retry later, or dead-letter
+        once their attempts are spent. Their other messages stand; ids keep them single."""
+        if not refused:
+            return
+        for row, queues in batch.queues.values():
+            errors = [refused[q] for q in sorted(queues) if q in refused]
+            if not errors:
+                continue
+            if row.attempts + 1 >= self.max_enqueue_attempts:
+                batch.dead.append((row._replace(attempts=row.attempts + 1), errors[0]))
+            else:
+                batch.retry.append((row, errors[0]))
+        log.warning("relay.queue_refused", queues=refused)
+
+    async def _retry_later(
+        self, conn: psycopg.AsyncConnection[tuple[object, ...]], rows: list[tuple[OutboxRow, str]]
+    ) -> None:
+        params = [
+            {**row._asdict(), "attempts": row.attempts + 1, "error": error,
+             "delay_s": min(60.0, self.retry_base_s * 2.0**row.attempts)}
+            for row, error in rows
+        ]  # fmt: skip
+        async with conn.cursor() as cursor:
+            await cursor.executemany(RETRY_LATER_SQL, params)
+        metrics.EVENTS_RETRIED.inc(len(rows))
 
     async def _dead_letter(
         self, conn: psycopg.AsyncConnection[tuple[object, ...]], dead: list[tuple[OutboxRow, str]]

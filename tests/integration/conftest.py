@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -16,8 +17,36 @@ from socialflow.settings import Settings
 from tests.integration.outbox.support import TEST_ROUTES
 
 
+# Slugs the outbox and worker tests' events name: emit() resolves a tenant's id by slug.
+EVENT_TENANTS = ("alpha", "beta")
+
+
 @pytest.fixture
-def clean_outbox(pg: psycopg.Connection[Any], redis_client: Any) -> None:
+def event_tenants(pg: psycopg.Connection[Any]) -> dict[str, uuid.UUID]:
+    """Live tenant rows for EVENT_TENANTS (created again if a test purged them), by slug."""
+    agency = pg.execute(
+        "INSERT INTO shared.agencies (slug, name) VALUES ('event-tests', 'Event tests') "
+        "ON CONFLICT (slug) DO UPDATE SET name = EXCLUDED.name RETURNING id"
+    ).fetchone()
+    assert agency is not None
+    ids = {}
+    for slug in EVENT_TENANTS:
+        found = pg.execute(
+            "SELECT id FROM shared.tenants WHERE slug = %s AND status <> 'purged'", (slug,)
+        ).fetchone() or pg.execute(
+            "INSERT INTO shared.tenants (slug, name, agency_id, plan, schema_name) "
+            "VALUES (%s, %s, %s, 'pro', %s) RETURNING id",
+            (slug, slug, agency[0], f"t_{slug}"),
+        ).fetchone()
+        assert found is not None
+        ids[slug] = found[0]
+    return ids
+
+
+@pytest.fixture
+def clean_outbox(
+    pg: psycopg.Connection[Any], redis_client: Any, event_tenants: dict[str, uuid.UUID]
+) -> None:
     pg.execute("TRUNCATE shared.outbox, shared.outbox_dead_letter, shared.processed_event")
 
 

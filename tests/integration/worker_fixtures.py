@@ -34,7 +34,7 @@ class RunningWorker:
 
 
 @pytest.fixture
-def tenant_schemas(pg: psycopg.Connection[Any]) -> Iterator[None]:
+def tenant_schemas(pg: psycopg.Connection[Any], event_tenants: dict[str, Any]) -> Iterator[None]:
     for tenant in TENANTS:
         pg.execute(f"DROP SCHEMA IF EXISTS t_{tenant} CASCADE")
         pg.execute(f"CREATE SCHEMA t_{tenant}")

@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
+import structlog
 from litestar.datastructures import State
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+log = structlog.get_logger(__name__)
+
+AfterCommit = Callable[[], Awaitable[None]]
+_AFTER_COMMIT = "socialflow.after_commit"
+
+
+def after_commit(session: AsyncSession, callback: AfterCommit) -> None:
+    """Run `callback` once this unit of work has committed (never if it rolls back).
+
+    For effects that must not be seen before the change is durable, such as telling other
+    processes to drop a cached row: done before the commit, a concurrent reader could cache
+    the old row again.
+    """
+    session.info.setdefault(_AFTER_COMMIT, []).append(callback)
 
 
 @asynccontextmanager
@@ -16,8 +32,15 @@ async def unit_of_work(factory: async_sessionmaker[AsyncSession]) -> AsyncIterat
     Services never commit: the unit of work around them does, so everything a use case
     writes (its rows and its outbox events) lands together or not at all.
     """
-    async with factory() as session, session.begin():
-        yield session
+    async with factory() as session:
+        async with session.begin():
+            yield session
+        callbacks: list[AfterCommit] = session.info.pop(_AFTER_COMMIT, [])
+    for callback in callbacks:
+        try:
+            await callback()
+        except Exception:  # the change is committed; a failed follow-up must not undo the answer
+            log.exception("unit_of_work.after_commit_failed")
 
 
 async def provide_session(state: State) -> AsyncIterator[AsyncSession]:

@@ -23,20 +23,27 @@ NOTIFY_CHANNEL = "socialflow_outbox"
 NOTIFY_INTERVAL_S = 0.005
 
 _last_notify = 0.0
+# The tenant's id is looked up from its slug in the same statement (at most one live tenant
+# has a slug); workers go by the id, so an event can never reach a later tenant that re-used
+# a purged slug.
 _INSERT = text("""
 INSERT INTO shared.outbox
-    (event_id, tenant, aggregate_type, aggregate_id, event_type, payload, headers, available_at)
-SELECT e.event_id, e.tenant, e.aggregate_type, e.aggregate_id, e.event_type, e.payload,
+    (event_id, tenant, tenant_id, aggregate_type, aggregate_id, event_type, payload, headers,
+     available_at)
+SELECT e.event_id, e.tenant,
+       (SELECT t.id FROM shared.tenants t WHERE t.slug = e.tenant AND t.status <> 'purged'),
+       e.aggregate_type, e.aggregate_id, e.event_type, e.payload,
        CAST(:headers AS jsonb), coalesce(e.available_at, now())
 FROM jsonb_to_recordset(CAST(:events AS jsonb)) AS e(
     event_id uuid, tenant text, aggregate_type text, aggregate_id text, event_type text,
     payload jsonb, available_at timestamptz
 )
+RETURNING tenant_id IS NULL AND tenant IS NOT NULL AS orphaned, tenant
 """)
 
 
 class OutboxError(RuntimeError):
-    """An event that cannot be written: no open transaction, or an unknown event type."""
+    """An event that cannot be written: no open transaction, an unknown event type or tenant."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +117,12 @@ async def emit_many(
     ]
     # One statement, one parameter and one round trip for any number of events; the SQL is
     # constant, so it is prepared once per connection.
-    await session.execute(_INSERT, {"events": json.dumps(rows), "headers": json.dumps(headers)})
+    written = await session.execute(
+        _INSERT, {"events": json.dumps(rows), "headers": json.dumps(headers)}
+    )
+    orphans = sorted({row.tenant for row in written if row.orphaned})
+    if orphans:
+        raise OutboxError(f"no live tenant {orphans[0]!r}: events name an existing tenant")
     await _notify_relays(session)
     return event_ids
 

@@ -13,18 +13,20 @@ class Event:
 
     event_id: uuid.UUID
     event_type: str
-    tenant: str | None
+    tenant: str | None  # the slug, for logs; the tenant is `tenant_id`
     aggregate_type: str
     aggregate_id: str
     payload: dict[str, Any]
     headers: dict[str, Any] = field(default_factory=dict)
     occurred_at: str = ""
+    tenant_id: uuid.UUID | None = None
 
     def to_message_arg(self) -> dict[str, Any]:
         return {
             "event_id": str(self.event_id),
             "event_type": self.event_type,
             "tenant": self.tenant,
+            "tenant_id": str(self.tenant_id) if self.tenant_id else None,
             "aggregate_type": self.aggregate_type,
             "aggregate_id": self.aggregate_id,
             "payload": self.payload,
@@ -43,4 +45,5 @@ class Event:
             payload=data.get("payload") or {},
             headers=data.get("headers") or {},
             occurred_at=data.get("occurred_at", ""),
+            tenant_id=uuid.UUID(data["tenant_id"]) if data.get("tenant_id") else None,
         )

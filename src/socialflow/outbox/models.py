@@ -39,11 +39,17 @@ class OutboxEvent(SharedBase):
     id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
     event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), unique=True)
     tenant: Mapped[str | None] = mapped_column(String(63))
+    # Workers resolve the tenant by id: a slug can belong to another tenant after a purge.
+    tenant_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     aggregate_type: Mapped[str] = mapped_column(String(64))
     aggregate_id: Mapped[str] = mapped_column(String(128))
     event_type: Mapped[str] = mapped_column(String(128))
     payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
     headers: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    # Redis command errors (not outages) met while enqueueing this row; past the relay's bound
+    # the row is dead-lettered with the last one.
+    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    last_error: Mapped[str | None] = mapped_column(Text)
     available_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )
@@ -60,6 +66,7 @@ class OutboxDeadLetter(SharedBase):
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), unique=True)
     tenant: Mapped[str | None] = mapped_column(String(63))
+    tenant_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     aggregate_type: Mapped[str] = mapped_column(String(64))
     aggregate_id: Mapped[str] = mapped_column(String(128))
     event_type: Mapped[str] = mapped_column(String(128))

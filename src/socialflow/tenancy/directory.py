@@ -1,20 +1,33 @@
-"""Tenant lookup by slug, cached briefly in-process (never by reflecting the catalog)."""
+"""Tenant lookup by slug, cached briefly per process (never by reflecting the catalog), and
+dropped from every process's cache as soon as a change to the tenant commits."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from socialflow.db.session import after_commit
 from socialflow.tenancy.slugs import is_valid_slug
+
+log = structlog.get_logger(__name__)
 
 LOOKUP_SQL = text(
     "SELECT id, slug, name, agency_id, plan, status, schema_name FROM shared.tenants "
     "WHERE slug = :slug AND status <> 'purged'"
 )
+# Every API process listens here and drops the slug it hears from its cache.
+CHANGES_CHANNEL = "socialflow:tenant-changed"
+RESUBSCRIBE_MAX_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,14 +42,17 @@ class TenantRef:
 
 
 class TenantDirectory:
-    """slug → TenantRef with a short TTL; lifecycle changes in this process invalidate at once.
+    """slug → TenantRef with a short TTL (TENANT_CACHE_TTL_S).
 
-    Other processes see a change within `ttl_s` (TENANT_CACHE_TTL_S); membership and role are
-    never cached.
+    A change to a tenant is announced after its transaction commits (never before: a request
+    running meanwhile would cache the old row again) to this process and, over Redis pub/sub,
+    to every other one. If the announcement is lost, the TTL bounds how long a stale row lives.
+    Membership and role are never cached.
     """
 
-    def __init__(self, ttl_s: float) -> None:
+    def __init__(self, ttl_s: float, redis: Redis | None = None) -> None:
         self.ttl_s = ttl_s
+        self.redis = redis
         self._entries: dict[str, tuple[float, TenantRef]] = {}
 
     async def find(self, session: AsyncSession, slug: str) -> TenantRef | None:
@@ -56,3 +72,62 @@ class TenantDirectory:
 
     def invalidate(self, slug: str) -> None:
         self._entries.pop(slug, None)
+
+    def changed(self, session: AsyncSession, slug: str) -> None:
+        """Announce, once `session` commits, that tenant `slug` changed."""
+        after_commit(session, lambda: self.announce(slug))
+
+    async def announce(self, slug: str) -> None:
+        self.invalidate(slug)
+        if self.redis is not None:
+            try:
+                await self.redis.publish(CHANGES_CHANNEL, slug)
+            except (RedisError, OSError) as exc:
+                log.warning("tenant_directory.announce_failed", error_type=type(exc).__name__)
+
+    async def listen(self, subscriber: Redis, ready: asyncio.Event | None = None) -> None:
+        """Drop the tenants other processes announce; run as a task for the process's life.
+
+        `subscriber` is a client without a read timeout (a quiet channel is not a failure),
+        with health checks so that a dead connection is noticed.
+        """
+        delay = 0.1
+        while True:
+            try:
+                async with subscriber.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(CHANGES_CHANNEL)
+                    # Announcements missed while unsubscribed are unknown: start afresh.
+                    self._entries.clear()
+                    if ready is not None:
+                        ready.set()
+                    delay = 0.1
+                    async for message in pubsub.listen():
+                        data = message.get("data")
+                        if isinstance(data, bytes):
+                            self.invalidate(data.decode(errors="replace"))
+            except (RedisError, OSError) as exc:
+                log.warning(
+                    "tenant_directory.listen_failed",
+                    error_type=type(exc).__name__,
+                    retry_in_s=delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(RESUBSCRIBE_MAX_S, delay * 2)
+
+
+@contextlib.asynccontextmanager
+async def listening(directory: TenantDirectory, redis_url: str) -> AsyncIterator[None]:
+    """Keep `directory` listening for announcements while the block runs."""
+    subscriber = Redis.from_url(redis_url, health_check_interval=30)
+    ready = asyncio.Event()
+    task = asyncio.create_task(directory.listen(subscriber, ready))
+    try:
+        # Subscribed before the process serves, unless Redis is down (then the TTL applies).
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ready.wait(), timeout=2.0)
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await subscriber.aclose()

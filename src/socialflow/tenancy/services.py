@@ -140,9 +140,13 @@ async def provision_tenant(
     agency_slug: str,
     plan: str,
     owner_email: str,
+    directory: TenantDirectory | None = None,
 ) -> ProvisionedTenant:
     """Tenant row, schema with every tenant table at head, owner membership and invitation,
-    `tenant.created` and the audit entry — all in the caller's one transaction."""
+    `tenant.created` and the audit entry — all in the caller's one transaction.
+
+    The slug may have belonged to a purged tenant: `directory` announces the new one once it
+    commits, so no process keeps serving the old row."""
     validate_new_slug(slug)
     if plan not in settings.plans:
         raise Problem(
@@ -198,6 +202,8 @@ async def provision_tenant(
         target_id=tenant_id, tenant_id=tenant_id, agency_id=agency.id,
         after={"slug": slug, "name": name, "plan": plan, "owner": owner.email},
     )  # fmt: skip
+    if directory is not None:
+        directory.changed(session, slug)
     tenant = await session.get(Tenant, tenant_id)
     assert tenant is not None
     return ProvisionedTenant(tenant, agency.slug, owner.id, owner_created)
@@ -289,7 +295,7 @@ async def change_status(
     elif transition == "restore":
         tenant.deleted_at = tenant.purge_after = None
     await _record_change(session, access, tenant, event_type, before, {"status": target})
-    directory.invalidate(tenant.slug)
+    directory.changed(session, tenant.slug)
 
 
 async def update_tenant(
@@ -315,7 +321,7 @@ async def update_tenant(
         return
     tenant.updated_at = datetime.now(UTC)
     await _record_change(session, access, tenant, "tenant.updated", before, after)
-    directory.invalidate(tenant.slug)
+    directory.changed(session, tenant.slug)
 
 
 async def _locked_tenant(session: AsyncSession, ref: TenantRef) -> Tenant:
@@ -347,6 +353,13 @@ async def _record_change(  # noqa: PLR0917 - one call site per transition, all p
     )  # fmt: skip
 
 
+PURGE_TENANT_ROWS = (
+    text("DELETE FROM shared.outbox WHERE tenant_id = :tenant"),
+    text("DELETE FROM shared.outbox_dead_letter WHERE tenant_id = :tenant"),
+    text("DELETE FROM shared.tenant_schema_migrations WHERE tenant_id = :tenant"),
+)
+
+
 async def purge_expired(
     session: AsyncSession, vault: Vault, *, now: datetime | None = None
 ) -> list[str]:
@@ -364,6 +377,11 @@ async def purge_expired(
         await session.execute(
             text(f"DROP SCHEMA IF EXISTS {quote_schema(tenant.schema_name)} CASCADE")
         )
+        # Its pending and dead events and its fleet ledger row go too, so the slug (and schema
+        # name) can be provisioned again; messages already in the broker name this tenant's
+        # id, which workers find purged and drop.
+        for statement in PURGE_TENANT_ROWS:
+            await session.execute(statement, {"tenant": tenant.id})
         await vault.shred_tenant(session, tenant.id)
         tenant.status = "purged"
         tenant.updated_at = datetime.now(UTC)

@@ -16,19 +16,34 @@ from typing import Any
 import dramatiq
 import structlog
 from dramatiq.asyncio import get_event_loop_thread
+from prometheus_client import Counter
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from socialflow.db.engine import create_engine, create_session_factory
 from socialflow.db.session import unit_of_work
-from socialflow.db.tenancy import enter_tenant_schema
-from socialflow.db.tenant_schema import schema_for_tenant
 from socialflow.outbox.events import Event
 from socialflow.settings import Settings, get_settings
 
 log = structlog.get_logger("socialflow.worker")
 
 EventHandler = Callable[[AsyncSession, Event], Awaitable[None]]
+
+# The tenant's status and, in the same round trip, its schema on this transaction's search_path
+# (SET LOCAL semantics), quoted as db.tenant_schema.search_path_for quotes it.
+_ENTER = (
+    "SELECT t.status, set_config('search_path', "
+    "'\"' || replace(t.schema_name, '\"', '\"\"') || '\", extensions', true) "
+    "FROM shared.tenants t WHERE "
+)
+ENTER_TENANT_BY_ID = text(_ENTER + "t.id = :id")
+ENTER_TENANT_BY_SLUG = text(_ENTER + "t.slug = :slug AND t.status <> 'purged'")
+LIVE_TENANT_STATUSES = frozenset({"active", "suspended"})
+EVENTS_DROPPED = Counter(
+    "socialflow_worker_events_dropped",
+    "Events not applied because their tenant is deleted, purged or unknown",
+    ["actor", "reason"],
+)
 
 RECORD_PROCESSED_SQL = text(
     "INSERT INTO shared.processed_event (event_id, actor) VALUES (:event_id, :actor) "
@@ -79,11 +94,16 @@ async def apply_event(
     envelope: dict[str, Any],
     factory: async_sessionmaker[AsyncSession],
 ) -> bool:
-    """Run `handler` for one event in its tenant's schema, once. False if already applied."""
+    """Run `handler` for one event in its tenant's schema, once. False if not applied: already
+    applied, or its tenant is deleted or purged (the event is dropped, logged and counted)."""
     event = Event.from_message_arg(envelope)
     async with unit_of_work(factory) as session:
-        if event.tenant is not None:
-            await enter_tenant_schema(session, schema_for_tenant(event.tenant))
+        if event.tenant is not None or event.tenant_id is not None:
+            status = await enter_event_tenant(session, event)
+            if status not in LIVE_TENANT_STATUSES:
+                log.warning("actor.tenant_gone", tenant_status=status or "unknown")
+                EVENTS_DROPPED.labels(actor=actor, reason=status or "unknown").inc()
+                return False
         if not await record_processed(session, event.event_id, actor):
             log.info("actor.duplicate_skipped")
             return False
@@ -95,6 +115,19 @@ async def apply_event(
         finally:
             del session.commit
     return True
+
+
+async def enter_event_tenant(session: AsyncSession, event: Event) -> str | None:
+    """Point the session at the event's tenant schema, found by the tenant's id (a slug may
+    belong to a newer tenant after a purge); return the tenant's status, None if unknown.
+
+    Messages written before tenant ids travelled name only the slug: the live tenant with it.
+    """
+    if event.tenant_id is not None:
+        row = (await session.execute(ENTER_TENANT_BY_ID, {"id": event.tenant_id})).first()
+    else:
+        row = (await session.execute(ENTER_TENANT_BY_SLUG, {"slug": event.tenant})).first()
+    return None if row is None else str(row.status)
 
 
 async def _commit_forbidden() -> None:

@@ -19,10 +19,11 @@ from tests.integration.outbox.support import TEST_ROUTES
 
 
 class HoldingRelay(OutboxRelay):
-    async def enqueue(self, client: redis.Redis, encoded: list[EncodedMessage]) -> None:
+    async def enqueue(self, client: redis.Redis, encoded: list[EncodedMessage]) -> dict[str, str]:
         await super().enqueue(client, encoded)
         print("HELD", flush=True)
         await asyncio.Event().wait()
+        return {}
 
 
 async def serve(args: argparse.Namespace) -> None:

@@ -86,9 +86,11 @@ async def test_messages_are_what_dramatiqs_redis_broker_writes(
     session_factory: Factory,
     redis_client: redis_lib.Redis,
     redis_url: str,
+    event_tenants: dict[str, uuid.UUID],
 ) -> None:
     async with session_factory() as session, session.begin():
         event_id = await _emit_one(session, tenant="alpha", event_type="note.shared")
+    alpha = str(event_tenants["alpha"])
     await make_relay().dispatch_batch()
 
     (note,) = queued_messages(redis_client, NOTES_QUEUE)
@@ -111,6 +113,7 @@ async def test_messages_are_what_dramatiqs_redis_broker_writes(
         "event_id": str(event_id),
         "event_type": "note.shared",
         "tenant": "alpha",
+        "tenant_id": alpha,
         "aggregate_type": "note",
         "aggregate_id": "n-1",
         "payload": {"body": "hello"},
@@ -121,7 +124,7 @@ async def test_messages_are_what_dramatiqs_redis_broker_writes(
         actor_name="add_note",
         args=decoded.args,
         kwargs={},
-        options={"tenant": "alpha", "request_id": None, "traceparent": None},
+        options={"tenant": "alpha", "tenant_id": alpha, "request_id": None, "traceparent": None},
         message_id=str(event_id),
         message_timestamp=decoded.message_timestamp,
     ).copy(options={"redis_message_id": redis_ids[0].decode()})

@@ -76,7 +76,8 @@ async def test_a_relay_killed_between_enqueue_and_commit_loses_nothing_and_appli
         lambda: pg.execute("SELECT count(*) FROM shared.outbox").fetchone() == (0,),
         message="backlog drained by the restarted relay",
     )
-    # At least once: every event reached the broker, the killed batch twice.
+    # At least once: every event reached the broker; the killed batch was sent twice, and its
+    # messages still queued then were not added again (deterministic ids).
     await wait_until(
         lambda: (
             redis_client.hlen(f"{NAMESPACE}:{NOTES_QUEUE}.msgs") == 0
@@ -85,7 +86,7 @@ async def test_a_relay_killed_between_enqueue_and_commit_loses_nothing_and_appli
         timeout_s=60,
         message="every message consumed",
     )
-    # Applied once: one note per event although 1,200 messages were consumed.
+    # Applied once: one note per event, however many of the killed batch ran twice.
     notes = pg.execute("SELECT event_id, count(*) FROM t_alpha.notes GROUP BY 1").fetchall()
     assert {row[0] for row in notes} == set(emitted)
     assert {row[1] for row in notes} == {1}
@@ -93,7 +94,7 @@ async def test_a_relay_killed_between_enqueue_and_commit_loses_nothing_and_appli
         r for r in caplog.records
         if isinstance(r.msg, dict) and r.msg.get("event") == "actor.duplicate_skipped"
     ]  # fmt: skip
-    assert len(skipped) == 200  # the killed batch, delivered twice, applied once
+    assert len(skipped) <= 200  # only the killed batch can be delivered twice
 
 
 async def test_redis_down_for_seconds_loses_nothing_and_the_backlog_drains_by_itself(
