@@ -7,6 +7,7 @@ import signal
 
 import structlog
 
+from outbox_relay.durability import warn_unless_durable
 from outbox_relay.relay import OutboxRelay
 from socialflow.lib.logging import configure_logging
 from socialflow.settings import get_settings
@@ -22,6 +23,9 @@ async def serve() -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    await asyncio.to_thread(
+        warn_unless_durable, settings.redis_url, settings.relay_redis_min_replicas
+    )
     # Several claim loops overlap PostgreSQL's work with this process's encoding; they claim
     # disjoint rows (SKIP LOCKED) exactly as separate relay processes would.
     relays = [OutboxRelay.from_settings(settings) for _ in range(settings.relay_concurrency)]

@@ -1,15 +1,74 @@
-"""The `socialflow` command: api, relay, worker, migrate and dev."""
+"""The `socialflow` command: api, relay, worker, migrate, dev and the operator commands."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
+import logging
+import os
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import click
 
 from socialflow.settings import get_settings
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def on_services(*, redis: bool = False) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Run the command with PostgreSQL (and Redis) of the environment, else those of DATA_DIR.
+
+    With DATABASE_URL / REDIS_URL unset, the command attaches to the embedded servers that
+    `socialflow dev` runs in DATA_DIR, or starts them for itself and stops them after; a
+    server another process still uses keeps running (see `socialflow.embedded`).
+    """
+
+    def decorate(command: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(command)
+        def run(*args: P.args, **kwargs: P.kwargs) -> R:
+            with _embedded_when_unset(redis=redis):
+                return command(*args, **kwargs)
+
+        return run
+
+    return decorate
+
+
+@contextlib.contextmanager
+def _embedded_when_unset(*, redis: bool) -> Iterator[None]:
+    from socialflow import embedded
+    from socialflow.lib.logging import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings)  # to stderr: stdout is the command's answer (e.g. --json)
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # setup chatter
+    with contextlib.ExitStack() as servers:
+        urls: dict[str, str] = {}
+        if settings.database_url is None:
+            urls["DATABASE_URL"] = servers.enter_context(embedded.database(None, settings.data_dir))
+        if redis and settings.redis_url is None:
+            urls["REDIS_URL"] = servers.enter_context(
+                embedded.redis_service(None, settings.data_dir)
+            )
+        # The environment, not a settings copy: every get_settings() of the command sees the
+        # URLs, and so do its child processes (Dramatiq's workers).
+        before = {name: os.environ.get(name) for name in urls}
+        os.environ.update(urls)
+        get_settings.cache_clear()
+        try:
+            yield
+        finally:
+            for name, value in before.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+            get_settings.cache_clear()
 
 
 @click.group()
@@ -18,6 +77,7 @@ def main() -> None:
 
 
 @main.command()
+@on_services(redis=True)
 def api() -> None:
     """Serve the HTTP API on HOST:PORT."""
     import uvicorn
@@ -36,6 +96,7 @@ def api() -> None:
 
 
 @main.command()
+@on_services(redis=True)
 def relay() -> None:
     """Dispatch committed outbox events to the broker."""
     from outbox_relay.main import main as relay_main
@@ -46,6 +107,7 @@ def relay() -> None:
 @main.command()
 @click.option("--processes", type=int, default=None, help="default: WORKER_PROCESSES")
 @click.option("--threads", type=int, default=None, help="default: WORKER_THREADS")
+@on_services(redis=True)
 def worker(processes: int | None, threads: int | None) -> None:
     """Run Dramatiq workers for every actor."""
     from dramatiq.cli import main as dramatiq_main
@@ -66,15 +128,12 @@ def worker(processes: int | None, threads: int | None) -> None:
 
 
 @main.command()
+@on_services()
 def migrate() -> None:
     """Bring the shared schema to the head revision."""
-    from socialflow import embedded
     from socialflow.db.migrate import upgrade_shared
 
-    settings = get_settings()
-    # With DATABASE_URL unset this migrates the embedded database that `socialflow dev` uses.
-    with embedded.database(settings.database_url, settings.data_dir) as database_url:
-        upgrade_shared(database_url)
+    upgrade_shared(_database_url())
     click.echo("shared schema at head")
 
 
@@ -84,14 +143,15 @@ def outbox() -> None:
 
 
 def _database_url() -> str:
-    settings = get_settings()
-    if settings.database_url is None:
+    database_url = get_settings().database_url
+    if database_url is None:  # a command without @on_services
         raise click.UsageError("DATABASE_URL is not set")
-    return settings.database_url
+    return database_url
 
 
 @outbox.command("status")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object instead of a table")
+@on_services()
 def outbox_status_command(as_json: bool) -> None:
     """Backlog due now, deferred events, age of the oldest due event, dead letters."""
     import json
@@ -116,6 +176,7 @@ def outbox_status_command(as_json: bool) -> None:
 @outbox.command("requeue-dead-letters")
 @click.argument("event_ids", nargs=-1)
 @click.option("--all", "requeue_all", is_flag=True, help="every dead letter")
+@on_services()
 def requeue_dead_letters_command(event_ids: tuple[str, ...], requeue_all: bool) -> None:
     """Move dead letters back to the outbox (after fixing what made them undeliverable)."""
     import uuid
@@ -153,6 +214,7 @@ def admin() -> None:
 @admin.command("create-operator")
 @click.option("--email", required=True)
 @click.option("--password", required=True, help="12+ characters")
+@on_services()
 def create_operator(email: str, password: str) -> None:
     """Create a platform operator (or promote an account and reset its password)."""
     from functools import partial
@@ -171,6 +233,7 @@ def create_operator(email: str, password: str) -> None:
 @click.option("--email", required=True)
 @click.option("--password", required=True, help="12+ characters")
 @click.option("--name", default=None)
+@on_services()
 def create_user_command(email: str, password: str, name: str | None) -> None:
     """Create a user account."""
     from functools import partial
@@ -191,6 +254,7 @@ def tenants() -> None:
 
 
 @tenants.command("purge-expired")
+@on_services()
 def purge_expired_command() -> None:
     """Drop the schemas of deleted tenants whose retention has passed."""
     from functools import partial
@@ -221,6 +285,7 @@ def purge_expired_command() -> None:
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="extra directory of tenant revisions (repeatable)",
 )
+@on_services()
 def migrate_tenants(  # noqa: PLR0917 - one CLI option each
     target: str,
     concurrency: int,
@@ -255,6 +320,7 @@ def migrate_tenants(  # noqa: PLR0917 - one CLI option each
 
 
 @tenants.command("status")
+@on_services()
 def tenants_status() -> None:
     """Schemas by revision and status, and the failures with their errors."""
     from socialflow.tenancy.fleet import FleetMigrator
@@ -270,6 +336,7 @@ def vault() -> None:
 
 @vault.command("rotate-master")
 @click.option("--batch-size", type=int, default=100, show_default=True)
+@on_services()
 def rotate_master_command(batch_size: int) -> None:
     """Re-wrap every tenant data key under the active master key (resumable, online)."""
     from socialflow.db.engine import create_engine, create_session_factory
@@ -290,6 +357,7 @@ def rotate_master_command(batch_size: int) -> None:
 
 @vault.command("rotate-tenant-key")
 @click.argument("slug")
+@on_services()
 def rotate_tenant_key_command(slug: str) -> None:
     """Give a tenant a new data key and re-encrypt its secrets with it."""
     from socialflow.ai.services import reseal_ai_keys
@@ -322,6 +390,7 @@ def new_key_command() -> None:
 
 
 @vault.command("status")
+@on_services()
 def vault_status_command() -> None:
     """Data keys per master key id: a key with none left can be retired from the ring."""
     from socialflow.vault.rotation import vault_status

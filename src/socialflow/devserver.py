@@ -118,8 +118,9 @@ def run_dev(settings: Settings) -> int:
     def request_stop(signum: int, _frame: object) -> None:
         stop_requested.set()
 
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
+    # SIGHUP too: closing the terminal stops the embedded servers instead of orphaning them.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, request_stop)
 
     with embedded.services(settings.database_url, settings.redis_url, settings.data_dir) as urls:
         if urls.embedded:

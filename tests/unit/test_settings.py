@@ -90,3 +90,13 @@ def test_database_urls_are_normalised_to_psycopg3() -> None:
     assert socket_url.drivername == "postgresql+psycopg"
     assert socket_url.query["host"] == "/tmp/s"
     assert libpq_url("postgresql+psycopg://u:p@h/d") == "postgresql://u:p@h/d"
+
+
+def test_caches_use_cache_redis_url_and_fall_back_to_the_broker_redis(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    clean_env.delenv("CACHE_REDIS_URL", raising=False)
+    clean_env.setenv("REDIS_URL", "redis://broker:6379/0")
+    assert Settings().effective_cache_redis_url == "redis://broker:6379/0"  # dev: one Redis
+    clean_env.setenv("CACHE_REDIS_URL", "redis://cache:6379/0")
+    assert Settings().effective_cache_redis_url == "redis://cache:6379/0"
