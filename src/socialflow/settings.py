@@ -127,7 +127,7 @@ class Settings(BaseSettings):
     )
     database_direct_url: str | None = Field(
         default=None,
-        description="direct PostgreSQL URL for LISTEN when DATABASE_URL goes through a pooler",
+        description="direct PostgreSQL URL (relay LISTEN, migrations) when DATABASE_URL is pooled",
     )
 
     # -- sign-in and request protection (security hardening) ----------------------------------
@@ -192,6 +192,8 @@ class Settings(BaseSettings):
                 for name, value in (
                     ("DATABASE_URL", self.database_url),
                     ("REDIS_URL", self.redis_url),
+                    # Caches must not share the broker's never-evicting, fsync-always Redis.
+                    ("CACHE_REDIS_URL", self.cache_redis_url),
                     ("JWT_SIGNING_KEY", self.jwt_signing_key),
                     (
                         "VAULT_MASTER_KEYS or VAULT_KMS_KEY_ID",

@@ -63,7 +63,8 @@ def test_production_refuses_to_start_without_services_and_signing_key(
     assert "DATABASE_URL" in message
     assert "JWT_SIGNING_KEY" in message
     assert "VAULT_MASTER_KEYS" in message
-    assert "REDIS_URL" not in message.split("requires", 1)[1]
+    assert "CACHE_REDIS_URL" in message
+    assert "REDIS_URL" not in message.split("requires", 1)[1].replace("CACHE_REDIS_URL", "")
 
 
 def test_production_logs_json_and_dev_logs_for_people(clean_env: pytest.MonkeyPatch) -> None:
@@ -72,6 +73,7 @@ def test_production_logs_json_and_dev_logs_for_people(clean_env: pytest.MonkeyPa
         env=Environment.PRODUCTION,
         database_url="postgresql://db/app",
         redis_url="redis://r/0",
+        cache_redis_url="redis://cache/0",
         jwt_signing_key="k" * 40,  # type: ignore[arg-type]
         vault_kms_key_id="alias/socialflow",
     )

@@ -1,20 +1,33 @@
-"""Litestar dependency: the authenticated caller from `Authorization: Bearer <token>` — a
-person's access token, or a tenant API key (`sfk_…`)."""
+"""Who is calling, from `Authorization: Bearer <token>`: a person's access token (ours, or the
+OIDC issuer's), or a tenant API key (`sfk_…`) — always checked against the database.
+
+An access token names its user; whether that user is still active and still an operator is
+read from `shared.users` (cached per process for AUTH_USER_CACHE_S), so disabling an account
+or demoting an operator takes effect within that time, not at the token's expiry.
+"""
 
 from __future__ import annotations
 
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import structlog
 from litestar import Request
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from socialflow.db.session import unit_of_work
 from socialflow.identity.oidc import is_for_issuer, oidc_principal
 from socialflow.identity.tokens import Principal, hash_token, read_access_token, unauthorized
 from socialflow.lib.logging import bind_context
+from socialflow.lib.problems import Problem
 from socialflow.lib.rate_limits import hit, remember
 
 API_KEY_PREFIX = "sfk_"
@@ -22,24 +35,104 @@ KEY_LOOKUP = text(
     "SELECT id, tenant_id, role, expires_at, revoked_at, last_used_at FROM shared.api_keys "
     "WHERE key_hash = :h"
 )
+USER_LOOKUP = text("SELECT email, is_active, is_operator FROM shared.users WHERE id = :id")
 # last_used_at is refreshed at most this often per key: a busy integration writes little.
 LAST_USED_RESOLUTION_S = 60
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Standing:
+    """What a request needs to know about a person, as the database said at `read_at`."""
+
+    email: str
+    is_active: bool
+    is_operator: bool
+    read_at: float
+
+
+class StandingCache:
+    """Users' standing per process, kept `ttl_s` (0: always ask the database), at most
+    `max_entries` users (the least recently read go first)."""
+
+    def __init__(self, ttl_s: float, max_entries: int = 10_000) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._entries: OrderedDict[uuid.UUID, Standing] = OrderedDict()
+
+    async def standing(self, session: AsyncSession, user_id: uuid.UUID) -> Standing | None:
+        now = time.monotonic()
+        cached = self._entries.get(user_id)
+        if cached is not None and now - cached.read_at < self.ttl_s:
+            return cached
+        row = (await session.execute(USER_LOOKUP, {"id": user_id})).one_or_none()
+        if row is None:
+            self._entries.pop(user_id, None)
+            return None
+        fresh = Standing(row.email, row.is_active, row.is_operator, now)
+        if self.ttl_s > 0:
+            self._entries[user_id] = fresh
+            self._entries.move_to_end(user_id)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+        return fresh
+
+
+def _standing_cache(state: State) -> StandingCache:
+    cache = state.get("user_standing")
+    if not isinstance(cache, StandingCache):
+        cache = state.setdefault("user_standing", StandingCache(state.settings.auth_user_cache_s))
+    return cache
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    scheme, _, token = (authorization or "").partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+async def resolve_principal(session: AsyncSession, state: State, token: str) -> Principal:
+    """The principal of a bearer token; a 401 problem for a token that does not open anything."""
+    if token.startswith(API_KEY_PREFIX):
+        return await _api_key_principal(session, token)
+    if is_for_issuer(state.settings, token):
+        return await oidc_principal(session, state.settings, token)
+    user_id = read_access_token(state.settings, token)
+    standing = await _standing_cache(state).standing(session, user_id)
+    if standing is None or not standing.is_active:
+        raise unauthorized("This account is disabled or no longer exists.")
+    return Principal(user_id=user_id, email=standing.email, is_operator=standing.is_operator)
+
+
+async def authenticate(state: State, authorization: str | None) -> Principal | None:
+    """The caller of a request, resolved in a unit of work of its own, or None when the header
+    opens nothing (or the database cannot say). Counts no rate limit and never raises: for
+    middleware that must know the caller before the route runs (idempotency)."""
+    token = bearer_token(authorization)
+    if token is None:
+        return None
+    try:
+        async with unit_of_work(state.session_factory) as session:
+            return await resolve_principal(session, state, token)
+    except Problem:
+        return None
+    except (SQLAlchemyError, OSError) as exc:
+        log.warning("authenticate.unavailable", error_type=type(exc).__name__)
+        return None
 
 
 async def provide_principal(
     request: Request[Any, Any, Any], state: State, session: NamedDependency[AsyncSession]
 ) -> Principal:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        raise unauthorized("Send an access token: Authorization: Bearer <token>.")
-    if token.startswith(API_KEY_PREFIX):
-        principal = await _api_key_principal(session, token)
-    elif is_for_issuer(state.settings, token):
-        principal = await oidc_principal(session, state.settings, token)
-    else:
-        principal = read_access_token(state.settings, token)
+    """Litestar dependency: the caller, or a 401 problem. A principal the idempotency
+    middleware already resolved for this request (`scope["state"]["principal"]`) is used as is."""
+    principal = request.scope.get("state", {}).get("principal")
+    if not isinstance(principal, Principal):
+        token = bearer_token(request.headers.get("authorization"))
+        if token is None:
+            raise unauthorized("Send an access token: Authorization: Bearer <token>.")
+        principal = await resolve_principal(session, state, token)
     bind_context(actor=principal.actor)
     settings = state.settings
     limit = (

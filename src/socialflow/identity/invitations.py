@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from socialflow.db.tenancy import enter_tenant_schema
 from socialflow.identity import services as identity
 from socialflow.identity.models import Invitation, User
-from socialflow.identity.passwords import hash_password, verify_password
+from socialflow.identity.passwords import verify_password
 from socialflow.identity.permissions import Role
 from socialflow.identity.tokens import hash_token
 from socialflow.lib.problems import Problem
@@ -114,8 +114,7 @@ async def accept_invitation(
     user = await session.get(User, invitation.user_id)
     assert user is not None
     if user.password_hash is None:
-        identity.check_password_strength(password)
-        user.password_hash = await hash_password(settings, password)
+        await identity.set_password(session, settings, user, password)
         user.name = name or user.name
     elif not await verify_password(settings, user.password_hash, password):
         raise Problem(401, "unauthorized", "Give this account's current password to accept.")

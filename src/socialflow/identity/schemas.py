@@ -58,3 +58,12 @@ class Me(msgspec.Struct):
     is_operator: bool
     memberships: list[Membership]
     agency_roles: list[AgencyRole]
+
+
+class IdentityLink(msgspec.Struct, forbid_unknown_fields=True):
+    id_token: Annotated[str, msgspec.Meta(min_length=1, max_length=16_384)]
+
+
+class LinkedIdentity(msgspec.Struct):
+    issuer: str
+    subject: str

@@ -90,11 +90,21 @@ async def ensure_operator(
         return await create_user(
             session, settings, email=email, password=password, is_operator=True
         )
-    user.password_hash = await hash_password(settings, password)
+    await set_password(session, settings, user, password)
     user.is_operator = True
     user.is_active = True
     await session.flush()
     return user
+
+
+async def set_password(
+    session: AsyncSession, settings: Settings, user: User, password: str
+) -> None:
+    """Give `user` a new password and end every session signed in with the old one: each
+    refresh-token family is revoked (access tokens still run out within ACCESS_TOKEN_TTL_S)."""
+    check_password_strength(password)
+    user.password_hash = await hash_password(settings, password)
+    await revoke_user_refresh_tokens(session, user.id)
 
 
 async def get_or_create_user(session: AsyncSession, email: str) -> tuple[User, bool]:
@@ -191,6 +201,15 @@ async def revoke_token_family(session: AsyncSession, family_id: uuid.UUID) -> No
     await session.execute(
         update(RefreshToken)
         .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=func.now())
+    )
+
+
+async def revoke_user_refresh_tokens(session: AsyncSession, user_id: uuid.UUID) -> None:
+    """Revoke every refresh-token family of `user_id` (a password change, a disabled account)."""
+    await session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
         .values(revoked_at=func.now())
     )
 

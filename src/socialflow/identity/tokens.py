@@ -51,7 +51,7 @@ def issue_access_token(settings: Settings, principal: Principal) -> str:
         "iss": settings.jwt_issuer,
         "sub": str(principal.user_id),
         "email": principal.email,
-        "op": principal.is_operator,
+        "op": principal.is_operator,  # informational for clients; never trusted on the way in
         "iat": now,
         "exp": now + settings.access_token_ttl_s,
         "jti": secrets.token_hex(8),
@@ -60,8 +60,12 @@ def issue_access_token(settings: Settings, principal: Principal) -> str:
     return jwt.encode(claims, settings.signing_key(), algorithm=ALGORITHM)
 
 
-def read_access_token(settings: Settings, token: str) -> Principal:
-    """The principal of a valid token; a 401 problem for anything else."""
+def read_access_token(settings: Settings, token: str) -> uuid.UUID:
+    """The user id of a valid token; a 401 problem for anything else.
+
+    Only the subject is taken from the token: whether that user is still active, and still an
+    operator, is the database's answer (`auth.py`), not the `op` claim's.
+    """
     try:
         claims: dict[str, Any] = jwt.decode(
             token,
@@ -77,12 +81,9 @@ def read_access_token(settings: Settings, token: str) -> Principal:
     if claims.get("typ") != "access":
         raise unauthorized("The access token is invalid.")
     try:
-        user_id = uuid.UUID(claims["sub"])
+        return uuid.UUID(str(claims["sub"]))
     except ValueError as exc:
         raise unauthorized("The access token is invalid.") from exc
-    return Principal(
-        user_id=user_id, email=str(claims.get("email", "")), is_operator=bool(claims.get("op"))
-    )
 
 
 def new_refresh_token() -> tuple[str, str]:

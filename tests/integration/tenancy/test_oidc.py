@@ -19,7 +19,7 @@ from litestar.testing import AsyncTestClient
 
 from socialflow.app import create_app
 from socialflow.settings import Settings
-from tests.integration.tenancy_fixtures import bearer, unique
+from tests.integration.tenancy_fixtures import PASSWORD, Platform, World, bearer, unique
 
 ISSUER = "https://idp.example.com"
 AUDIENCE = "socialflow-api"
@@ -77,19 +77,33 @@ def idp() -> Iterator[tuple[IdentityProvider, str]]:
     server.server_close()
 
 
+def _with_issuer(settings: Settings, jwks_url: str, **extra: Any) -> Settings:
+    return settings.model_copy(
+        update={
+            "oidc_issuer": ISSUER,
+            "oidc_audience": AUDIENCE,
+            "oidc_jwks_url": jwks_url,
+            # Refetch on an unknown key id at once (production waits up to 30 s).
+            "oidc_jwks_refresh_cooldown_s": 0.0,
+            **extra,
+        }
+    )
+
+
 @pytest.fixture
 async def oidc_client(
     settings: Settings, idp: tuple[IdentityProvider, str]
 ) -> AsyncIterator[AsyncTestClient[Litestar]]:
-    configured = settings.model_copy(
-        update={
-            "oidc_issuer": ISSUER,
-            "oidc_audience": AUDIENCE,
-            "oidc_jwks_url": idp[1],
-            # Refetch on an unknown key id at once (production waits up to 30 s).
-            "oidc_jwks_refresh_cooldown_s": 0.0,
-        }
-    )
+    async with AsyncTestClient(create_app(_with_issuer(settings, idp[1]))) as client:
+        yield client
+
+
+@pytest.fixture
+async def linking_client(
+    settings: Settings, idp: tuple[IdentityProvider, str]
+) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    """An app that links verified @example.com emails to existing ordinary accounts."""
+    configured = _with_issuer(settings, idp[1], oidc_link_email_domains=("Example.com",))
     async with AsyncTestClient(create_app(configured)) as client:
         yield client
 
@@ -156,3 +170,153 @@ async def test_a_token_signed_by_a_key_the_issuer_never_published_is_401(
     )  # fmt: skip
     response = await oidc_client.get("/api/v1/me", headers=bearer(forged))
     assert response.status_code == 401
+
+
+def _identities(pg: psycopg.Connection[Any], subject: str) -> list[tuple[Any, ...]]:
+    return [tuple(r) for r in pg.execute(
+        "SELECT user_id FROM shared.user_identities WHERE subject = %s", (subject,))]  # fmt: skip
+
+
+async def _sign_in(client: AsyncTestClient[Litestar], email: str) -> dict[str, str]:
+    response = await client.post("/api/v1/auth/token", json={"email": email, "password": PASSWORD})
+    assert response.status_code == 200, response.text
+    return bearer(response.json()["access_token"])
+
+
+async def test_an_existing_account_is_not_linked_by_email_unless_its_domain_is_allowed(
+    oidc_client: AsyncTestClient[Litestar],
+    idp: tuple[IdentityProvider, str],
+    platform: Platform,
+    pg: psycopg.Connection[Any],
+) -> None:
+    local = await platform.user()
+    users_before = pg.execute("SELECT count(*) FROM shared.users").fetchone()
+    subject = unique("sub")
+    response = await oidc_client.get(
+        "/api/v1/me", headers=bearer(idp[0].token(sub=subject, email=local.email))
+    )
+    assert response.status_code == 401
+    assert response.json()["type"] == "/problems/identity-link-required"
+    assert "/api/v1/me/identities" in response.json()["detail"]
+    assert _identities(pg, subject) == []
+    assert pg.execute("SELECT count(*) FROM shared.users").fetchone() == users_before
+
+
+async def test_an_ordinary_account_in_an_allowed_domain_is_linked_automatically(
+    linking_client: AsyncTestClient[Litestar],
+    idp: tuple[IdentityProvider, str],
+    platform: Platform,
+) -> None:
+    local = await platform.user()
+    own = (await platform.client.get("/api/v1/me", headers=local.headers)).json()
+    token = idp[0].token(sub=unique("sub"), email=local.email.upper())
+    response = await linking_client.get("/api/v1/me", headers=bearer(token))
+    assert response.status_code == 200, response.text
+    assert response.json()["id"] == own["id"]
+
+
+@pytest.mark.parametrize("who", ["operator", "agency admin", "inactive user"])
+async def test_operators_agency_admins_and_inactive_accounts_are_never_linked_automatically(
+    linking_client: AsyncTestClient[Litestar],
+    idp: tuple[IdentityProvider, str],
+    platform: Platform,
+    world: World,
+    pg: psycopg.Connection[Any],
+    who: str,
+) -> None:
+    if who == "operator":
+        email = world.operator.email
+    elif who == "agency admin":
+        email = world.admin_x.email
+    else:
+        email = (await platform.user()).email
+        pg.execute("UPDATE shared.users SET is_active = false WHERE email = %s", (email,))
+    subject = unique("sub")
+    response = await linking_client.get(
+        "/api/v1/me", headers=bearer(idp[0].token(sub=subject, email=email))
+    )
+    assert response.status_code == 401
+    assert response.json()["type"] == "/problems/identity-link-required"
+    assert _identities(pg, subject) == []
+
+
+async def test_a_signed_in_operator_links_an_identity_explicitly_and_then_signs_in_with_it(
+    oidc_client: AsyncTestClient[Litestar],
+    idp: tuple[IdentityProvider, str],
+    world: World,
+    pg: psycopg.Connection[Any],
+) -> None:
+    operator = await _sign_in(oidc_client, world.operator.email)
+    subject = unique("sub")
+    # The provider may know the person under another email: the link does not depend on it.
+    id_token = idp[0].token(sub=subject, email=f"{unique('elsewhere')}@example.org")
+    linked = await oidc_client.post(
+        "/api/v1/me/identities", json={"id_token": id_token}, headers=operator
+    )
+    assert linked.status_code == 201, linked.text
+    assert linked.json() == {"issuer": ISSUER, "subject": subject}
+    again = await oidc_client.post(
+        "/api/v1/me/identities", json={"id_token": id_token}, headers=operator
+    )
+    assert again.status_code == 200
+    me = await oidc_client.get("/api/v1/me", headers=bearer(id_token))
+    assert me.status_code == 200, me.text
+    assert me.json()["email"] == world.operator.email
+    assert me.json()["is_operator"] is True
+    assert pg.execute(
+        "SELECT count(*) FROM shared.platform_audit_log WHERE action = 'user.identity_linked' "
+        "AND after->>'subject' = %s",
+        (subject,),
+    ).fetchone() == (1,)
+
+
+async def test_an_identity_linked_to_another_account_cannot_be_linked_again(
+    oidc_client: AsyncTestClient[Litestar],
+    idp: tuple[IdentityProvider, str],
+    world: World,
+    pg: psycopg.Connection[Any],
+) -> None:
+    subject = unique("sub")
+    id_token = idp[0].token(sub=subject, email=f"{unique('x')}@example.org")
+    first = await oidc_client.post(
+        "/api/v1/me/identities", json={"id_token": id_token},
+        headers=await _sign_in(oidc_client, world.owner_a.email),
+    )  # fmt: skip
+    assert first.status_code == 201
+    second = await oidc_client.post(
+        "/api/v1/me/identities", json={"id_token": id_token},
+        headers=await _sign_in(oidc_client, world.owner_b.email),
+    )  # fmt: skip
+    assert second.status_code == 409
+    assert second.json()["type"] == "/problems/identity-taken"
+    owner_a = pg.execute(
+        "SELECT id FROM shared.users WHERE email = %s", (world.owner_a.email,)
+    ).fetchone()
+    assert _identities(pg, subject) == [owner_a]
+
+
+async def test_only_a_valid_token_of_the_issuer_can_be_linked(
+    oidc_client: AsyncTestClient[Litestar],
+    idp: tuple[IdentityProvider, str],
+    world: World,
+    pg: psycopg.Connection[Any],
+) -> None:
+    headers = await _sign_in(oidc_client, world.owner_a.email)
+    subject = unique("sub")
+    stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    now = int(time.time())
+    claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": subject, "iat": now, "exp": now + 60}
+    candidates = {
+        "forged": jwt.encode(claims, stranger, algorithm="RS256",
+                             headers={"kid": idp[0].published[0]}),
+        "other issuer": idp[0].token(sub=subject, iss="https://elsewhere.example"),
+        "expired": idp[0].token(sub=subject, exp=now - 60),
+        "wrong audience": idp[0].token(sub=subject, aud="another-app"),
+    }  # fmt: skip
+    for name, token in candidates.items():
+        response = await oidc_client.post(
+            "/api/v1/me/identities", json={"id_token": token}, headers=headers
+        )
+        assert response.status_code == 422, name
+        assert response.json()["type"] == "/problems/invalid-identity-token", name
+    assert _identities(pg, subject) == []
