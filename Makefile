@@ -29,6 +29,7 @@ run: $(STAMP) ## Run API + relay + worker (embedded PostgreSQL/Redis unless DATA
 
 .PHONY: test
 test: $(STAMP) ## Run the whole test suite against real PostgreSQL + pgvector and Redis
+	@bash scripts/ensure-test-packages
 	@$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 .PHONY: lint

@@ -26,7 +26,9 @@ def include_object(
 
 def run_migrations_online() -> None:
     url = sqlalchemy_url(config.get_main_option("sqlalchemy.url") or "")
-    engine = create_engine(url, poolclass=pool.NullPool)
+    # Pooler-safe: the lock and the settings are per transaction, and nothing is prepared
+    # server-side (a transaction pooler may hand the next transaction another server).
+    engine = create_engine(url, poolclass=pool.NullPool, connect_args={"prepare_threshold": None})
     with engine.connect() as connection, connection.begin():
         connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
         connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{SHARED_SCHEMA}"'))

@@ -25,7 +25,9 @@ def tenant_schema() -> str:
 def run_migrations_online() -> None:
     schema = tenant_schema()
     url = sqlalchemy_url(config.get_main_option("sqlalchemy.url") or "")
-    engine = create_engine(url, poolclass=pool.NullPool)
+    # Pooler-safe: the search_path is per transaction, and nothing is prepared server-side
+    # (a transaction pooler may hand the next transaction another server).
+    engine = create_engine(url, poolclass=pool.NullPool, connect_args={"prepare_threshold": None})
     with engine.connect() as connection, connection.begin():
         connection.execute(text(f"CREATE SCHEMA IF NOT EXISTS {quote_schema(schema)}"))
         # Unqualified names in tenant revisions resolve to this schema, types to extensions.

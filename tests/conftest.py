@@ -27,7 +27,11 @@ from socialflow.db.migrate import upgrade_shared
 from socialflow.lib.logging import configure_logging
 from socialflow.settings import Environment, Settings
 
-pytest_plugins = ["tests.integration.worker_fixtures", "tests.integration.tenancy_fixtures"]
+pytest_plugins = [
+    "tests.integration.worker_fixtures",
+    "tests.integration.tenancy_fixtures",
+    "tests.integration.pooler_fixtures",
+]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -133,7 +133,7 @@ def migrate() -> None:
     """Bring the shared schema to the head revision."""
     from socialflow.db.migrate import upgrade_shared
 
-    upgrade_shared(_database_url())
+    upgrade_shared(_migration_url())
     click.echo("shared schema at head")
 
 
@@ -147,6 +147,13 @@ def _database_url() -> str:
     if database_url is None:  # a command without @on_services
         raise click.UsageError("DATABASE_URL is not set")
     return database_url
+
+
+def _migration_url() -> str:
+    """Migrations skip a transaction pooler when DATABASE_DIRECT_URL names the database."""
+    from socialflow.db.migrate import migration_database_url
+
+    return migration_database_url(get_settings()) or _database_url()
 
 
 @outbox.command("status")
@@ -304,7 +311,7 @@ def migrate_tenants(  # noqa: PLR0917 - one CLI option each
     from socialflow.tenancy.fleet_cli import run_check, run_dry, run_migrate, run_verify
 
     migrator = FleetMigrator(
-        _database_url(),
+        _migration_url(),
         version_locations=version_locations,
         concurrency=concurrency,
         lock_timeout_ms=lock_timeout_ms,
@@ -326,7 +333,7 @@ def tenants_status() -> None:
     from socialflow.tenancy.fleet import FleetMigrator
     from socialflow.tenancy.fleet_cli import run_status
 
-    asyncio.run(run_status(FleetMigrator(_database_url())))
+    asyncio.run(run_status(FleetMigrator(_migration_url())))
 
 
 @main.group()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from sqlalchemy.engine import make_url
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -15,6 +18,9 @@ from socialflow.settings import Settings
 # The shared schema holds every table that is not a tenant's; it is always schema-qualified.
 SHARED_SCHEMA = "shared"
 EXTENSIONS_SCHEMA = "extensions"
+# Sessions without a tenant resolve unqualified names in `extensions` only, so a query that
+# forgot its tenant fails instead of reading another schema.
+NO_TENANT_SEARCH_PATH = EXTENSIONS_SCHEMA
 
 
 def sqlalchemy_url(url: str, *, driver: str = "psycopg") -> str:
@@ -34,15 +40,60 @@ def create_engine(settings: Settings, *, database_url: str | None = None) -> Asy
     url = database_url or settings.database_url
     if url is None:
         raise RuntimeError("DATABASE_URL is not set and no embedded database was started")
-    # No tenant → no tenant schema on the path; tenant transactions set theirs with SET LOCAL.
-    options = f"-c statement_timeout={settings.db_statement_timeout_ms} -c search_path=extensions"
-    return create_async_engine(
+    pooled = settings.db_pooler == "transaction"
+    connect_args: dict[str, Any] = {"application_name": "socialflow"}
+    if pooled:
+        # A transaction pooler refuses startup options (or drops them) and hands each
+        # transaction to any server connection: no session state, no server-side prepares.
+        # The driver does not BEGIN by itself: begin_with_defaults() does (see there).
+        connect_args |= {"prepare_threshold": None, "autocommit": True}
+    else:
+        # No tenant → no tenant schema on the path; tenant transactions set theirs with SET LOCAL.
+        connect_args["options"] = (
+            f"-c statement_timeout={settings.db_statement_timeout_ms} "
+            f"-c search_path={NO_TENANT_SEARCH_PATH}"
+        )
+    engine = create_async_engine(
         sqlalchemy_url(url),
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_pre_ping=True,
-        connect_args={"options": options, "application_name": "socialflow"},
+        connect_args=connect_args,
     )
+    if pooled:
+        begin_with_defaults(engine, settings.db_statement_timeout_ms)
+    return engine
+
+
+def transaction_defaults_sql(statement_timeout_ms: int) -> str:
+    """One statement giving a transaction the fail-closed search_path and the timeout."""
+    # Literals, not parameters: the statement can share a simple query with BEGIN.
+    return (
+        f"SELECT set_config('search_path', '{NO_TENANT_SEARCH_PATH}', true), "
+        f"set_config('statement_timeout', '{int(statement_timeout_ms)}', true)"
+    )
+
+
+def begin_with_defaults(engine: AsyncEngine, statement_timeout_ms: int) -> None:
+    """Behind a transaction pooler, every transaction starts by setting its own defaults.
+
+    Per transaction, not per role: the server connection may come straight from another client
+    that left session state on it, so each transaction sets what it relies on (SET LOCAL, gone
+    at its end). The driver is in autocommit mode, so BEGIN is ours to send, and it travels with
+    the defaults in one simple query: no round trip is added. psycopg's commit() and rollback()
+    follow the server's transaction status, so they end that transaction as usual.
+    """
+    defaults = transaction_defaults_sql(statement_timeout_ms)
+
+    def on_begin(connection: Connection) -> None:
+        if connection.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+            return  # asked for no transaction: there is none to set defaults in
+        if connection.connection.dbapi_connection.autocommit:  # type: ignore[union-attr]
+            connection.exec_driver_sql(f"BEGIN; {defaults}")
+        else:  # an isolation level was set: the driver sends its own BEGIN first
+            connection.exec_driver_sql(defaults)
+
+    event.listen(engine.sync_engine, "begin", on_begin)
 
 
 def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

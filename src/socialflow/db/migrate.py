@@ -9,10 +9,20 @@ from alembic import command
 from alembic.config import Config
 
 from socialflow.db.engine import sqlalchemy_url
+from socialflow.settings import Settings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 SHARED_TREE = PROJECT_ROOT / "migrations"
 TENANT_TREE = PROJECT_ROOT / "tenant_migrations"
+
+
+def migration_database_url(settings: Settings) -> str | None:
+    """Where migrations connect: DATABASE_DIRECT_URL when set, else DATABASE_URL.
+
+    They work through a transaction pooler too (their locks and settings are per transaction),
+    but their long DDL transactions would hold one of its few server connections meanwhile.
+    """
+    return settings.database_direct_url or settings.database_url
 
 
 def alembic_config(tree: Path, database_url: str, *, output_buffer: TextIO | None = None) -> Config:

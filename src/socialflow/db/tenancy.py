@@ -5,12 +5,12 @@ from __future__ import annotations
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from socialflow.db.engine import NO_TENANT_SEARCH_PATH
 from socialflow.db.tenant_schema import search_path_for
 
-# Sessions without a tenant resolve unqualified names in `extensions` only (set per
-# connection in db.engine), so a query that forgot its tenant fails instead of reading
-# another schema; shared tables are always schema-qualified.
-NO_TENANT_SEARCH_PATH = "extensions"
+# Sessions without a tenant resolve unqualified names in `extensions` only (set by db.engine
+# per connection, or per transaction behind a pooler); shared tables are always qualified.
+__all__ = ["NO_TENANT_SEARCH_PATH", "enter_tenant_schema"]
 
 
 async def enter_tenant_schema(session: AsyncSession, schema: str) -> None:

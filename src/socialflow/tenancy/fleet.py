@@ -27,6 +27,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from psycopg import sql
+from psycopg.rows import TupleRow
 
 from socialflow.db.engine import libpq_url
 from socialflow.db.migrate import TENANT_TREE, alembic_config
@@ -128,6 +129,13 @@ class FleetMigrator:
         self.lock_timeout_ms = lock_timeout_ms
         self.statement_timeout_ms = statement_timeout_ms
 
+    async def _connect(self) -> psycopg.AsyncConnection[TupleRow]:
+        # Safe behind a transaction pooler: every setting and lock here is per transaction, and
+        # nothing is prepared server-side (the next transaction may get another server).
+        return await psycopg.AsyncConnection.connect(
+            self.database_url, application_name="socialflow-fleet-migrate", prepare_threshold=None
+        )
+
     # -- revisions and rendered SQL -----------------------------------------------------
 
     def head(self) -> str:
@@ -150,21 +158,21 @@ class FleetMigrator:
 
     async def pending(self, target: str, only: Sequence[str] | None = None) -> list[SchemaState]:
         """Schemas not at `target` (or whose last run failed): one query."""
-        async with await psycopg.AsyncConnection.connect(self.database_url) as conn:
+        async with await self._connect() as conn:
             rows = await conn.execute(
                 PENDING_SQL, {"target": target, "only": list(only) if only else None}
             )
             return [SchemaState(*row) for row in await rows.fetchall()]
 
     async def status(self) -> tuple[list[tuple[str, str, int]], list[tuple[object, ...]]]:
-        async with await psycopg.AsyncConnection.connect(self.database_url) as conn:
+        async with await self._connect() as conn:
             counts = await (await conn.execute(STATUS_SQL)).fetchall()
             failures = await (await conn.execute(FAILURES_SQL)).fetchall()
         return [(str(r), str(s), int(n)) for r, s, n in counts], list(failures)
 
     async def verify(self) -> list[tuple[str, str | None, str | None]]:
         """(schema, ledger revision, schema's own version) for every disagreement."""
-        async with await psycopg.AsyncConnection.connect(self.database_url) as conn:
+        async with await self._connect() as conn:
             ledger: dict[str, str] = dict(
                 await (
                     await conn.execute(
@@ -238,9 +246,7 @@ class FleetMigrator:
         halted = asyncio.Event()  # fail-fast: no new schema after a failure
 
         async def worker() -> None:
-            async with await psycopg.AsyncConnection.connect(
-                self.database_url, application_name="socialflow-fleet-migrate"
-            ) as conn:
+            async with await self._connect() as conn:
                 while not (stop.is_set() or halted.is_set()) and not queue.empty():
                     outcome = await self._migrate_one(conn, queue.get_nowait(), target)
                     summary.outcomes.append(outcome)

@@ -15,7 +15,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from socialflow.app import create_app
 from socialflow.settings import Settings
+from tests.integration.pooler_fixtures import PgBouncer, through_pooler
 from tests.integration.tenancy_fixtures import Platform, World
+
+
+@pytest.fixture(params=["direct", "through-pgbouncer"])
+def settings(request: pytest.FixtureRequest, settings: Settings) -> Settings:
+    """Every test here runs twice: straight to PostgreSQL, and with the app, its fixtures and
+    the provisioning of the tenants going through PgBouncer in transaction mode."""
+    if request.param == "direct":
+        return settings
+    bouncer: PgBouncer = request.getfixturevalue("pgbouncer")
+    return through_pooler(settings, bouncer)
 
 
 async def _set_display_name(
