@@ -26,6 +26,13 @@ async def serve() -> None:
     await asyncio.to_thread(
         warn_unless_durable, settings.redis_url, settings.relay_redis_min_replicas
     )
+    if settings.db_pooler == "transaction" and settings.database_direct_url is None:
+        # LISTEN through a transaction pooler is never woken: the relay would only poll.
+        log.warning(
+            "relay.listen_through_pooler",
+            hint="set DATABASE_DIRECT_URL so the relay wakes on NOTIFY",
+            poll_interval_s=settings.relay_poll_interval_s,
+        )
     # Several claim loops overlap PostgreSQL's work with this process's encoding; they claim
     # disjoint rows (SKIP LOCKED) exactly as separate relay processes would.
     relays = [OutboxRelay.from_settings(settings) for _ in range(settings.relay_concurrency)]

@@ -27,6 +27,7 @@ from socialflow.vault.keyring import (
     master_keys_from_settings,
     new_master_key,
 )
+from tests.log_capture import ProcessOutput, process_output_fixture  # noqa: F401
 
 CONTEXT = {"tenant_id": "8b0c6c1e-0000-4000-8000-000000000001", "key_version": "1"}
 
@@ -117,7 +118,7 @@ def test_malformed_master_keys_are_refused_without_quoting_them(tmp_path: Path, 
 
 
 def test_a_dev_key_is_generated_once_kept_private_and_reused(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, process_output: ProcessOutput
 ) -> None:
     caplog.set_level(logging.DEBUG)
     settings = settings_for(tmp_path / "data")
@@ -137,6 +138,9 @@ def test_a_dev_key_is_generated_once_kept_private_and_reused(
     assert len(base64.b64decode(encoded)) == 32
     assert encoded not in caplog.text
     assert all(encoded not in r.getMessage() for r in caplog.records)
+    # The warning reached the process's stderr too, without the key.
+    process_output.assert_logged("vault.generated_dev_master_key")
+    assert encoded not in process_output.everything()
 
 
 def test_processes_starting_together_share_one_dev_key(tmp_path: Path) -> None:

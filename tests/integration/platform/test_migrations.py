@@ -10,6 +10,7 @@ from alembic.script import ScriptDirectory
 
 from socialflow.db.migrate import SHARED_TREE, alembic_config, upgrade_shared, upgrade_tenant
 from socialflow.db.tenant_schema import InvalidSchemaName
+from socialflow.tenancy.schema_ddl import tenant_head
 
 
 def test_shared_head_puts_pgvector_in_the_extensions_schema(
@@ -32,16 +33,49 @@ def test_shared_upgrade_is_idempotent(database_url: str, pg: psycopg.Connection[
     assert pg.execute("SELECT count(*) FROM shared.alembic_version").fetchone() == (1,)
 
 
-def test_tenant_tree_migrates_the_schema_it_is_given(
+# The tables of the tenant tree (a later revision may add more; these must always be there).
+TENANT_TABLES = {"alembic_version", "settings", "audit_log", "ai_provider_keys", "ai_settings"}
+PROBES = ("t_migration_probe", "t_migration_probe_2")
+
+
+def _tables(pg: psycopg.Connection[Any], *, in_schema: str) -> set[str]:
+    rows = pg.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (in_schema,)
+    )
+    return {row[0] for row in rows}
+
+
+def _tables_outside(pg: psycopg.Connection[Any], schemas: tuple[str, ...]) -> set[tuple[str, str]]:
+    rows = pg.execute(
+        "SELECT table_schema, table_name FROM information_schema.tables "
+        "WHERE table_schema <> ALL(%s)",
+        (list(schemas),),
+    )
+    return {(row[0], row[1]) for row in rows}
+
+
+def test_tenant_tree_creates_the_tenant_tables_in_the_schema_it_is_given_and_nowhere_else(
     database_url: str, pg: psycopg.Connection[Any]
 ) -> None:
-    pg.execute("DROP SCHEMA IF EXISTS t_migration_probe CASCADE")
-    upgrade_tenant(database_url, "t_migration_probe")
-    exists = pg.execute(
-        "SELECT count(*) FROM pg_namespace WHERE nspname = 't_migration_probe'"
-    ).fetchone()
-    assert exists == (1,)
-    pg.execute("DROP SCHEMA t_migration_probe CASCADE")
+    for probe in PROBES:
+        pg.execute(f"DROP SCHEMA IF EXISTS {probe} CASCADE")
+    elsewhere = _tables_outside(pg, PROBES)
+    try:
+        for probe in PROBES:
+            upgrade_tenant(database_url, probe)
+            tables = _tables(pg, in_schema=probe)
+            assert tables >= TENANT_TABLES, f"{probe} lacks {TENANT_TABLES - tables}"
+            version = pg.execute(f"SELECT version_num FROM {probe}.alembic_version").fetchall()
+            assert version == [(tenant_head(),)]
+            # The data steps ran in the schema too (the settings row the first revision adds).
+            assert pg.execute(f"SELECT id FROM {probe}.settings").fetchall() == [(1,)]
+        # Each schema has its own full set.
+        assert _tables(pg, in_schema=PROBES[0]) == _tables(pg, in_schema=PROBES[1])
+        # Nothing landed in shared, public, extensions or another tenant's schema.
+        assert _tables_outside(pg, PROBES) == elsewhere
+    finally:
+        for probe in PROBES:
+            pg.execute(f"DROP SCHEMA IF EXISTS {probe} CASCADE")
 
 
 def test_tenant_tree_refuses_a_schema_name_outside_the_pattern(

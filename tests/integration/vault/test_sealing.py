@@ -17,6 +17,7 @@ from socialflow.db.session import unit_of_work
 from socialflow.vault.keyring import KeyRing, VaultError, WrappedKey
 from socialflow.vault.service import SealedSecret, Vault, data_key_context
 from tests.integration.vault import CountingKeys, make_tenants, ring
+from tests.log_capture import ProcessOutput, process_output_fixture  # noqa: F401
 
 Factory = async_sessionmaker[AsyncSession]
 PURPOSE = "test.api_key"
@@ -233,6 +234,7 @@ async def test_no_data_key_for_a_purged_or_unknown_tenant(
 async def test_no_log_line_or_error_reveals_a_plaintext_or_a_key(
     session_factory: Factory, vault: Vault, keyring: tuple[KeyRing, dict[str, bytes]],
     tenants: list[uuid.UUID], pg: psycopg.Connection[Any], caplog: pytest.LogCaptureFixture,
+    process_output: ProcessOutput,
 ) -> None:  # fmt: skip
     caplog.set_level(logging.DEBUG)
     plaintext = f"sk-live-{uuid.uuid4().hex}"
@@ -268,6 +270,10 @@ async def test_no_log_line_or_error_reveals_a_plaintext_or_a_key(
     vault_lines = [line for line in lines if "vault." in line]
     assert any("data_key_created" in line for line in vault_lines)
     assert any("secret_refused" in line for line in vault_lines)
+    # The same lines reached the process's stderr, which is checked too.
+    process_output.assert_logged("vault.data_key_created")
+    process_output.assert_logged("vault.secret_refused")
+    lines.append(process_output.everything())
     texts = lines + ["".join(traceback.format_exception(error)) for error in errors]
     texts += [repr(error) for error in errors]
     for text in texts:
