@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from socialflow.db.tenant_schema import quote_schema, schema_for_tenant
@@ -122,6 +123,7 @@ class ProvisionedTenant:
     owner_created: bool
 
 
+DUPLICATE_SCHEMA = "42P06"
 INSERT_TENANT = text("""
 INSERT INTO shared.tenants (id, slug, name, agency_id, plan, schema_name)
 VALUES (:id, :slug, :name, :agency_id, :plan, :schema_name)
@@ -172,7 +174,17 @@ async def provision_tenant(
     )  # fmt: skip
     if inserted.scalar_one_or_none() is None:
         raise Problem(409, "slug-taken", f"The slug {slug!r} is taken.")
-    revision = await create_tenant_schema(session, schema)
+    try:
+        revision = await create_tenant_schema(session, schema)
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) != DUPLICATE_SCHEMA:
+            raise
+        # A schema of that name outside any live tenant (left by hand, or restored from a
+        # backup): refuse, and the transaction rolls back whole.
+        raise Problem(
+            409, "schema-exists", f"A schema for {slug!r} exists already; an operator must "
+            "remove it before this slug can be provisioned.",
+        ) from exc  # fmt: skip
     await session.execute(
         text(
             "INSERT INTO shared.tenant_schema_migrations (schema_name, tenant_id, revision, "

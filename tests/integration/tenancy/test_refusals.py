@@ -160,8 +160,9 @@ async def test_provisioning_that_fails_midway_leaves_no_row_event_or_audit_entry
             world.operator, slug=slug, agency=world.agency_x,
             owner_email=f"{unique('new-owner')}@example.com",
         )  # fmt: skip
-        assert response.status_code >= 400, response.text
+        assert response.status_code == 409, response.text
         assert response.headers["content-type"].startswith("application/problem+json")
+        assert response.json()["type"] == "/problems/schema-exists"
 
         assert_unchanged(before, snapshot(pg, world))
     finally:
