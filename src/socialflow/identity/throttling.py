@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from socialflow.lib.problems import Problem
-from socialflow.lib.rate_limits import hit, remember
+from socialflow.lib.rate_limits import count_in_window, hit, remember
 
 # Answers that mean a wrong credential; a 422 (a weak new password) or a 503 is not a guess.
 COUNTED_FAILURES = frozenset({401, 403, 404, 410})
@@ -89,26 +88,19 @@ async def sign_in_attempt(
 async def _reserve(
     redis: Redis, endpoint: str, account: str, limit: int, window_s: int
 ) -> _Reservation | None:
-    now = int(time.time())
-    window_start = now - now % window_s
     digest = hashlib.sha256(account.encode()).hexdigest()[:32]  # no emails in Redis keys
-    key = f"socialflow:signin:{endpoint}:{digest}:{window_start}"
     try:
-        async with redis.pipeline(transaction=True) as pipe:
-            pipe.incr(key)
-            pipe.expire(key, window_s + 5)
-            count, _ = await pipe.execute()
+        counted = await count_in_window(redis, f"socialflow:signin:{endpoint}:{digest}", window_s)
     except (RedisError, OSError) as exc:
         log.warning("signin_throttle.unavailable", error_type=type(exc).__name__)
         return None
-    if count > limit:
-        retry_after = window_start + window_s - now
+    if counted.count > limit:
         raise Problem(
             429, "rate-limited",
-            f"Too many failed attempts for this account; retry in {retry_after} s.",
-            headers={"Retry-After": str(retry_after)},
+            f"Too many failed attempts for this account; retry in {counted.reset_s} s.",
+            headers={"Retry-After": str(counted.reset_s)},
         )  # fmt: skip
-    return _Reservation(key, window_s)
+    return _Reservation(counted.key, window_s)
 
 
 async def _give_back(redis: Redis, reservation: _Reservation | None) -> None:

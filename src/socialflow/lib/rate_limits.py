@@ -28,21 +28,39 @@ class Window:
     reset_s: int
 
 
+@dataclass(frozen=True)
+class Count:
+    """One request counted in a fixed window: the window's key, its count and reset."""
+
+    key: str
+    count: int
+    window_s: int
+    reset_s: int
+
+
+async def count_in_window(redis: Redis, prefix: str, window_s: int = WINDOW_S) -> Count:
+    """INCR the counter of the current `window_s` window under `prefix` (atomic across every
+    process sharing Redis); Redis errors propagate, callers decide how to fail."""
+    now = int(time.time())
+    window_start = now - now % window_s
+    key = f"{prefix}:{window_start}"
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.incr(key)
+        pipe.expire(key, window_s + 5)
+        count, _ = await pipe.execute()
+    return Count(key=key, count=count, window_s=window_s, reset_s=window_start + window_s - now)
+
+
 async def hit(redis: Redis, scope: str, limit: int) -> Window:
     """Count one request against `scope`; a 429 problem (with Retry-After) past the limit."""
-    now = int(time.time())
-    window_start = now - now % WINDOW_S
-    key = f"socialflow:ratelimit:{scope}:{window_start}"
-    reset = window_start + WINDOW_S - now
     try:
-        async with redis.pipeline(transaction=True) as pipe:
-            pipe.incr(key)
-            pipe.expire(key, WINDOW_S + 5)
-            count, _ = await pipe.execute()
+        counted = await count_in_window(redis, f"socialflow:ratelimit:{scope}")
     except (RedisError, OSError) as exc:
         # Fail open: an unreachable Redis must not take the API down with it (/ready says it).
         log.warning("rate_limit.unavailable", error_type=type(exc).__name__)
-        return Window(limit=limit, remaining=limit, reset_s=reset)
+        now = int(time.time())
+        return Window(limit=limit, remaining=limit, reset_s=WINDOW_S - now % WINDOW_S)
+    count, reset = counted.count, counted.reset_s
     if count > limit:
         raise Problem(
             429,
