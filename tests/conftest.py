@@ -40,6 +40,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         for tier in ("unit", "integration", "e2e"):
             if f"tests/{tier}/" in str(item.path).replace(os.sep, "/"):
                 item.add_marker(getattr(pytest.mark, tier))
+        _name_each_operation(item)
+
+
+def _name_each_operation(item: pytest.Item) -> None:
+    """Schemathesis names its per-operation items `test[GET /path]` but gives them all the
+    test's node id; pytest-xdist hands out tests by node id, so all but one would never run.
+    Give each its own (the same on the controller and every worker)."""
+    if "[" in item.name and not item.nodeid.endswith("]"):
+        from _pytest.nodeid import coerce_node_id  # pytest 9 keeps the id as a NodeId
+
+        item._id = coerce_node_id(f"{item.nodeid}[{item.name.split('[', 1)[1]}")
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,9 @@ from socialflow.health.controllers import HealthController
 from socialflow.identity.auth import provide_principal
 from socialflow.identity.controllers import AuthController, InvitationController, MeController
 from socialflow.lib.idempotency import IdempotencyMiddleware
+from socialflow.lib.input_guard import refuse_unsafe_text
 from socialflow.lib.logging import configure_logging
+from socialflow.lib.openapi import document_problems
 from socialflow.lib.problems import EXCEPTION_HANDLERS
 from socialflow.lib.request_context import RequestContextMiddleware
 from socialflow.settings import Settings, get_settings
@@ -68,6 +70,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "principal": Provide(provide_principal),
         },
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        guards=[refuse_unsafe_text],  # NUL / invalid UTF-8 in any input: 422
         on_startup=[open_resources],
         on_shutdown=[close_resources],
         state=State(
@@ -90,4 +93,5 @@ def create_app(settings: Settings | None = None) -> Litestar:
     # Outermost, around routing and error handling, so 404s and 500s carry the id too.
     idempotent: Any = IdempotencyMiddleware(app.asgi_handler, lambda: app.state.redis)
     app.asgi_handler = RequestContextMiddleware(idempotent)
+    document_problems(app)
     return app

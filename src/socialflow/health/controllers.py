@@ -50,7 +50,7 @@ class HealthController(Controller):
     async def health(self) -> Health:
         return Health(status="ok")
 
-    @get("/ready", summary="Readiness: PostgreSQL and Redis answer")
+    @get("/ready", summary="Readiness: PostgreSQL and Redis answer", opt={"problems": (503,)})
     async def ready(self, state: State, request: Request[Any, Any, Any]) -> Response[Any]:
         timeout_s: float = state.settings.ready_timeout_s
         results = dict(

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 from urllib.parse import urlencode
 
@@ -18,6 +20,53 @@ T = TypeVar("T")
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
+# Cursors this API returns are a few dozen characters; a longer one was not made here.
+MAX_CURSOR_LENGTH = 512
+_BIGINT = re.compile(r"-?[0-9]{1,19}")
+_BIGINT_RANGE = range(-(2**63), 2**63)
+
+
+@dataclass(frozen=True)
+class SortKey:
+    """The columns a list is ordered by, each with the type its cursor part must parse as.
+
+    A cursor is opaque to clients but not trusted: each part is parsed to its column's type
+    here, so a forged one is a 422 and never reaches SQL as a value PostgreSQL refuses.
+    """
+
+    columns: tuple[tuple[str, type[Any]], ...]
+
+    @classmethod
+    def of(cls, **columns: type[Any]) -> SortKey:
+        """`SortKey.of(created_at=datetime, id=uuid.UUID)`: the order of the keywords is kept."""
+        return cls(tuple(columns.items()))
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.columns)
+
+    def parse(self, parts: tuple[str, ...]) -> tuple[Any, ...]:
+        if len(parts) != len(self.columns):
+            raise ValueError("wrong number of parts")
+        kinds = (kind for _, kind in self.columns)
+        return tuple(_parse_part(part, kind) for part, kind in zip(parts, kinds, strict=True))
+
+
+def _parse_part(raw: str, kind: type[Any]) -> Any:
+    if kind is int:
+        if not _BIGINT.fullmatch(raw) or int(raw) not in _BIGINT_RANGE:
+            raise ValueError("not a bigint")
+        return int(raw)
+    if kind is datetime:
+        moment = datetime.fromisoformat(raw)
+        if moment.tzinfo is None:
+            raise ValueError("a cursor's time has a zone")
+        return moment
+    if kind is uuid.UUID:
+        return uuid.UUID(raw)
+    if kind is str:
+        return raw
+    raise TypeError(f"no cursor parser for {kind!r}")
 
 
 @dataclass(frozen=True)
@@ -26,15 +75,34 @@ class PageRequest:
     after: tuple[Any, ...] | None  # the sort key of the last item of the previous page
 
 
-def page_request(limit: int | None, cursor: str | None) -> PageRequest:
+def page_request(limit: int | None, cursor: str | None, key: SortKey | None = None) -> PageRequest:
+    """The page a list request asks for; with `key`, the cursor's parts come typed.
+
+    Without `key` the parts stay text (checked to be text PostgreSQL accepts).
+    """
     if limit is None:
         limit = DEFAULT_LIMIT
     if not 1 <= limit <= MAX_LIMIT:
         raise Problem(
             422, "validation-error", f"limit must be between 1 and {MAX_LIMIT}.",
-            errors=[{"field": "limit", "message": f"1 to {MAX_LIMIT}"}],
+            errors=[{"field": "limit", "source": "query", "message": f"1 to {MAX_LIMIT}"}],
         )  # fmt: skip
-    return PageRequest(limit=limit, after=decode_cursor(cursor) if cursor else None)
+    if not cursor:
+        return PageRequest(limit=limit, after=None)
+    parts = decode_cursor(cursor)
+    if key is not None:
+        try:
+            parts = key.parse(parts)
+        except ValueError as exc:
+            raise _invalid_cursor() from exc
+    return PageRequest(limit=limit, after=parts)
+
+
+def _invalid_cursor() -> Problem:
+    return Problem(
+        422, "invalid-cursor", "The cursor is not one this API returned.",
+        errors=[{"field": "cursor", "source": "query", "message": "invalid"}],
+    )  # fmt: skip
 
 
 def encode_cursor(key: tuple[Any, ...]) -> str:
@@ -42,17 +110,22 @@ def encode_cursor(key: tuple[Any, ...]) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> tuple[Any, ...]:
+def decode_cursor(cursor: str) -> tuple[str, ...]:
+    """The cursor's parts as text: a JSON list of strings, each valid UTF-8 without NUL."""
     try:
+        if len(cursor) > MAX_CURSOR_LENGTH:
+            raise ValueError("too long")
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         parts = json.loads(raw)
         if not isinstance(parts, list) or not all(isinstance(p, str) for p in parts):
             raise ValueError("not a cursor")
-    except ValueError as exc:
-        raise Problem(
-            422, "invalid-cursor", "The cursor is not one this API returned.",
-            errors=[{"field": "cursor", "message": "invalid"}],
-        ) from exc  # fmt: skip
+        for part in parts:
+            # PostgreSQL refuses NUL in text, and a lone surrogate cannot be encoded.
+            if "\x00" in part:
+                raise ValueError("NUL in a cursor")
+            part.encode("utf-8")
+    except (ValueError, RecursionError) as exc:
+        raise _invalid_cursor() from exc
     return tuple(parts)
 
 
@@ -82,14 +155,14 @@ def page_response(
     request: Request[Any, Any, Any],
     rows: list[dict[str, Any]],
     page: PageRequest,
-    key: tuple[str, ...],
+    key: SortKey | tuple[str, ...],
     body_type: type[T],
 ) -> Response[T]:
     """A list endpoint's answer: `{items, next_cursor}` as `body_type`, with the Link header.
 
     UUID values become strings, as the response structs carry ids as text.
     """
-    result = paginate(rows, page, key)
+    result = paginate(rows, page, key.names if isinstance(key, SortKey) else key)
     items = [{k: str(v) if isinstance(v, uuid.UUID) else v for k, v in row.items()}
              for row in result.items]  # fmt: skip
     body = msgspec.convert({"items": items, "next_cursor": result.next_cursor}, body_type)

@@ -96,7 +96,7 @@ def handle_http_exception(
         errors = [
             {
                 "field": item.get("key"),
-                "source": str(item.get("source")) if item.get("source") is not None else None,
+                "source": _source_name(item.get("source")),
                 "message": item.get("message"),
             }
             for item in (exc.extra if isinstance(exc.extra, list) else [])
@@ -118,6 +118,13 @@ def handle_http_exception(
         detail=detail or _default_detail(request, status),
         headers=dict(exc.headers or {}),
     )
+
+
+def _source_name(source: object) -> str | None:
+    """Where the bad value was: "query", "path", "header", "cookie" or "body"."""
+    if source is None:
+        return None
+    return str(getattr(source, "value", source))  # Litestar's ParamType members
 
 
 def _validation_detail(errors: list[dict[str, Any]]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -14,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from socialflow.identity.permissions import Permission, Role
 from socialflow.identity.tokens import Principal
-from socialflow.lib.pagination import page_request, page_response
+from socialflow.lib.pagination import SortKey, page_request, page_response
 from socialflow.tenancy import api_keys, members, services, tenant_content
 from socialflow.tenancy.access import TenantAccess, provide_tenant_access, provide_tenant_scope
 from socialflow.tenancy.schemas import (
@@ -40,6 +41,12 @@ from socialflow.tenancy.schemas import (
     TenantUpdate,
 )
 
+# The order of each list, with the type of each part of its cursor.
+BY_SLUG = SortKey.of(slug=str)
+MEMBERS_ORDER = SortKey.of(joined_at=datetime, user_id=uuid.UUID)
+API_KEYS_ORDER = SortKey.of(created_at=datetime, id=uuid.UUID)
+AUDIT_ORDER = SortKey.of(id=int)
+
 
 def _tenant_out(row: dict[str, Any]) -> TenantOut:
     return msgspec.convert({**row, "id": str(row["id"])}, TenantOut)
@@ -49,7 +56,7 @@ class AgencyController(Controller):
     path = "/api/v1/agencies"
     tags = ["agencies"]  # noqa: RUF012 - Litestar reads this class attribute
 
-    @post("", summary="Create an agency (operators)")
+    @post("", summary="Create an agency (operators)", opt={"problems": (403,)})
     async def create(
         self,
         data: JSONBody[AgencyCreate],
@@ -59,7 +66,7 @@ class AgencyController(Controller):
         agency = await services.create_agency(session, principal, slug=data.slug, name=data.name)
         return AgencyOut(str(agency.id), agency.slug, agency.name, agency.created_at)
 
-    @get("", summary="List agencies (operators), by slug, paginated")
+    @get("", summary="List agencies (operators), by slug, paginated", opt={"problems": (403,)})
     async def list_agencies(
         self,
         request: Request[Any, Any, Any],
@@ -68,11 +75,15 @@ class AgencyController(Controller):
         limit: FromQuery[int | None] = None,
         cursor: FromQuery[str | None] = None,
     ) -> Response[AgencyList]:
-        page = page_request(limit, cursor)
+        page = page_request(limit, cursor, BY_SLUG)
         rows = await services.list_agencies(session, principal, page)
-        return page_response(request, rows, page, ("slug",), AgencyList)
+        return page_response(request, rows, page, BY_SLUG, AgencyList)
 
-    @post("/{agency:str}/admins", summary="Make a user an agency admin (created if new)")
+    @post(
+        "/{agency:str}/admins",
+        summary="Make a user an agency admin (created if new)",
+        opt={"problems": (403,)},
+    )
     async def add_admin(
         self,
         agency: FromPath[str],
@@ -92,7 +103,11 @@ class TenantController(Controller):
     path = "/api/v1/tenants"
     tags = ["tenants"]  # noqa: RUF012 - Litestar reads this class attribute
 
-    @post("", summary="Provision a tenant (operators, the agency's admins)")
+    @post(
+        "",
+        summary="Provision a tenant (operators, the agency's admins)",
+        opt={"problems": (403, 404)},  # 404: no such agency
+    )
     async def provision(
         self,
         data: JSONBody[TenantCreate],
@@ -103,6 +118,7 @@ class TenantController(Controller):
         result = await services.provision_tenant(
             session, state.settings, principal, slug=data.slug, name=data.name,
             agency_slug=data.agency, plan=data.plan, owner_email=data.owner_email,
+            directory=state.tenant_directory,
         )  # fmt: skip
         t = result.tenant
         body = TenantOut(
@@ -122,11 +138,11 @@ class TenantController(Controller):
         status: FromQuery[str | None] = None,
         agency: FromQuery[str | None] = None,
     ) -> Response[TenantList]:
-        page = page_request(limit, cursor)
+        page = page_request(limit, cursor, BY_SLUG)
         rows = await services.visible_tenants(
             session, principal, page, status=status, agency=agency
         )
-        return page_response(request, rows, page, ("slug",), TenantList)
+        return page_response(request, rows, page, BY_SLUG, TenantList)
 
     @get(
         "/{tenant:str}",
@@ -142,6 +158,7 @@ class TenantController(Controller):
         "/{tenant:str}",
         summary="Rename or re-plan (agency admins, operators)",
         dependencies={"access": Provide(provide_tenant_access)},
+        opt={"problems": (409,)},  # a deleted tenant is restored first
     )
     async def update(
         self,
@@ -160,6 +177,7 @@ class TenantController(Controller):
         status_code=200,
         summary="Soft-delete: kept for the retention window, restorable",
         dependencies={"access": Provide(provide_tenant_access)},
+        opt={"problems": (409,)},  # already deleted
     )
     async def soft_delete(
         self,
@@ -235,9 +253,9 @@ class TenantContentController(Controller):
         cursor: FromQuery[str | None] = None,
         role: FromQuery[str | None] = None,
     ) -> Response[MemberList]:
-        page = page_request(limit, cursor)
+        page = page_request(limit, cursor, MEMBERS_ORDER)
         rows = await tenant_content.list_members(session, member, page, role=role)
-        return page_response(request, rows, page, ("joined_at", "user_id"), MemberList)
+        return page_response(request, rows, page, MEMBERS_ORDER, MemberList)
 
     @post(
         "/members",
@@ -258,7 +276,7 @@ class TenantContentController(Controller):
 
     @patch(
         "/members/{user_id:uuid}",
-        opt={"permission": Permission.MEMBERS_READ},
+        opt={"permission": Permission.MEMBERS_READ, "problems": (409,)},  # the last owner
         summary="Change a member's role (admin+; owner role: owners only)",
     )
     async def change_member_role(
@@ -273,7 +291,7 @@ class TenantContentController(Controller):
 
     @delete(
         "/members/{user_id:uuid}",
-        opt={"permission": Permission.MEMBERS_READ},
+        opt={"permission": Permission.MEMBERS_READ, "problems": (409,)},  # the last owner
         summary="Remove a member, or leave (the last owner cannot)",
     )
     async def remove_member(
@@ -293,13 +311,14 @@ class TenantContentController(Controller):
         limit: FromQuery[int | None] = None,
         cursor: FromQuery[str | None] = None,
     ) -> Response[ApiKeyList]:
-        page = page_request(limit, cursor)
+        page = page_request(limit, cursor, API_KEYS_ORDER)
         rows = await api_keys.list_keys(session, member, page)
-        return page_response(request, rows, page, ("created_at", "id"), ApiKeyList)
+        return page_response(request, rows, page, API_KEYS_ORDER, ApiKeyList)
 
     @post(
         "/api-keys",
-        opt={"permission": Permission.API_KEYS_MANAGE},
+        # The secret is never stored for an Idempotency-Key replay, which answers it as null.
+        opt={"permission": Permission.API_KEYS_MANAGE, "withhold_on_replay": ("key",)},
         summary="Create an API key (the secret is in this response only)",
     )
     async def create_api_key(
@@ -336,9 +355,9 @@ class TenantContentController(Controller):
         cursor: FromQuery[str | None] = None,
         action: FromQuery[str | None] = None,
     ) -> Response[AuditList]:
-        page = page_request(limit, cursor)
+        page = page_request(limit, cursor, AUDIT_ORDER)
         rows = await tenant_content.list_audit(session, page, action=action)
-        return page_response(request, rows, page, ("id",), AuditList)
+        return page_response(request, rows, page, AUDIT_ORDER, AuditList)
 
     @get("/settings", opt={"permission": Permission.SETTINGS_READ}, summary="Tenant settings")
     async def read_settings(

@@ -15,6 +15,8 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from tests.integration.tenancy_fixtures import Platform
+
 PROBLEM = "application/problem+json"
 
 
@@ -193,3 +195,84 @@ async def test_an_incoming_traceparent_is_continued_in_the_request_logs(
     await client.get("/health", headers={"traceparent": parent})
     completed = [e for e in _log_events(caplog) if e.get("event") == "request.completed"]
     assert completed[-1]["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
+
+
+HTTP_METHODS = {"get", "put", "post", "delete", "patch"}
+
+
+def _operations(document: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {
+        (method.upper(), path): operation
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+        if method in HTTP_METHODS
+    }
+
+
+def _problem_statuses(operation: dict[str, Any]) -> set[int]:
+    return {int(status) for status, answer in operation["responses"].items()
+            if PROBLEM in answer.get("content", {})}  # fmt: skip
+
+
+async def test_openapi_describes_the_problem_document(client: AsyncTestClient[Litestar]) -> None:
+    schemas = (await client.get("/schema/openapi.json")).json()["components"]["schemas"]
+    problem = schemas["ProblemDocument"]
+    assert set(problem["required"]) == {"type", "title", "status", "detail", "instance",
+                                        "request_id"}  # fmt: skip
+    assert "errors" in problem["properties"]
+    assert set(schemas["ProblemField"]["properties"]) == {"field", "source", "message"}
+
+
+async def test_every_error_answer_in_openapi_is_a_problem_document(
+    client: AsyncTestClient[Litestar],
+) -> None:
+    document = (await client.get("/schema/openapi.json")).json()
+    for key, operation in _operations(document).items():
+        for status, answer in operation["responses"].items():
+            if int(status) >= 400:
+                schema = answer["content"][PROBLEM]["schema"]
+                assert list(answer["content"]) == [PROBLEM], (key, status)
+                assert schema == {"$ref": "#/components/schemas/ProblemDocument"}, (key, status)
+
+
+async def test_openapi_declares_the_statuses_each_route_can_answer(
+    client: AsyncTestClient[Litestar],
+) -> None:
+    operations = _operations((await client.get("/schema/openapi.json")).json())
+
+    def problems(method: str, path: str) -> set[int]:
+        return _problem_statuses(operations[(method, path)])
+
+    assert problems("GET", "/health") == set()
+    assert problems("GET", "/ready") == {503}
+    assert problems("GET", "/api/v1/me") == {401, 422, 429}
+    assert problems("GET", "/api/v1/agencies") == {400, 401, 403, 422, 429}
+    content = "/api/v1/tenants/{tenant}/audit-log"
+    assert problems("GET", content) == {400, 401, 403, 404, 422, 429}
+    assert problems("PUT", "/api/v1/tenants/{tenant}/settings") >= {413}
+    # Idempotency-Key: still running (409), reused with another body (422), Redis down (503).
+    assert problems("POST", "/api/v1/tenants/{tenant}/members") >= {409, 413, 422, 503}
+    assert problems("POST", "/api/v1/invitations/accept") >= {404, 410}
+    assert problems("DELETE", "/api/v1/tenants/{tenant}") >= {409}
+
+
+async def test_openapi_declares_credentials_and_the_idempotency_key(
+    client: AsyncTestClient[Litestar],
+) -> None:
+    document = (await client.get("/schema/openapi.json")).json()
+    operations = _operations(document)
+    assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    assert operations[("GET", "/api/v1/me")]["security"] == [{"bearer": []}]
+    assert "security" not in operations[("POST", "/api/v1/auth/token")]
+    for (method, path), operation in operations.items():
+        headers = {p["name"] for p in operation.get("parameters", []) if p["in"] == "header"}
+        assert ("Idempotency-Key" in headers) == (method == "POST"), (method, path)
+
+
+async def test_a_validation_error_names_where_the_bad_value_was(
+    client: AsyncTestClient[Litestar], platform: Platform
+) -> None:
+    operator = await platform.operator()
+    response = await client.get("/api/v1/tenants?limit=many", headers=operator.headers)
+    assert response.status_code == 400
+    assert [(e["field"], e["source"]) for e in response.json()["errors"]] == [("limit", "query")]

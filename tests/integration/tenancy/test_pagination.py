@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import uuid
 from typing import Any
 
 import psycopg
+import pytest
 
 from tests.integration.tenancy_fixtures import Platform, World
 
@@ -96,3 +100,49 @@ async def test_api_keys_and_ai_keys_page_too(platform: Platform, world: World) -
     assert [k["name"] for k in keys] == ["one", "two", "three"]
     providers = await _walk(platform, f"{base}/ai/keys?limit=2", headers)
     assert [p["provider"] for p in providers] == ["anthropic", "gemini", "openai"]
+
+
+def _cursor(parts: object) -> str:
+    return base64.urlsafe_b64encode(json.dumps(parts).encode()).decode().rstrip("=")
+
+
+WRONG_CURSORS = [
+    ("audit-log", ["abc"]),  # the key is a bigint
+    ("audit-log", ["99999999999999999999"]),  # past bigint
+    ("audit-log", ["1", "2"]),  # one part too many
+    ("api-keys", ["abc"]),  # (created_at, id): one part too few
+    ("api-keys", ["abc", "def"]),
+    ("api-keys", ["2026-01-01T00:00:00", str(uuid.uuid4())]),  # a time without its zone
+    ("members", ["2026-01-01T00:00:00+00:00", "not-a-uuid"]),
+]
+
+
+@pytest.mark.parametrize(("listing", "parts"), WRONG_CURSORS)
+async def test_a_well_formed_cursor_of_the_wrong_type_is_422(
+    platform: Platform, world: World, listing: str, parts: list[str]
+) -> None:
+    # Confirmed in review: these reached PostgreSQL as casts it refused, and answered 500.
+    response = await platform.client.get(
+        f"/api/v1/tenants/{world.tenant_a}/{listing}?cursor={_cursor(parts)}",
+        headers=world.owner_a.headers,
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["type"] == "/problems/invalid-cursor"
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        _cursor(["a\x00b"]),  # PostgreSQL refuses NUL in text
+        base64.urlsafe_b64encode(b'["\\ud800"]').decode(),  # a lone surrogate
+        base64.urlsafe_b64encode(b"[" * 5000 + b"]" * 5000).decode(),  # deep nesting
+        _cursor(["x" * 2000]),  # longer than any cursor this API returns
+    ],
+)
+async def test_a_cursor_with_text_postgresql_refuses_is_422(
+    platform: Platform, world: World, cursor: str
+) -> None:
+    response = await platform.client.get(f"/api/v1/tenants?cursor={cursor}",
+                                         headers=world.admin_x.headers)  # fmt: skip
+    assert response.status_code == 422, response.text
+    assert response.json()["type"] == "/problems/invalid-cursor"
