@@ -8,6 +8,9 @@ TOOLS := .tools
 UV := $(TOOLS)/bin/uv
 VENV := .venv
 STAMP := $(VENV)/.install-stamp
+# One pytest worker per core (at most 4), a test file per worker: each worker starts its own
+# embedded PostgreSQL and Redis. `make test PYTEST_ARGS="-n 0"` runs in one process.
+XDIST_ARGS ?= -n auto --maxprocesses 4 --dist loadfile
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
@@ -30,7 +33,7 @@ run: $(STAMP) ## Run API + relay + worker (embedded PostgreSQL/Redis unless DATA
 .PHONY: test
 test: $(STAMP) ## Run the whole test suite against real PostgreSQL + pgvector and Redis
 	@bash scripts/ensure-test-packages
-	@$(VENV)/bin/pytest $(PYTEST_ARGS)
+	@$(VENV)/bin/pytest $(XDIST_ARGS) $(PYTEST_ARGS)
 
 .PHONY: lint
 lint: $(STAMP) ## ruff (lint + format check) and mypy --strict

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
@@ -29,7 +30,7 @@ from socialflow.tenancy.controllers import (
     TenantContentController,
     TenantController,
 )
-from socialflow.tenancy.directory import TenantDirectory
+from socialflow.tenancy.directory import TenantDirectory, listening
 from socialflow.vault.service import Vault
 
 
@@ -37,17 +38,24 @@ def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or get_settings()
     configure_logging(settings)
 
-    async def open_resources(app: Litestar) -> None:
+    directory = TenantDirectory(settings.tenant_cache_ttl_s)
+
+    @asynccontextmanager
+    async def resources(app: Litestar) -> AsyncIterator[None]:
+        # The API uses Redis for caches only (rate limits, idempotency, tenant announcements);
+        # the broker's Redis is the relay's and the workers'.
+        cache_url = settings.effective_cache_redis_url or ""
         app.state.engine = create_engine(settings)
         app.state.session_factory = create_session_factory(app.state.engine)
         app.state.vault = Vault.from_settings(settings)
-        app.state.redis = Redis.from_url(
-            settings.redis_url or "", socket_timeout=settings.ready_timeout_s
-        )
-
-    async def close_resources(app: Litestar) -> None:
-        await app.state.redis.aclose()
-        await app.state.engine.dispose()
+        app.state.redis = Redis.from_url(cache_url, socket_timeout=settings.ready_timeout_s)
+        directory.redis = app.state.redis
+        try:
+            async with listening(directory, cache_url):
+                yield
+        finally:
+            await app.state.redis.aclose()
+            await app.state.engine.dispose()
 
     if settings.database_url is None or settings.redis_url is None:
         raise RuntimeError(
@@ -70,12 +78,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "principal": Provide(provide_principal),
         },
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        # After routing: Idempotency-Key replays know the route (and what it withholds).
+        middleware=[IdempotencyMiddleware],
         guards=[refuse_unsafe_text],  # NUL / invalid UTF-8 in any input: 422
-        on_startup=[open_resources],
-        on_shutdown=[close_resources],
-        state=State(
-            {"settings": settings, "tenant_directory": TenantDirectory(settings.tenant_cache_ttl_s)}
-        ),
+        lifespan=[resources],
+        state=State({"settings": settings, "tenant_directory": directory}),
         openapi_config=OpenAPIConfig(
             title="SocialFlow API", version="1", path="/schema", use_handler_docstrings=True
         ),
@@ -91,7 +98,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
         request_max_body_size=settings.max_request_body_bytes,
     )
     # Outermost, around routing and error handling, so 404s and 500s carry the id too.
-    idempotent: Any = IdempotencyMiddleware(app.asgi_handler, lambda: app.state.redis)
-    app.asgi_handler = RequestContextMiddleware(idempotent)
+    app.asgi_handler = RequestContextMiddleware(app.asgi_handler)
     document_problems(app)
     return app

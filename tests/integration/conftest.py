@@ -16,7 +16,6 @@ from socialflow.db.engine import create_engine, create_session_factory, libpq_ur
 from socialflow.settings import Settings
 from tests.integration.outbox.support import TEST_ROUTES
 
-
 # Slugs the outbox and worker tests' events name: emit() resolves a tenant's id by slug.
 EVENT_TENANTS = ("alpha", "beta")
 
@@ -31,13 +30,16 @@ def event_tenants(pg: psycopg.Connection[Any]) -> dict[str, uuid.UUID]:
     assert agency is not None
     ids = {}
     for slug in EVENT_TENANTS:
-        found = pg.execute(
-            "SELECT id FROM shared.tenants WHERE slug = %s AND status <> 'purged'", (slug,)
-        ).fetchone() or pg.execute(
-            "INSERT INTO shared.tenants (slug, name, agency_id, plan, schema_name) "
-            "VALUES (%s, %s, %s, 'pro', %s) RETURNING id",
-            (slug, slug, agency[0], f"t_{slug}"),
-        ).fetchone()
+        found = (
+            pg.execute(
+                "SELECT id FROM shared.tenants WHERE slug = %s AND status <> 'purged'", (slug,)
+            ).fetchone()
+            or pg.execute(
+                "INSERT INTO shared.tenants (slug, name, agency_id, plan, schema_name) "
+                "VALUES (%s, %s, %s, 'pro', %s) RETURNING id",
+                (slug, slug, agency[0], f"t_{slug}"),
+            ).fetchone()
+        )
         assert found is not None
         ids[slug] = found[0]
     return ids

@@ -1,22 +1,41 @@
-"""`Idempotency-Key` on POST: the same key and body replay the first response for 24 hours.
+"""`Idempotency-Key` on POST: the same caller, path, key and body replay the first answer.
 
-The same key with another body is a 422; while the first request still runs, a second with its
-key gets a 409 (retry shortly). Keys are per caller (the Authorization header, hashed) and per
-path; only completed, non-5xx responses are kept, so a failed attempt can be retried.
+Route middleware (it runs after routing, so it knows the route's options). In order:
+
+1. The body is refused on `Content-Length` past the limit and read no further than it, in
+   chunks joined once.
+2. The caller is authenticated first (revoked keys and disabled users are nobody); a request
+   that opens nothing is passed on untouched, and the route answers it. The record is keyed on
+   the principal, so a refreshed token is the same caller.
+3. A Redis record claims the key with a short lease, renewed while the request runs (a crashed
+   process frees the key within the lease); the same key with another body is a 422, while
+   the first runs a 409 with `Retry-After`.
+4. Only 2xx and deterministic 4xx answers are kept, for 24 hours. Fields a route names in
+   `opt["withhold_on_replay"]` (one-time secrets) are never stored: a replay carries them as
+   null and says so in `Idempotent-Withheld`.
+A Redis failure is a 503 problem with `Retry-After`, never a 500.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import re
+import secrets
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
+from litestar.middleware import MiddlewareProtocol
+from litestar.types import ASGIApp as LitestarASGIApp
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
+from socialflow.identity.auth import authenticate
 from socialflow.lib.request_context import current_request_id
 
 # Plain-dict ASGI types: this layer only moves messages through.
@@ -27,9 +46,32 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 TTL_S = 24 * 3600
+LEASE_S = 30.0
+KEY_PREFIX = "socialflow:idempotency:"
 _KEY = re.compile(r"[\x21-\x7e]{1,255}")
-# Per-response headers that must not be replayed.
-_NOT_REPLAYED = {b"x-request-id", b"ratelimit-remaining", b"ratelimit-reset", b"date"}
+# Per-response headers that must not be replayed (content-length: a withheld field changes it).
+_NOT_REPLAYED = {
+    b"x-request-id", b"ratelimit-limit", b"ratelimit-remaining", b"ratelimit-reset", b"date",
+    b"content-length",
+}  # fmt: skip
+# Client errors that a retry of the same request would meet again. 401/403/404/409/429 and
+# the like depend on the moment (credentials, membership, concurrent changes): not kept.
+_KEPT_CLIENT_ERRORS = frozenset({400, 405, 410, 413, 415, 422})
+
+# Compare-and-set on the record's owner token: a request whose lease ran out (and whose key
+# another request took over) must neither renew, overwrite nor delete the other's record.
+# ARGV: owner token, new value ("" deletes), expiry in ms.
+_IF_OWNER = """
+local current = redis.call('GET', KEYS[1])
+if not current then return 0 end
+local ok, record = pcall(cjson.decode, current)
+if not ok or record['owner'] ~= ARGV[1] then return 0 end
+if ARGV[2] == '' then redis.call('DEL', KEYS[1]) else
+    redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end
+return 1
+"""
+
+log = structlog.get_logger(__name__)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -39,21 +81,37 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+def keeps(status: int) -> bool:
+    """Whether an answer with this status is kept for replay."""
+    return 200 <= status < 300 or status in _KEPT_CLIENT_ERRORS
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class _Disconnected(Exception):
+    pass
+
+
 @dataclass(frozen=True)
 class _Slot:
-    """Where one key's record lives in Redis, and the body it belongs to."""
+    """One key's record in Redis: where, which body it belongs to, and who holds it."""
 
     redis: Redis
     key: str
     fingerprint: str
+    owner: str
+
+    async def if_owner(self, value: str, ttl_ms: int) -> None:
+        await self.redis.eval(_IF_OWNER, 1, self.key, self.owner, value, ttl_ms)
 
 
-class IdempotencyMiddleware:
-    def __init__(self, app: Any, redis: Callable[[], Redis]) -> None:
-        self.app: ASGIApp = app
-        self.redis = redis
+class IdempotencyMiddleware(MiddlewareProtocol):
+    def __init__(self, app: LitestarASGIApp) -> None:
+        self.app: ASGIApp = app  # type: ignore[assignment]
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         key = _header(scope, b"idempotency-key") if scope["type"] == "http" else None
         if key is None or scope.get("method") != "POST":
             await self.app(scope, receive, send)
@@ -64,86 +122,184 @@ class IdempotencyMiddleware:
                 detail="Idempotency-Key must be 1 to 255 visible ASCII characters.",
             )  # fmt: skip
             return
-        body, more = b"", True
-        while more:  # the whole body, to hash it and hand it on unchanged
-            message = await receive()
-            body += message.get("body", b"")
-            more = bool(message.get("more_body", False))
-        caller = hashlib.sha256((_header(scope, b"authorization") or "").encode()).hexdigest()
+        state = scope["app"].state
+        limit: int = state.settings.max_request_body_bytes
+        try:
+            body = await _read_body(scope, receive, limit)
+        except _BodyTooLarge:
+            await _problem(
+                scope, send, 413, "request-entity-too-large",
+                detail=f"The request body is larger than {limit} bytes.",
+            )  # fmt: skip
+            return
+        except _Disconnected:
+            return
+        principal = await authenticate(state, _header(scope, b"authorization"))
+        replayed_body = _replay_receive(body)
+        if principal is None:
+            # Nobody to key a record on: the route answers (401, or its anonymous answer).
+            await self.app(scope, replayed_body, send)
+            return
+        scope.setdefault("state", {})["principal"] = principal
+        digest = hashlib.sha256(key.encode()).hexdigest()
         slot = _Slot(
-            redis=self.redis(),
-            key=f"socialflow:idempotency:{caller}:{scope['path']}:{key}",
+            redis=state.redis,
+            key=f"{KEY_PREFIX}{principal.actor}:{scope['path']}:{digest}",
             fingerprint=hashlib.sha256(body).hexdigest(),
+            owner=secrets.token_hex(16),
         )
-        claimed = await slot.redis.set(
-            slot.key, json.dumps({"state": "running", "body": slot.fingerprint}), nx=True, ex=TTL_S
-        )
+        running = json.dumps({"state": "running", "body": slot.fingerprint, "owner": slot.owner})
+        try:
+            claimed = await slot.redis.set(slot.key, running, nx=True, px=int(LEASE_S * 1000))
+            stored = None if claimed else await slot.redis.get(slot.key)
+        except (RedisError, OSError) as exc:
+            await _unavailable(scope, send, exc)
+            return
         if claimed:
-            await self._run_and_keep(scope, send, body, slot)
+            await self._run_and_keep(scope, replayed_body, send, slot, running)
         else:
-            await self._answer_from(scope, send, await slot.redis.get(slot.key), slot)
+            await _answer_from(scope, send, stored, slot)
 
-    async def _answer_from(
-        self, scope: Scope, send: Send, stored: bytes | str | None, slot: _Slot
+    async def _run_and_keep(
+        self, scope: Scope, receive: Receive, send: Send, slot: _Slot, running: str
     ) -> None:
-        record: dict[str, Any] = (
-            json.loads(stored) if stored else {"state": "running", "body": slot.fingerprint}
-        )
-        if record["body"] != slot.fingerprint:
-            await _problem(
-                scope, send, 422, "idempotency-key-reused",
-                detail="This Idempotency-Key was used with another request body.",
-            )  # fmt: skip
-        elif record["state"] == "running":
-            await _problem(
-                scope, send, 409, "idempotency-in-progress",
-                detail="A request with this Idempotency-Key is still running; retry shortly.",
-                headers=[(b"retry-after", b"1")],
-            )  # fmt: skip
-        else:
-            headers = [(str(k).encode(), str(v).encode()) for k, v in record["headers"]]
-            headers.append((b"idempotent-replayed", b"true"))
-            await send(
-                {"type": "http.response.start", "status": record["status"], "headers": headers}
-            )
-            await send({"type": "http.response.body", "body": base64.b64decode(record["response"])})
-
-    async def _run_and_keep(self, scope: Scope, send: Send, body: bytes, slot: _Slot) -> None:
-        delivered = False
-
-        async def replay_body() -> Message:
-            nonlocal delivered
-            if delivered:
-                return {"type": "http.disconnect"}
-            delivered = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        response: dict[str, Any] = {"status": 500, "headers": [], "body": b""}
+        withheld = tuple(scope["route_handler"].opt.get("withhold_on_replay", ()))
+        response: dict[str, Any] = {"status": 500, "headers": [], "chunks": []}
+        kept = False
 
         async def capture(message: Message) -> None:
+            nonlocal kept
             if message["type"] == "http.response.start":
                 response["status"] = message["status"]
-                response["headers"] = [
-                    (k.decode("latin-1"), v.decode("latin-1"))
-                    for k, v in message.get("headers", [])
-                    if k.lower() not in _NOT_REPLAYED
-                ]
+                response["headers"] = message.get("headers", [])
             elif message["type"] == "http.response.body":
-                response["body"] += message.get("body", b"")
+                response["chunks"].append(message.get("body", b""))
+                if not message.get("more_body", False) and keeps(response["status"]):
+                    # Kept before the answer leaves: a retry right after it finds the record.
+                    kept = await _keep(slot, response, withheld)
             await send(message)
 
+        renewer = asyncio.create_task(_renew(slot, running))
         try:
-            await self.app(scope, replay_body, capture)
+            await self.app(scope, receive, capture)
         finally:
-            if 200 <= response["status"] < 500:
-                record = {
-                    "state": "done", "body": slot.fingerprint, "status": response["status"],
-                    "headers": response["headers"],
-                    "response": base64.b64encode(response["body"]).decode(),
-                }  # fmt: skip
-                await slot.redis.set(slot.key, json.dumps(record), ex=TTL_S)
-            else:
-                await slot.redis.delete(slot.key)
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+            if not kept:
+                with contextlib.suppress(RedisError, OSError):
+                    await slot.if_owner("", 0)  # free the key: the request may be retried
+
+
+async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    declared = _header(scope, b"content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _BodyTooLarge
+        chunks.append(chunk)
+        more = bool(message.get("more_body", False))
+    return b"".join(chunks)
+
+
+def _replay_receive(body: bytes) -> Receive:
+    delivered = False
+
+    async def receive() -> Message:
+        nonlocal delivered
+        if delivered:
+            return {"type": "http.disconnect"}
+        delivered = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive
+
+
+async def _renew(slot: _Slot, running: str) -> None:
+    """Keep the lease while the request runs."""
+    while True:
+        await asyncio.sleep(LEASE_S / 3)
+        with contextlib.suppress(RedisError, OSError):
+            await slot.if_owner(running, int(LEASE_S * 1000))
+
+
+async def _keep(slot: _Slot, response: dict[str, Any], withheld: tuple[str, ...]) -> bool:
+    body = b"".join(response["chunks"])
+    present: list[str] = []
+    if withheld and 200 <= response["status"] < 300:
+        body, present = _without(body, withheld)
+    record = {
+        "state": "done", "body": slot.fingerprint, "owner": slot.owner,
+        "status": response["status"], "withheld": present,
+        "headers": [(k.decode("latin-1"), v.decode("latin-1")) for k, v in response["headers"]
+                    if k.lower() not in _NOT_REPLAYED],
+        "response": base64.b64encode(body).decode(),
+    }  # fmt: skip
+    try:
+        await slot.if_owner(json.dumps(record), TTL_S * 1000)
+    except (RedisError, OSError) as exc:
+        # The change is committed and its answer goes out; only its replay is lost.
+        log.warning("idempotency.not_kept", error_type=type(exc).__name__)
+        return False
+    return True
+
+
+def _without(body: bytes, fields: tuple[str, ...]) -> tuple[bytes, list[str]]:
+    """The JSON body with `fields` nulled, and which of them it had."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return b"", []  # not JSON: keep nothing that could hold the secret
+    if not isinstance(document, dict):
+        return b"", []
+    present = [f for f in fields if f in document]
+    for field in present:
+        document[field] = None
+    return json.dumps(document).encode(), present
+
+
+async def _answer_from(scope: Scope, send: Send, stored: bytes | str | None, slot: _Slot) -> None:
+    record: dict[str, Any] = (
+        json.loads(stored) if stored else {"state": "running", "body": slot.fingerprint}
+    )
+    if record["body"] != slot.fingerprint:
+        await _problem(
+            scope, send, 422, "idempotency-key-reused",
+            detail="This Idempotency-Key was used with another request body.",
+        )  # fmt: skip
+        return
+    if record["state"] == "running":
+        await _problem(
+            scope, send, 409, "idempotency-in-progress",
+            detail="A request with this Idempotency-Key is still running; retry shortly.",
+            headers=[(b"retry-after", b"1")],
+        )  # fmt: skip
+        return
+    body = base64.b64decode(record["response"])
+    headers = [(str(k).encode(), str(v).encode()) for k, v in record["headers"]]
+    headers += [(b"idempotent-replayed", b"true"), (b"content-length", str(len(body)).encode())]
+    if record.get("withheld"):
+        headers.append((b"idempotent-withheld", ", ".join(record["withheld"]).encode()))
+    await send({"type": "http.response.start", "status": record["status"], "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _unavailable(scope: Scope, send: Send, exc: BaseException) -> None:
+    log.warning("idempotency.unavailable", error_type=type(exc).__name__)
+    await _problem(
+        scope, send, 503, "idempotency-unavailable",
+        detail="Idempotency keys cannot be checked right now; retry shortly.",
+        headers=[(b"retry-after", b"2")],
+    )  # fmt: skip
 
 
 async def _problem(

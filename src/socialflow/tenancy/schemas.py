@@ -133,7 +133,8 @@ class ApiKeyCreated(msgspec.Struct):
     role: str
     created_at: datetime
     expires_at: datetime | None
-    key: str  # shown once
+    # Shown once; null in an Idempotency-Key replay (header `Idempotent-Withheld: key`).
+    key: str | None
 
 
 class ApiKeyList(msgspec.Struct):

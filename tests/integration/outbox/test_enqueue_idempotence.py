@@ -114,8 +114,12 @@ async def test_every_outbox_row_carries_its_tenants_id(
 async def test_an_event_naming_no_live_tenant_is_refused(
     clean_outbox: None, session_factory: Factory, pg: psycopg.Connection[Any]
 ) -> None:
-    with pytest.raises(OutboxError, match="no live tenant 'ghost-tenant'"):
+    spec = EventSpec("note.added", "note", 1, {}, "ghost-tenant")
+
+    async def emit_in_a_transaction() -> None:
         async with session_factory() as session, session.begin():
-            spec = EventSpec("note.added", "note", 1, {}, "ghost-tenant")
             await emit_many(session, [spec], routes=TEST_ROUTES)
+
+    with pytest.raises(OutboxError, match="no live tenant 'ghost-tenant'"):
+        await emit_in_a_transaction()
     assert pg.execute("SELECT count(*) FROM shared.outbox").fetchone() == (0,)

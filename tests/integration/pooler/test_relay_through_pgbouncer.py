@@ -49,9 +49,12 @@ async def test_a_relay_from_pooled_settings_claims_through_pgbouncer_and_wakes_o
         event_ids = await emit_notes(create_session_factory(engine), 3, per_transaction=1)
     finally:
         await engine.dispose()
+    # Enqueued, and the claim committed (it commits right after Redis answers).
     await wait_until(
-        lambda: sorted(queued_event_ids(redis_client)) == sorted(map(str, event_ids)),
+        lambda: (
+            sorted(queued_event_ids(redis_client)) == sorted(map(str, event_ids))
+            and pg.execute("SELECT count(*) FROM shared.outbox").fetchone() == (0,)
+        ),
         timeout_s=10,
         message="events dispatched within seconds although the poll interval is 60 s",
     )
-    assert pg.execute("SELECT count(*) FROM shared.outbox").fetchone() == (0,)
