@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -134,14 +135,24 @@ async def provide_principal(
             raise unauthorized("Send an access token: Authorization: Bearer <token>.")
         principal = await resolve_principal(session, state, token)
     bind_context(actor=principal.actor)
+    await count_caller(state, request.scope, principal)  # type: ignore[arg-type]
+    return principal
+
+
+async def count_caller(state: State, scope: MutableMapping[str, Any], principal: Principal) -> None:
+    """Count this request against the caller's rate limit, once per request (the idempotency
+    middleware counts before it stores anything; the principal dependency then does not)."""
+    request_state = scope.setdefault("state", {})
+    if request_state.get("caller_counted"):
+        return
+    request_state["caller_counted"] = True
     settings = state.settings
     limit = (
         settings.rate_limit_api_key_per_minute
         if principal.kind == "api_key"
         else settings.rate_limit_user_per_minute
     )
-    remember(request.scope, await hit(state.redis, principal.actor, limit))  # type: ignore[arg-type]
-    return principal
+    remember(scope, await hit(state.redis, principal.actor, limit))
 
 
 async def _api_key_principal(session: AsyncSession, token: str) -> Principal:

@@ -21,7 +21,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import hashlib
+import hmac
 import json
 import re
 import secrets
@@ -35,8 +37,10 @@ from litestar.types import ASGIApp as LitestarASGIApp
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from socialflow.identity.auth import authenticate
+from socialflow.identity.auth import authenticate, count_caller
+from socialflow.lib.problems import Problem
 from socialflow.lib.request_context import current_request_id
+from socialflow.lib.route_facts import facts_of
 
 # Plain-dict ASGI types: this layer only moves messages through.
 Scope = MutableMapping[str, Any]
@@ -71,6 +75,17 @@ if ARGV[2] == '' then redis.call('DEL', KEYS[1]) else
 return 1
 """
 
+# The lease's renewal: only a record that is still running, and still ours. A renewal sent
+# just as the request finished must not turn its kept answer back into "running".
+_RENEW = """
+local current = redis.call('GET', KEYS[1])
+if not current then return 0 end
+local ok, record = pcall(cjson.decode, current)
+if not ok or record['owner'] ~= ARGV[1] or record['state'] ~= 'running' then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+"""
+
 log = structlog.get_logger(__name__)
 
 
@@ -79,6 +94,11 @@ def _header(scope: Scope, name: bytes) -> str | None:
         if key == name:
             return str(value.decode("latin-1"))
     return None
+
+
+@functools.cache
+def _fingerprint_key(secret: str) -> bytes:
+    return hashlib.sha256(b"socialflow idempotency fingerprint:" + secret.encode()).digest()
 
 
 def keeps(status: int) -> bool:
@@ -106,6 +126,9 @@ class _Slot:
     async def if_owner(self, value: str, ttl_ms: int) -> None:
         await self.redis.eval(_IF_OWNER, 1, self.key, self.owner, value, ttl_ms)
 
+    async def renew(self, running: str, ttl_ms: int) -> None:
+        await self.redis.eval(_RENEW, 1, self.key, self.owner, running, ttl_ms)
+
 
 class IdempotencyMiddleware(MiddlewareProtocol):
     def __init__(self, app: LitestarASGIApp) -> None:
@@ -122,6 +145,14 @@ class IdempotencyMiddleware(MiddlewareProtocol):
                 detail="Idempotency-Key must be 1 to 255 visible ASCII characters.",
             )  # fmt: skip
             return
+        if not facts_of(scope["route_handler"]).authenticated:
+            # Sign-in and invitation routes answer anyone: nothing to key a record on, and
+            # their answers hold tokens that must never sit in Redis.
+            await self.app(scope, receive, send)
+            return
+        await self._idempotent(scope, receive, send, key)
+
+    async def _idempotent(self, scope: Scope, receive: Receive, send: Send, key: str) -> None:
         state = scope["app"].state
         limit: int = state.settings.max_request_body_bytes
         try:
@@ -137,15 +168,27 @@ class IdempotencyMiddleware(MiddlewareProtocol):
         principal = await authenticate(state, _header(scope, b"authorization"))
         replayed_body = _replay_receive(body)
         if principal is None:
-            # Nobody to key a record on: the route answers (401, or its anonymous answer).
+            # Nobody to key a record on: the route answers 401.
             await self.app(scope, replayed_body, send)
             return
         scope.setdefault("state", {})["principal"] = principal
+        try:
+            # Counted before anything is stored: records never outgrow the caller's limit.
+            await count_caller(state, scope, principal)
+        except Problem as refused:
+            await _problem(
+                scope, send, refused.status, refused.kind, detail=refused.detail,
+                headers=[(k.lower().encode(), v.encode()) for k, v in refused.headers.items()],
+            )  # fmt: skip
+            return
         digest = hashlib.sha256(key.encode()).hexdigest()
         slot = _Slot(
             redis=state.redis,
             key=f"{KEY_PREFIX}{principal.actor}:{scope['path']}:{digest}",
-            fingerprint=hashlib.sha256(body).hexdigest(),
+            # Keyed, not a bare hash: a body may hold a password, and Redis is not a vault.
+            fingerprint=hmac.new(
+                _fingerprint_key(state.settings.signing_key()), body, "sha256"
+            ).hexdigest(),
             owner=secrets.token_hex(16),
         )
         running = json.dumps({"state": "running", "body": slot.fingerprint, "owner": slot.owner})
@@ -229,7 +272,7 @@ async def _renew(slot: _Slot, running: str) -> None:
     while True:
         await asyncio.sleep(LEASE_S / 3)
         with contextlib.suppress(RedisError, OSError):
-            await slot.if_owner(running, int(LEASE_S * 1000))
+            await slot.renew(running, int(LEASE_S * 1000))
 
 
 async def _keep(slot: _Slot, response: dict[str, Any], withheld: tuple[str, ...]) -> bool:

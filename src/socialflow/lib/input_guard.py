@@ -7,7 +7,6 @@ guard checks the path, the query string, the credentials header and JSON bodies 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qsl, unquote_to_bytes
 
@@ -63,32 +62,71 @@ def check_query(query_string: bytes) -> None:
         _check("query", _field_name(name), value.encode("latin-1"))
 
 
+# A reported field name is cut to this length (a key may be as long as the body).
+MAX_FIELD_NAME = 200
+
+
 def check_json_body(body: bytes) -> None:
     _check("body", "body", body)
+    document: Any = None
+    # msgspec (Litestar's parser too) gives up on JSON nested about 1,000 deep with a
+    # RecursionError, which would be a 500; only a body with that many brackets can.
+    if body.count(b"[") + body.count(b"{") >= 512:
+        try:
+            document = msgspec.json.decode(body)
+        except RecursionError:
+            raise Problem(
+                400, "validation-error", "The JSON body nests too deeply.",
+                title="Request validation failed",
+                errors=[{"field": "body", "source": "body", "message": "nested too deeply"}],
+            ) from None  # fmt: skip
+        except msgspec.DecodeError:
+            return  # not JSON: the body's own validation answers that
     if _JSON_NUL_ESCAPE not in body:
         return
-    try:
-        document = msgspec.json.decode(body)
-    except msgspec.DecodeError:
-        return  # not JSON: the body's own validation answers that
-    for pointer, text in _strings(document):
-        if NUL in text:
-            raise refused_text("body", pointer, "contains a NUL character")
+    if document is None:
+        try:
+            document = msgspec.json.decode(body)
+        except msgspec.DecodeError:
+            return
+    found = _first_nul(document)
+    if found is not None:
+        raise refused_text("body", _pointer(found), "contains a NUL character")
 
 
-def _strings(document: Any) -> Iterator[tuple[str, str]]:
-    """Every string in a decoded JSON document (keys too), with where it is; no recursion."""
-    pending: list[tuple[str, Any]] = [("", document)]
+# Where a value is: (parent, key or index); parts are joined only for the one string reported,
+# so a body of many items under long keys costs no more memory than the body itself.
+_Where = tuple["_Where | None", str | int] | None
+
+
+def _first_nul(document: Any) -> _Where | None:
+    """Where the first string holding NUL is (a key counts as its own place), or None."""
+    pending: list[tuple[_Where, Any]] = [(None, document)]
     while pending:
-        pointer, value = pending.pop()
+        where, value = pending.pop()
         if isinstance(value, str):
-            yield pointer or "body", value
+            if NUL in value:
+                return where or (None, "body")
         elif isinstance(value, dict):
             for key, item in value.items():
-                yield f"{pointer}.{key}".lstrip("."), key
-                pending.append((f"{pointer}.{key}".lstrip("."), item))
+                if NUL in key:
+                    return (where, key)
+                pending.append(((where, key), item))
         elif isinstance(value, list):
-            pending.extend((f"{pointer}[{i}]", item) for i, item in enumerate(value))
+            pending.extend(((where, i), item) for i, item in enumerate(value))
+    return None
+
+
+def _pointer(where: _Where) -> str:
+    parts: list[str | int] = []
+    while where is not None:
+        where, part = where
+        parts.append(part)
+    pointer = ""
+    for part in reversed(parts):
+        pointer += f"[{part}]" if isinstance(part, int) else f".{part}"
+    pointer = pointer.lstrip(".") or "body"
+    return pointer if len(pointer) <= MAX_FIELD_NAME else pointer[:MAX_FIELD_NAME] + "…"
 
 
 async def refuse_unsafe_text(

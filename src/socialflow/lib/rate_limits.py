@@ -7,6 +7,7 @@ limit. The tightest window that applies sets the `RateLimit-*` headers of the re
 from __future__ import annotations
 
 import time
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,7 +77,7 @@ async def hit(redis: Redis, scope: str, limit: int) -> Window:
     return Window(limit=limit, remaining=limit - count, reset_s=reset)
 
 
-def remember(scope: dict[str, Any], window: Window) -> None:
+def remember(scope: MutableMapping[str, Any], window: Window) -> None:
     """Keep the tightest window of this request, for the response headers."""
     state = scope.setdefault("state", {})
     current = state.get("rate_limit")

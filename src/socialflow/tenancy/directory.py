@@ -54,6 +54,9 @@ class TenantDirectory:
         self.ttl_s = ttl_s
         self.redis = redis
         self._entries: dict[str, tuple[float, TenantRef]] = {}
+        # Bumped by every invalidation: a lookup that read the row before an announcement
+        # arrived must not cache what it read after it.
+        self._generation = 0
 
     async def find(self, session: AsyncSession, slug: str) -> TenantRef | None:
         if not is_valid_slug(slug):
@@ -61,16 +64,18 @@ class TenantDirectory:
         cached = self._entries.get(slug)
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
+        generation = self._generation
         row = (await session.execute(LOOKUP_SQL, {"slug": slug})).one_or_none()
         if row is None:
             self._entries.pop(slug, None)
             return None
         ref = TenantRef(*row)
-        if self.ttl_s > 0:
+        if self.ttl_s > 0 and generation == self._generation:
             self._entries[slug] = (time.monotonic() + self.ttl_s, ref)
         return ref
 
     def invalidate(self, slug: str) -> None:
+        self._generation += 1
         self._entries.pop(slug, None)
 
     def changed(self, session: AsyncSession, slug: str) -> None:
@@ -97,6 +102,7 @@ class TenantDirectory:
                 async with subscriber.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(CHANGES_CHANNEL)
                     # Announcements missed while unsubscribed are unknown: start afresh.
+                    self._generation += 1
                     self._entries.clear()
                     if ready is not None:
                         ready.set()

@@ -118,3 +118,15 @@ async def test_invalid_utf8_in_a_json_body_is_422(platform: Platform, world: Wor
 async def test_nul_in_the_credentials_is_422(platform: Platform, world: World) -> None:
     response = await platform.client.get("/api/v1/me", headers={"Authorization": "Bearer a\x00b"})
     _refused_text(response, "header", "Authorization")
+
+
+async def test_json_nested_past_the_parsers_limit_is_a_400_problem_not_a_500(
+    client: AsyncTestClient[Litestar],
+) -> None:
+    for inner in (b"1", b'"\\u0000"'):
+        body = b"[" * 3000 + inner + b"]" * 3000
+        response = await client.post(
+            "/api/v1/auth/token", content=body, headers={"content-type": "application/json"}
+        )
+        assert response.status_code == 400, response.text
+        assert response.headers["content-type"] == "application/problem+json"

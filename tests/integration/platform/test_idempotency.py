@@ -21,7 +21,7 @@ from socialflow.app import create_app
 from socialflow.identity.tokens import Principal
 from socialflow.lib import idempotency
 from socialflow.settings import Settings
-from tests.integration.tenancy_fixtures import Platform, World, unique
+from tests.integration.tenancy_fixtures import PASSWORD, Platform, World, unique
 
 
 def _key() -> dict[str, str]:
@@ -319,3 +319,72 @@ async def test_an_oversized_body_is_refused_on_content_length_without_reading_it
     await asyncio.wait_for(app(scope, receive, send), timeout=5)
     assert answer[0]["status"] == 413
     assert received <= settings.max_request_body_bytes // 65536 + 2
+
+
+async def test_sign_in_answers_are_never_kept_even_with_a_caller_and_a_key(
+    platform: Platform, world: World, redis_client: redis_lib.Redis
+) -> None:
+    headers = {**world.operator.headers, **_key()}
+    body = {"email": world.operator.email, "password": PASSWORD}
+    first = await platform.client.post("/api/v1/auth/token", json=body, headers=headers)
+    second = await platform.client.post("/api/v1/auth/token", json=body, headers=headers)
+    assert (first.status_code, second.status_code) == (200, 200)
+    assert "idempotent-replayed" not in second.headers
+    assert second.json()["refresh_token"] != first.json()["refresh_token"]
+    tokens = [first.json()["refresh_token"].encode(), first.json()["access_token"].encode()]
+    assert not any(token in value for value in _stored(redis_client) for token in tokens)
+
+
+async def test_a_finished_record_is_not_turned_back_into_running_by_a_late_renewal(
+    redis_client: redis_lib.Redis, redis_url: str
+) -> None:
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(redis_url)
+    slot = idempotency._Slot(redis=client, key="socialflow:idempotency:t", fingerprint="f",
+                             owner="me")  # fmt: skip
+    running = json.dumps({"state": "running", "body": "f", "owner": "me"})
+    done = json.dumps({"state": "done", "body": "f", "owner": "me", "status": 201})
+    try:
+        await client.set(slot.key, running, px=30_000)
+        await slot.renew(running, 30_000)  # a live request renews its lease …
+        assert json.loads(redis_client.get(slot.key) or b"{}")["state"] == "running"
+        await slot.if_owner(done, 3_600_000)
+        await slot.renew(running, 30_000)  # … a renewal arriving after the answer was kept
+        assert json.loads(redis_client.get(slot.key) or b"{}")["state"] == "done"
+        assert redis_client.pttl(slot.key) > 30_000
+    finally:
+        await client.aclose()
+
+
+async def test_idempotent_requests_count_against_the_callers_rate_limit_before_any_record(
+    settings: Settings, world: World, redis_client: redis_lib.Redis
+) -> None:
+    limited = settings.model_copy(update={"rate_limit_user_per_minute": 3})
+    async with AsyncTestClient(create_app(limited)) as client:
+        statuses = [
+            (await client.post(
+                "/api/v1/agencies", json={"slug": "a\x00", "name": "x"},
+                headers={**world.operator.headers, **_key()},
+            )).status_code
+            for _ in range(6)
+        ]  # fmt: skip
+    assert statuses[:3] == [422, 422, 422]
+    assert statuses[3:] == [429, 429, 429]
+    assert len(list(redis_client.scan_iter("socialflow:idempotency:*"))) == 3
+
+
+async def test_the_stored_body_fingerprint_is_keyed_not_a_bare_hash(
+    platform: Platform, world: World, redis_client: redis_lib.Redis
+) -> None:
+    import hashlib
+
+    body = {"email": f"{unique('adm')}@example.com", "password": "a secret password 123"}
+    raw = json.dumps(body).encode()
+    answer = await platform.client.post(
+        f"/api/v1/agencies/{world.agency_x}/admins", content=raw,
+        headers={**world.operator.headers, **_key(), "content-type": "application/json"},
+    )  # fmt: skip
+    assert answer.status_code == 201
+    (stored,) = _stored(redis_client)
+    assert json.loads(stored)["body"] != hashlib.sha256(raw).hexdigest()

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from typing import Any
 
+import psycopg
 from litestar.testing import AsyncTestClient
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -57,6 +59,41 @@ async def test_a_lookup_while_a_change_commits_does_not_keep_the_old_row(
         assert seen is not None
         assert seen.status == "active"
     # … and once the change commits, nobody keeps it.
+    async with unit_of_work(session_factory) as session:
+        after = await directory.find(session, world.tenant_a)
+    assert after is not None
+    assert after.status == "suspended"
+
+
+async def test_a_lookup_that_read_the_row_before_an_announcement_does_not_cache_it(
+    world: World, session_factory: async_sessionmaker[AsyncSession], pg: psycopg.Connection[Any]
+) -> None:
+    directory = TenantDirectory(ttl_s=60)
+    read, release = asyncio.Event(), asyncio.Event()
+
+    class PausedAfterReading:
+        """The request's real session, paused after its next query has read."""
+
+        def __init__(self, session: AsyncSession) -> None:
+            self.session = session
+
+        async def execute(self, *args: Any, **kwargs: Any) -> Any:
+            result = await self.session.execute(*args, **kwargs)
+            read.set()
+            await release.wait()
+            return result
+
+    async with unit_of_work(session_factory) as session:
+        paused: Any = PausedAfterReading(session)
+        lookup = asyncio.create_task(directory.find(paused, world.tenant_a))
+        await asyncio.wait_for(read.wait(), timeout=10)
+        # The change commits and is announced while the old row is in hand …
+        pg.execute("UPDATE shared.tenants SET status = 'suspended' WHERE slug = %s",
+                   (world.tenant_a,))  # fmt: skip
+        directory.invalidate(world.tenant_a)
+        release.set()
+        assert (await lookup) is not None
+    # … so what that lookup read is not what the next one gets.
     async with unit_of_work(session_factory) as session:
         after = await directory.find(session, world.tenant_a)
     assert after is not None
