@@ -34,8 +34,8 @@ from _servers import check, durable_servers, print_settings, quiet_logging, serv
 from _servers import settings_lines as server_lines
 from socialflow.db.engine import libpq_url
 from socialflow.db.migrate import upgrade_shared
-from socialflow.tenancy.fleet import FleetMigrator
-from socialflow.tenancy.schema_ddl import tenant_ddl, tenant_head
+from socialflow.tenancy.fleet.ddl import tenant_ddl, tenant_head
+from socialflow.tenancy.fleet.migrator import FleetMigrator
 
 REVISION = """
 revision = "bench_add_column"

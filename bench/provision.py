@@ -46,20 +46,20 @@ from _servers import (
     server_settings,
 )
 from _servers import settings_lines as server_lines
-from socialflow.app import create_app
-from socialflow.db.migrate import upgrade_shared
-from socialflow.db.session import unit_of_work
-from socialflow.identity.permissions import Permission
-from socialflow.identity.services import ensure_operator
-from socialflow.identity.tokens import Principal
-from socialflow.settings import Environment, Settings
-from socialflow.tenancy.access import (
+from socialflow.access.permissions import Permission
+from socialflow.access.principal import Principal
+from socialflow.access.tenant_access import (
     TenantAccess,
     count_tenant_request,
     provide_tenant_scope,
     resolve_access,
 )
-from socialflow.tenancy.schema_ddl import tenant_ddl, tenant_head
+from socialflow.app import create_app
+from socialflow.db.migrate import upgrade_shared
+from socialflow.db.session import unit_of_work
+from socialflow.identity.services import ensure_operator
+from socialflow.settings import Environment, Settings
+from socialflow.tenancy.fleet.ddl import tenant_ddl, tenant_head
 from socialflow.tenancy.services import create_agency, provision_tenant
 
 PASSWORD = "bench-password-0123456789"

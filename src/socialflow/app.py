@@ -9,28 +9,35 @@ from litestar import Litestar
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from redis.asyncio import Redis
 
+from socialflow.access.directory import TenantDirectory, listening
 from socialflow.ai.controllers import AIController
+from socialflow.audit.controllers import AuditLogController
 from socialflow.db.engine import create_engine, create_session_factory
 from socialflow.db.session import provide_session
 from socialflow.health.controllers import HealthController
-from socialflow.identity.auth import provide_principal
-from socialflow.identity.controllers import AuthController, InvitationController, MeController
-from socialflow.lib.idempotency import IdempotencyMiddleware
+from socialflow.identity.auth import authenticate, count_caller, provide_principal
+from socialflow.identity.controllers import AuthController, MeController
+from socialflow.lib.idempotency import Callers, IdempotencyMiddleware
 from socialflow.lib.input_guard import refuse_unsafe_text
 from socialflow.lib.logging import configure_logging
 from socialflow.lib.openapi import document_problems
 from socialflow.lib.problems import EXCEPTION_HANDLERS
 from socialflow.lib.request_context import RequestContextMiddleware
+from socialflow.members.controllers import (
+    ApiKeysController,
+    InvitationController,
+    MembersController,
+)
 from socialflow.settings import Settings, get_settings
 from socialflow.tenancy.controllers import (
     AgencyController,
-    TenantContentController,
     TenantController,
+    TenantSettingsController,
 )
-from socialflow.tenancy.directory import TenantDirectory, listening
 from socialflow.vault.service import Vault
 
 
@@ -70,7 +77,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
             InvitationController,
             AgencyController,
             TenantController,
-            TenantContentController,
+            TenantSettingsController,
+            MembersController,
+            ApiKeysController,
+            AuditLogController,
             AIController,
         ],
         dependencies={
@@ -79,7 +89,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         },
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         # After routing: Idempotency-Key replays know the route (and what it withholds).
-        middleware=[IdempotencyMiddleware],
+        middleware=[
+            DefineMiddleware(IdempotencyMiddleware, callers=Callers(authenticate, count_caller))
+        ],
         guards=[refuse_unsafe_text],  # NUL / invalid UTF-8 in any input: 422
         lifespan=[resources],
         state=State({"settings": settings, "tenant_directory": directory}),

@@ -307,8 +307,8 @@ def migrate_tenants(  # noqa: PLR0917 - one CLI option each
     version_locations: tuple[Path, ...],
 ) -> None:
     """Bring every tenant schema behind the target to it (resumable; see README)."""
-    from socialflow.tenancy.fleet import FleetMigrator
-    from socialflow.tenancy.fleet_cli import run_check, run_dry, run_migrate, run_verify
+    from socialflow.tenancy.fleet.cli import run_check, run_dry, run_migrate, run_verify
+    from socialflow.tenancy.fleet.migrator import FleetMigrator
 
     migrator = FleetMigrator(
         _migration_url(),
@@ -330,8 +330,8 @@ def migrate_tenants(  # noqa: PLR0917 - one CLI option each
 @on_services()
 def tenants_status() -> None:
     """Schemas by revision and status, and the failures with their errors."""
-    from socialflow.tenancy.fleet import FleetMigrator
-    from socialflow.tenancy.fleet_cli import run_status
+    from socialflow.tenancy.fleet.cli import run_status
+    from socialflow.tenancy.fleet.migrator import FleetMigrator
 
     asyncio.run(run_status(FleetMigrator(_migration_url())))
 
@@ -367,9 +367,9 @@ def rotate_master_command(batch_size: int) -> None:
 @on_services()
 def rotate_tenant_key_command(slug: str) -> None:
     """Give a tenant a new data key and re-encrypt its secrets with it."""
+    from socialflow.access.directory import TenantDirectory
     from socialflow.ai.services import reseal_ai_keys
     from socialflow.db.tenancy import enter_tenant_schema
-    from socialflow.tenancy.directory import TenantDirectory
     from socialflow.vault.rotation import rotate_tenant_key
     from socialflow.vault.service import Vault
 

@@ -11,8 +11,10 @@ from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery, JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from socialflow.access.permissions import Permission
+from socialflow.access.tenant_access import TenantAccess, provide_tenant_scope
 from socialflow.ai import services
-from socialflow.ai.schemas import (
+from socialflow.ai.bodies import (
     AIKeyList,
     AIKeyOut,
     AIKeyPut,
@@ -21,9 +23,7 @@ from socialflow.ai.schemas import (
     AISettingsOut,
     AISettingsPut,
 )
-from socialflow.identity.permissions import Permission
 from socialflow.lib.pagination import page_request, page_response
-from socialflow.tenancy.access import TenantAccess, provide_tenant_scope
 
 MANAGE = {"permission": Permission.AI_KEYS_MANAGE}
 

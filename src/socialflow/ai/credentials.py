@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from socialflow.access.directory import TenantRef
 from socialflow.ai.providers import Provider
 from socialflow.lib.problems import Problem
 from socialflow.settings import Settings
-from socialflow.tenancy.directory import TenantRef
 from socialflow.vault.service import SealedSecret, Vault
 
 KEY_PURPOSE = "ai_provider_key"

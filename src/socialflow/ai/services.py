@@ -7,16 +7,16 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from socialflow.access.tenant_access import TenantAccess
 from socialflow.ai.credentials import KEY_PURPOSE, credentials_for, key_record
-from socialflow.ai.key_test import try_credentials
+from socialflow.ai.key_check import try_credentials
 from socialflow.ai.providers import TEST_MODELS, Provider
+from socialflow.audit.record import record_tenant_audit
 from socialflow.lib.outbound import check_outbound_url
 from socialflow.lib.pagination import PageRequest
 from socialflow.lib.problems import Problem
 from socialflow.outbox import emit
 from socialflow.settings import Settings
-from socialflow.tenancy.access import TenantAccess
-from socialflow.tenancy.audit import record_tenant_audit
 from socialflow.tenancy.settings_rows import SettingsRow
 from socialflow.vault.service import Vault, fingerprint, last4
 

@@ -24,9 +24,10 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from socialflow.access.principal import Principal, unauthorized
 from socialflow.db.session import unit_of_work
 from socialflow.identity.oidc import is_for_issuer, oidc_principal
-from socialflow.identity.tokens import Principal, hash_token, read_access_token, unauthorized
+from socialflow.identity.tokens import hash_token, read_access_token
 from socialflow.lib.logging import bind_context
 from socialflow.lib.problems import Problem
 from socialflow.lib.rate_limits import hit, remember

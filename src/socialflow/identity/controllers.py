@@ -1,4 +1,4 @@
-"""HTTP for identity: tokens, invitations, the caller's profile and external identities.
+"""HTTP for identity: tokens, the caller's profile and external identities.
 
 The sign-in endpoints run inside `sign_in_attempt`, which throttles them per client address and
 per account before any password is checked.
@@ -16,23 +16,21 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from socialflow.access.principal import Principal, unauthorized
 from socialflow.db.session import unit_of_work
 from socialflow.identity import services
-from socialflow.identity.invitations import accept_invitation
-from socialflow.identity.oidc import link_identity
-from socialflow.identity.schemas import (
+from socialflow.identity.bodies import (
     IdentityLink,
-    InvitationAccept,
-    InvitationAccepted,
     LinkedIdentity,
     Me,
     RefreshRequest,
     TokenRequest,
     TokenResponse,
 )
+from socialflow.identity.oidc import link_identity
 from socialflow.identity.services import RefreshOutcome, TokenPair
 from socialflow.identity.throttling import sign_in_attempt
-from socialflow.identity.tokens import Principal, hash_token, unauthorized
+from socialflow.identity.tokens import hash_token
 
 
 def _token_response(pair: TokenPair) -> TokenResponse:
@@ -97,31 +95,6 @@ class AuthController(Controller):
         account = hash_token(data.refresh_token)
         async with sign_in_attempt(request, state, endpoint="refresh", account=account):
             return await _rotate(data.refresh_token, session, state)
-
-
-class InvitationController(Controller):
-    path = "/api/v1/invitations"
-    tags = ["auth"]  # noqa: RUF012 - Litestar reads this class attribute
-
-    @post(
-        "/accept",
-        status_code=200,
-        summary="Accept an invitation (sets a new password)",
-        opt={"problems": (401, 404, 410, 422, 429, 503)},
-    )
-    async def accept(
-        self,
-        request: Request[Any, Any, Any],
-        data: JSONBody[InvitationAccept],
-        session: NamedDependency[AsyncSession],
-        state: State,
-    ) -> InvitationAccepted:
-        account = hash_token(data.token)
-        async with sign_in_attempt(request, state, endpoint="invitation", account=account):
-            accepted = await accept_invitation(
-                session, state.settings, token=data.token, name=data.name, password=data.password
-            )
-        return InvitationAccepted(str(accepted.user_id), accepted.tenant, accepted.role)
 
 
 class MeController(Controller):

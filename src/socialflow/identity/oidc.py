@@ -20,12 +20,12 @@ import jwt
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from socialflow.access.principal import Principal, unauthorized
+from socialflow.audit.record import record_platform_audit
 from socialflow.identity.models import User
 from socialflow.identity.services import get_or_create_user
-from socialflow.identity.tokens import Principal, unauthorized
 from socialflow.lib.problems import Problem
 from socialflow.settings import Settings
-from socialflow.tenancy.audit import record_platform_audit
 
 ALGORITHMS = ["RS256", "ES256", "PS256"]
 LINK_ROUTE = "POST /api/v1/me/identities"

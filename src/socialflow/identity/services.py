@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from socialflow.access.principal import Principal, unauthorized
 from socialflow.identity.models import RefreshToken, User
 from socialflow.identity.passwords import (
     MAX_PASSWORD_LENGTH,
@@ -18,13 +19,7 @@ from socialflow.identity.passwords import (
     hash_password,
     verify_password,
 )
-from socialflow.identity.tokens import (
-    Principal,
-    hash_token,
-    issue_access_token,
-    new_refresh_token,
-    unauthorized,
-)
+from socialflow.identity.tokens import hash_token, issue_access_token, new_refresh_token
 from socialflow.lib.problems import Problem
 from socialflow.settings import Settings
 

@@ -29,7 +29,7 @@ import re
 import secrets
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from litestar.middleware import MiddlewareProtocol
@@ -37,7 +37,6 @@ from litestar.types import ASGIApp as LitestarASGIApp
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from socialflow.identity.auth import authenticate, count_caller
 from socialflow.lib.problems import Problem
 from socialflow.lib.request_context import current_request_id
 from socialflow.lib.route_facts import facts_of
@@ -130,9 +129,28 @@ class _Slot:
         await self.redis.eval(_RENEW, 1, self.key, self.owner, running, ttl_ms)
 
 
+class Caller(Protocol):
+    @property
+    def actor(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Callers:
+    """How this layer learns who calls (given by the app: lib sits below identity).
+
+    `authenticate(state, authorization)` is the caller or None, raising nothing;
+    `count(state, scope, caller)` counts the request against the caller's rate limit (a 429
+    problem past it), once per request.
+    """
+
+    authenticate: Callable[[Any, str | None], Awaitable[Caller | None]]
+    count: Callable[[Any, MutableMapping[str, Any], Any], Awaitable[None]]
+
+
 class IdempotencyMiddleware(MiddlewareProtocol):
-    def __init__(self, app: LitestarASGIApp) -> None:
+    def __init__(self, app: LitestarASGIApp, callers: Callers) -> None:
         self.app: ASGIApp = app  # type: ignore[assignment]
+        self.callers = callers
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         key = _header(scope, b"idempotency-key") if scope["type"] == "http" else None
@@ -165,7 +183,7 @@ class IdempotencyMiddleware(MiddlewareProtocol):
             return
         except _Disconnected:
             return
-        principal = await authenticate(state, _header(scope, b"authorization"))
+        principal = await self.callers.authenticate(state, _header(scope, b"authorization"))
         replayed_body = _replay_receive(body)
         if principal is None:
             # Nobody to key a record on: the route answers 401.
@@ -174,7 +192,7 @@ class IdempotencyMiddleware(MiddlewareProtocol):
         scope.setdefault("state", {})["principal"] = principal
         try:
             # Counted before anything is stored: records never outgrow the caller's limit.
-            await count_caller(state, scope, principal)
+            await self.callers.count(state, scope, principal)
         except Problem as refused:
             await _problem(
                 scope, send, refused.status, refused.kind, detail=refused.detail,

@@ -1,9 +1,7 @@
-"""HTTP for agencies, tenants, their lifecycle and the first tenant-scoped resources."""
+"""HTTP for agencies, tenants, their lifecycle and their general settings."""
 
 from __future__ import annotations
 
-import uuid
-from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -13,26 +11,21 @@ from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery, JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from socialflow.identity.permissions import Permission, Role
-from socialflow.identity.tokens import Principal
+from socialflow.access.permissions import Permission
+from socialflow.access.principal import Principal
+from socialflow.access.tenant_access import (
+    TenantAccess,
+    provide_tenant_access,
+    provide_tenant_scope,
+)
 from socialflow.lib.pagination import SortKey, page_request, page_response
-from socialflow.tenancy import api_keys, members, services, tenant_content
-from socialflow.tenancy.access import TenantAccess, provide_tenant_access, provide_tenant_scope
-from socialflow.tenancy.schemas import (
+from socialflow.tenancy import services, tenant_settings
+from socialflow.tenancy.bodies import (
     AgencyAdminCreate,
     AgencyAdminOut,
     AgencyCreate,
     AgencyList,
     AgencyOut,
-    ApiKeyCreate,
-    ApiKeyCreated,
-    ApiKeyList,
-    AuditList,
-    InvitationOut,
-    MemberInvite,
-    MemberList,
-    MemberRoleOut,
-    MemberRoleUpdate,
     TenantCreate,
     TenantList,
     TenantOut,
@@ -43,9 +36,6 @@ from socialflow.tenancy.schemas import (
 
 # The order of each list, with the type of each part of its cursor.
 BY_SLUG = SortKey.of(slug=str)
-MEMBERS_ORDER = SortKey.of(joined_at=datetime, user_id=uuid.UUID)
-API_KEYS_ORDER = SortKey.of(created_at=datetime, id=uuid.UUID)
-AUDIT_ORDER = SortKey.of(id=int)
 
 
 def _tenant_out(row: dict[str, Any]) -> TenantOut:
@@ -236,136 +226,20 @@ class TenantController(Controller):
         return _tenant_out(await services.tenant_metadata(session, access))
 
 
-class TenantContentController(Controller):
-    """Routes that read and write the tenant's own schema."""
+class TenantSettingsController(Controller):
+    """The tenant's general settings, in its own schema."""
 
-    path = "/api/v1/tenants/{tenant:str}"
-    tags = ["tenant content"]  # noqa: RUF012 - Litestar reads this class attribute
+    path = "/api/v1/tenants/{tenant:str}/settings"
+    tags = ["tenant settings"]  # noqa: RUF012 - Litestar reads this class attribute
     dependencies = {"member": Provide(provide_tenant_scope)}  # noqa: RUF012
 
-    @get("/members", opt={"permission": Permission.MEMBERS_READ}, summary="The tenant's members")
-    async def members(
-        self,
-        request: Request[Any, Any, Any],
-        member: NamedDependency[TenantAccess],
-        session: NamedDependency[AsyncSession],
-        limit: FromQuery[int | None] = None,
-        cursor: FromQuery[str | None] = None,
-        role: FromQuery[str | None] = None,
-    ) -> Response[MemberList]:
-        page = page_request(limit, cursor, MEMBERS_ORDER)
-        rows = await tenant_content.list_members(session, member, page, role=role)
-        return page_response(request, rows, page, MEMBERS_ORDER, MemberList)
-
-    @post(
-        "/members",
-        opt={"permission": Permission.MEMBERS_MANAGE},
-        summary="Invite someone by email with a role (mailed by the email job)",
-    )
-    async def invite(
-        self,
-        data: JSONBody[MemberInvite],
-        member: NamedDependency[TenantAccess],
-        session: NamedDependency[AsyncSession],
-        state: State,
-    ) -> InvitationOut:
-        invited = await members.invite_member(
-            session, state.settings, member, data.email, Role(data.role)
-        )
-        return msgspec.convert(invited, InvitationOut)
-
-    @patch(
-        "/members/{user_id:uuid}",
-        opt={"permission": Permission.MEMBERS_READ, "problems": (409,)},  # the last owner
-        summary="Change a member's role (admin+; owner role: owners only)",
-    )
-    async def change_member_role(
-        self,
-        user_id: FromPath[uuid.UUID],
-        data: JSONBody[MemberRoleUpdate],
-        member: NamedDependency[TenantAccess],
-        session: NamedDependency[AsyncSession],
-    ) -> MemberRoleOut:
-        changed = await members.change_role(session, member, user_id, Role(data.role))
-        return msgspec.convert(changed, MemberRoleOut)
-
-    @delete(
-        "/members/{user_id:uuid}",
-        opt={"permission": Permission.MEMBERS_READ, "problems": (409,)},  # the last owner
-        summary="Remove a member, or leave (the last owner cannot)",
-    )
-    async def remove_member(
-        self,
-        user_id: FromPath[uuid.UUID],
-        member: NamedDependency[TenantAccess],
-        session: NamedDependency[AsyncSession],
-    ) -> None:
-        await members.remove_member(session, member, user_id)
-
-    @get("/api-keys", opt={"permission": Permission.API_KEYS_MANAGE}, summary="API keys")
-    async def list_api_keys(
-        self,
-        request: Request[Any, Any, Any],
-        member: NamedDependency[TenantAccess],
-        session: NamedDependency[AsyncSession],
-        limit: FromQuery[int | None] = None,
-        cursor: FromQuery[str | None] = None,
-    ) -> Response[ApiKeyList]:
-        page = page_request(limit, cursor, API_KEYS_ORDER)
-        rows = await api_keys.list_keys(session, member, page)
-        return page_response(request, rows, page, API_KEYS_ORDER, ApiKeyList)
-
-    @post(
-        "/api-keys",
-        # The secret is never stored for an Idempotency-Key replay, which answers it as null.
-        opt={"permission": Permission.API_KEYS_MANAGE, "withhold_on_replay": ("key",)},
-        summary="Create an API key (the secret is in this response only)",
-    )
-    async def create_api_key(
-        self,
-        data: JSONBody[ApiKeyCreate],
-        member: NamedDependency[TenantAccess],
-        session: NamedDependency[AsyncSession],
-    ) -> ApiKeyCreated:
-        created = await api_keys.create_key(
-            session, member, name=data.name, role=Role(data.role), expires_at=data.expires_at
-        )
-        return msgspec.convert({**created, "id": str(created["id"])}, ApiKeyCreated)
-
-    @delete(
-        "/api-keys/{key_id:uuid}",
-        opt={"permission": Permission.API_KEYS_MANAGE},
-        summary="Revoke an API key (refused at once)",
-    )
-    async def revoke_api_key(
-        self,
-        key_id: FromPath[uuid.UUID],
-        member: NamedDependency[TenantAccess],
-        session: NamedDependency[AsyncSession],
-    ) -> None:
-        await api_keys.revoke_key(session, member, key_id)
-
-    @get("/audit-log", opt={"permission": Permission.AUDIT_READ}, summary="Audit entries")
-    async def audit_log(
-        self,
-        request: Request[Any, Any, Any],
-        member: NamedDependency[TenantAccess],
-        session: NamedDependency[AsyncSession],
-        limit: FromQuery[int | None] = None,
-        cursor: FromQuery[str | None] = None,
-        action: FromQuery[str | None] = None,
-    ) -> Response[AuditList]:
-        page = page_request(limit, cursor, AUDIT_ORDER)
-        rows = await tenant_content.list_audit(session, page, action=action)
-        return page_response(request, rows, page, AUDIT_ORDER, AuditList)
-
-    @get("/settings", opt={"permission": Permission.SETTINGS_READ}, summary="Tenant settings")
+    @get("", opt={"permission": Permission.SETTINGS_READ}, summary="Tenant settings")
     async def read_settings(
         self, member: NamedDependency[TenantAccess], session: NamedDependency[AsyncSession]
     ) -> TenantSettingsOut:
-        return msgspec.convert(await tenant_content.read_settings(session), TenantSettingsOut)
+        return msgspec.convert(await tenant_settings.read_settings(session), TenantSettingsOut)
 
-    @put("/settings", opt={"permission": Permission.SETTINGS_WRITE}, summary="Change settings")
+    @put("", opt={"permission": Permission.SETTINGS_WRITE}, summary="Change settings")
     async def write_settings(
         self,
         data: JSONBody[TenantSettingsUpdate],
@@ -374,5 +248,5 @@ class TenantContentController(Controller):
     ) -> TenantSettingsOut:
         changes = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not None}
         return msgspec.convert(
-            await tenant_content.update_settings(session, member, changes), TenantSettingsOut
+            await tenant_settings.update_settings(session, member, changes), TenantSettingsOut
         )

@@ -1,13 +1,12 @@
-"""Tenancy tables in the shared schema: agencies, their admins, tenants, platform audit."""
+"""Tenancy tables in the shared schema: agencies, their admins, tenants."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Identity, Index, String, func, text
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy import DateTime, ForeignKey, Index, String, func, text
+from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from socialflow.db.base import SharedBase
@@ -60,21 +59,3 @@ class Tenant(SharedBase):
     purge_after: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-
-
-class PlatformAuditEntry(SharedBase):
-    """Platform-level actions (agencies, tenant lifecycle), written with the change."""
-
-    __tablename__ = "platform_audit_log"
-
-    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-    actor_user_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
-    action: Mapped[str] = mapped_column(String(64))
-    target_type: Mapped[str] = mapped_column(String(32))
-    target_id: Mapped[str] = mapped_column(String(64))
-    tenant_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), index=True)
-    agency_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), index=True)
-    request_id: Mapped[str | None] = mapped_column(String(128))
-    before: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
-    after: Mapped[dict[str, Any] | None] = mapped_column(JSONB)

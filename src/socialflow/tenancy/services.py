@@ -11,22 +11,22 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from socialflow.access.directory import TenantDirectory, TenantRef
+from socialflow.access.permissions import Role
+from socialflow.access.principal import Principal
+from socialflow.access.slugs import validate_new_slug
+from socialflow.access.tenant_access import TenantAccess
+from socialflow.audit.record import record_platform_audit
 from socialflow.db.tenant_schema import quote_schema, schema_for_tenant
 from socialflow.identity import services as identity
-from socialflow.identity.invitations import create_invitation
-from socialflow.identity.models import Membership
-from socialflow.identity.permissions import Role
-from socialflow.identity.tokens import Principal
 from socialflow.lib.pagination import PageRequest
 from socialflow.lib.problems import Problem
+from socialflow.members.invitations import create_invitation
+from socialflow.members.models import Membership
 from socialflow.outbox import emit
 from socialflow.settings import Settings
-from socialflow.tenancy.access import TenantAccess
-from socialflow.tenancy.audit import record_platform_audit
-from socialflow.tenancy.directory import TenantDirectory, TenantRef
+from socialflow.tenancy.fleet.ddl import create_tenant_schema
 from socialflow.tenancy.models import Agency, AgencyAdmin, Tenant
-from socialflow.tenancy.schema_ddl import create_tenant_schema
-from socialflow.tenancy.slugs import validate_new_slug
 from socialflow.vault.service import Vault
 
 # -- agencies -------------------------------------------------------------------------------

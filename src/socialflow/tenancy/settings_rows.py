@@ -8,8 +8,8 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from socialflow.tenancy.access import TenantAccess
-from socialflow.tenancy.audit import record_tenant_audit
+from socialflow.access.tenant_access import TenantAccess
+from socialflow.audit.record import record_tenant_audit
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 
 # Feature `tasks` modules, e.g. "socialflow.media.tasks", as features arrive.
-ACTOR_MODULES: tuple[str, ...] = ("socialflow.identity.tasks",)
+ACTOR_MODULES: tuple[str, ...] = ("socialflow.members.tasks",)
 
 for _module in ACTOR_MODULES:
     importlib.import_module(_module)

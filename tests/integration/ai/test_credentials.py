@@ -6,13 +6,13 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from socialflow.access.directory import TenantDirectory
 from socialflow.ai.credentials import credentials_for
 from socialflow.ai.providers import Provider
 from socialflow.db.session import unit_of_work
 from socialflow.db.tenancy import enter_tenant_schema
 from socialflow.lib.problems import Problem
 from socialflow.settings import Settings
-from socialflow.tenancy.directory import TenantDirectory
 from socialflow.vault.service import Vault
 from tests.integration.tenancy_fixtures import Platform, World
 

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from socialflow.ai.credentials import ProviderCredentials
-from socialflow.ai.key_test import try_credentials
+from socialflow.ai.key_check import try_credentials
 from socialflow.ai.providers import Provider
 from socialflow.lib.outbound import (
     IPAddress,

@@ -10,8 +10,8 @@ import psycopg
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from socialflow.db.session import unit_of_work
-from socialflow.identity.invitations import mint_token
 from socialflow.identity.passwords import LOAD
+from socialflow.members.invitations import mint_token
 from socialflow.settings import Settings
 from tests.integration.identity.conftest import (
     ClientFactory,

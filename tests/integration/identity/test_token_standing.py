@@ -13,10 +13,10 @@ import psycopg
 import redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from socialflow.access.principal import Principal
 from socialflow.db.session import unit_of_work
 from socialflow.identity.auth import authenticate
 from socialflow.identity.services import ensure_operator
-from socialflow.identity.tokens import Principal
 from socialflow.settings import Settings
 from tests.integration.identity.conftest import ClientFactory, new_user, sign_in
 from tests.integration.outbox.support import wait_until

@@ -17,8 +17,8 @@ from litestar import Litestar, post
 from litestar.di import NamedDependency
 from litestar.testing import AsyncTestClient
 
+from socialflow.access.principal import Principal
 from socialflow.app import create_app
-from socialflow.identity.tokens import Principal
 from socialflow.lib import idempotency
 from socialflow.settings import Settings
 from tests.integration.tenancy_fixtures import PASSWORD, Platform, World, unique

@@ -10,7 +10,7 @@ from alembic.script import ScriptDirectory
 
 from socialflow.db.migrate import SHARED_TREE, alembic_config, upgrade_shared, upgrade_tenant
 from socialflow.db.tenant_schema import InvalidSchemaName
-from socialflow.tenancy.schema_ddl import tenant_head
+from socialflow.tenancy.fleet.ddl import tenant_head
 
 
 def test_shared_head_puts_pgvector_in_the_extensions_schema(

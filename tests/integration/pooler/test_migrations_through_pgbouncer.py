@@ -12,8 +12,8 @@ import psycopg
 import pytest
 
 from socialflow.db.migrate import upgrade_shared
-from socialflow.tenancy.fleet import FleetMigrator
-from socialflow.tenancy.schema_ddl import tenant_head
+from socialflow.tenancy.fleet.ddl import tenant_head
+from socialflow.tenancy.fleet.migrator import FleetMigrator
 from tests.integration.pooler_fixtures import PgBouncer
 from tests.integration.tenancy_fixtures import Platform
 

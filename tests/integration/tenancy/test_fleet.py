@@ -13,8 +13,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from socialflow.tenancy.fleet import FleetMigrator
-from socialflow.tenancy.schema_ddl import tenant_head
+from socialflow.tenancy.fleet.ddl import tenant_head
+from socialflow.tenancy.fleet.migrator import FleetMigrator
 from tests.integration.tenancy_fixtures import Platform
 
 ADD_COLUMN = """

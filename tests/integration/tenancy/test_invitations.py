@@ -13,7 +13,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import Envelope, Session
 
-from socialflow.identity.tasks import send_invitation_email
+from socialflow.members.tasks import send_invitation_email
 from socialflow.outbox.routing import ROUTES
 from socialflow.settings import Settings
 from socialflow.workers.actors import WorkerDatabase

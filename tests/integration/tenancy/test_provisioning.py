@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from socialflow.tenancy import services as tenancy_services
-from socialflow.tenancy.schema_ddl import tenant_head
+from socialflow.tenancy.fleet.ddl import tenant_head
 from socialflow.vault.service import Vault
 from tests.integration.tenancy_fixtures import Platform, World, unique
 

@@ -12,13 +12,13 @@ import psycopg
 from litestar.testing import AsyncTestClient
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from socialflow.access.directory import TenantDirectory
+from socialflow.access.principal import Principal
+from socialflow.access.tenant_access import TenantAccess
 from socialflow.app import create_app
 from socialflow.db.session import unit_of_work
-from socialflow.identity.tokens import Principal
 from socialflow.settings import Settings
 from socialflow.tenancy import services
-from socialflow.tenancy.access import TenantAccess
-from socialflow.tenancy.directory import TenantDirectory
 from tests.integration.tenancy_fixtures import Platform, World
 
 

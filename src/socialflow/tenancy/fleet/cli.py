@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from socialflow.tenancy.fleet import FleetMigrator, Outcome, summarise
+from socialflow.tenancy.fleet.migrator import FleetMigrator, Outcome, summarise
 
 EXIT_INTERRUPTED = 130
 

@@ -13,16 +13,17 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from socialflow.access.permissions import Role
+from socialflow.audit.record import record_tenant_audit
 from socialflow.db.tenancy import enter_tenant_schema
 from socialflow.identity import services as identity
-from socialflow.identity.models import Invitation, User
+from socialflow.identity.models import User
 from socialflow.identity.passwords import verify_password
-from socialflow.identity.permissions import Role
 from socialflow.identity.tokens import hash_token
 from socialflow.lib.problems import Problem
+from socialflow.members.models import Invitation
 from socialflow.outbox import emit
 from socialflow.settings import Settings
-from socialflow.tenancy.audit import record_tenant_audit
 
 TOKEN_PREFIX = "sfi_"  # noqa: S105 - a prefix, not a secret
 

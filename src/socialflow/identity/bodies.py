@@ -19,18 +19,6 @@ class RefreshRequest(msgspec.Struct, forbid_unknown_fields=True):
     refresh_token: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 
 
-class InvitationAccept(msgspec.Struct, forbid_unknown_fields=True):
-    token: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-    password: Password
-    name: Annotated[str, msgspec.Meta(max_length=200)] | None = None
-
-
-class InvitationAccepted(msgspec.Struct):
-    user_id: str
-    tenant: str
-    role: str
-
-
 class TokenResponse(msgspec.Struct):
     access_token: str
     refresh_token: str

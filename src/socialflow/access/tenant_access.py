@@ -12,13 +12,13 @@ from litestar.params import FromPath
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from socialflow.access.directory import TenantDirectory, TenantRef
+from socialflow.access.permissions import Permission, Role, allows
+from socialflow.access.principal import Principal
 from socialflow.db.tenant_schema import search_path_for
-from socialflow.identity.permissions import Permission, Role, allows
-from socialflow.identity.tokens import Principal
 from socialflow.lib.logging import bind_context
 from socialflow.lib.problems import Problem
 from socialflow.lib.rate_limits import hit, remember
-from socialflow.tenancy.directory import TenantDirectory, TenantRef
 
 ACCESS_SQL = text(
     "SELECT (SELECT role FROM shared.memberships WHERE tenant_id = :tenant AND user_id = :user), "

@@ -16,8 +16,8 @@ from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from socialflow.access.slugs import is_valid_slug
 from socialflow.db.session import after_commit
-from socialflow.tenancy.slugs import is_valid_slug
 
 log = structlog.get_logger(__name__)
 

@@ -10,14 +10,14 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from socialflow.access.permissions import Permission, Role
+from socialflow.access.tenant_access import TenantAccess
+from socialflow.audit.record import record_tenant_change
 from socialflow.identity.auth import API_KEY_PREFIX
-from socialflow.identity.permissions import Permission, Role
 from socialflow.identity.tokens import hash_token
 from socialflow.lib.pagination import PageRequest
 from socialflow.lib.problems import Problem
-from socialflow.tenancy.access import TenantAccess
-from socialflow.tenancy.audit import record_tenant_change
-from socialflow.tenancy.members import check_grant
+from socialflow.members.services import check_grant
 
 COLUMNS = "id, name, prefix, role, created_at, expires_at, last_used_at, revoked_at"
 

@@ -12,13 +12,14 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from socialflow.access.permissions import Permission, Role
+from socialflow.access.tenant_access import TenantAccess
+from socialflow.audit.record import record_tenant_audit, record_tenant_change
 from socialflow.identity import services as identity
-from socialflow.identity.invitations import create_invitation
-from socialflow.identity.permissions import Permission, Role
+from socialflow.lib.pagination import PageRequest
 from socialflow.lib.problems import Problem
+from socialflow.members.invitations import create_invitation
 from socialflow.settings import Settings
-from socialflow.tenancy.access import TenantAccess
-from socialflow.tenancy.audit import record_tenant_audit, record_tenant_change
 
 LOCK_MEMBERS = text(
     "SELECT user_id, role FROM shared.memberships WHERE tenant_id = :tenant FOR UPDATE"
@@ -117,3 +118,25 @@ async def remove_member(session: AsyncSession, access: TenantAccess, user_id: uu
         session, access, event_type="member.removed", aggregate_type="member",
         aggregate_id=user_id, change=change,
     )  # fmt: skip
+
+
+async def list_members(
+    session: AsyncSession, access: TenantAccess, page: PageRequest, *, role: str | None = None
+) -> list[dict[str, Any]]:
+    """Members by the time they joined (then user id); one row more than the page."""
+    after_at, after_id = page.after if page.after else (None, None)
+    rows = await session.execute(
+        text(
+            "SELECT u.id AS user_id, u.email, u.name, m.role, m.created_at AS joined_at "
+            "FROM shared.memberships m JOIN shared.users u ON u.id = m.user_id "
+            "WHERE m.tenant_id = :tenant "
+            "AND (CAST(:role AS text) IS NULL OR m.role = :role) "
+            "AND (CAST(:after_at AS timestamptz) IS NULL "
+            "     OR (m.created_at, m.user_id) > (CAST(:after_at AS timestamptz), "
+            "                                     CAST(:after_id AS uuid))) "
+            "ORDER BY m.created_at, m.user_id LIMIT :limit"
+        ),
+        {"tenant": access.tenant.id, "role": role, "after_at": after_at, "after_id": after_id,
+         "limit": page.limit + 1},
+    )  # fmt: skip
+    return [dict(row._mapping) for row in rows]

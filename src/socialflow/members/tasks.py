@@ -6,8 +6,8 @@ import uuid
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from socialflow.identity.invitations import mint_token
 from socialflow.lib.email import send_email
+from socialflow.members.invitations import mint_token
 from socialflow.outbox.events import Event
 from socialflow.workers.actors import event_actor, worker_settings
 

@@ -9,11 +9,11 @@ import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from socialflow.audit.models import PlatformAuditEntry
 from socialflow.outbox import emit
-from socialflow.tenancy.models import PlatformAuditEntry
 
 if TYPE_CHECKING:
-    from socialflow.tenancy.access import TenantAccess
+    from socialflow.access.tenant_access import TenantAccess
 
 
 async def record_platform_audit(

@@ -1,0 +1,40 @@
+"""HTTP for a tenant's audit log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, Response, get
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromQuery
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from socialflow.access.permissions import Permission
+from socialflow.access.tenant_access import TenantAccess, provide_tenant_scope
+from socialflow.audit import services
+from socialflow.audit.bodies import AuditList
+from socialflow.lib.pagination import SortKey, page_request, page_response
+
+AUDIT_ORDER = SortKey.of(id=int)
+
+
+class AuditLogController(Controller):
+    """The tenant's audit entries, newest first."""
+
+    path = "/api/v1/tenants/{tenant:str}/audit-log"
+    tags = ["audit"]  # noqa: RUF012 - Litestar reads this class attribute
+    dependencies = {"member": Provide(provide_tenant_scope)}  # noqa: RUF012
+
+    @get("", opt={"permission": Permission.AUDIT_READ}, summary="Audit entries")
+    async def audit_log(
+        self,
+        request: Request[Any, Any, Any],
+        member: NamedDependency[TenantAccess],
+        session: NamedDependency[AsyncSession],
+        limit: FromQuery[int | None] = None,
+        cursor: FromQuery[str | None] = None,
+        action: FromQuery[str | None] = None,
+    ) -> Response[AuditList]:
+        page = page_request(limit, cursor, AUDIT_ORDER)
+        rows = await services.list_audit(session, page, action=action)
+        return page_response(request, rows, page, AUDIT_ORDER, AuditList)

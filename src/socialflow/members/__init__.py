@@ -1,0 +1,1 @@
+"""A tenant's members, their invitations and the tenant's API keys."""

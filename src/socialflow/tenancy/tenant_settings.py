@@ -1,0 +1,32 @@
+"""A tenant's general settings: one row in its own schema, changed with an audit entry."""
+
+from __future__ import annotations
+
+from typing import Any
+from zoneinfo import available_timezones
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from socialflow.access.tenant_access import TenantAccess
+from socialflow.lib.problems import Problem
+from socialflow.tenancy.settings_rows import SettingsRow
+
+GENERAL_SETTINGS = SettingsRow(
+    "settings", ("display_name", "timezone", "locale"), audit_action="settings.updated"
+)
+
+
+async def read_settings(session: AsyncSession) -> dict[str, Any]:
+    """The tenant's settings row, read through the request's search_path (unqualified)."""
+    return await GENERAL_SETTINGS.read(session)
+
+
+async def update_settings(
+    session: AsyncSession, access: TenantAccess, changes: dict[str, Any]
+) -> dict[str, Any]:
+    if "timezone" in changes and changes["timezone"] not in available_timezones():
+        raise Problem(
+            422, "invalid-timezone", f"Unknown time zone {changes['timezone']!r}.",
+            errors=[{"field": "timezone", "message": "unknown IANA time zone"}],
+        )  # fmt: skip
+    return await GENERAL_SETTINGS.update(session, access, changes)
