@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from socialflow.db.tenant_schema import NO_TENANT_SEARCH_PATH, set_search_path
 from socialflow.settings import Settings
 
 # The shared schema holds every table that is not a tenant's; it is always schema-qualified.
@@ -20,7 +21,6 @@ SHARED_SCHEMA = "shared"
 EXTENSIONS_SCHEMA = "extensions"
 # Sessions without a tenant resolve unqualified names in `extensions` only, so a query that
 # forgot its tenant fails instead of reading another schema.
-NO_TENANT_SEARCH_PATH = EXTENSIONS_SCHEMA
 
 
 def sqlalchemy_url(url: str, *, driver: str = "psycopg") -> str:
@@ -69,7 +69,7 @@ def transaction_defaults_sql(statement_timeout_ms: int) -> str:
     """One statement giving a transaction the fail-closed search_path and the timeout."""
     # Literals, not parameters: the statement can share a simple query with BEGIN.
     return (
-        f"SELECT set_config('search_path', '{NO_TENANT_SEARCH_PATH}', true), "
+        f"SELECT {set_search_path(repr(NO_TENANT_SEARCH_PATH))}, "
         f"set_config('statement_timeout', '{int(statement_timeout_ms)}', true)"
     )
 

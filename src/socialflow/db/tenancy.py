@@ -5,20 +5,22 @@ from __future__ import annotations
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from socialflow.db.engine import NO_TENANT_SEARCH_PATH
-from socialflow.db.tenant_schema import search_path_for
+from socialflow.db.tenant_schema import NO_TENANT_SEARCH_PATH, search_path_for, set_search_path
 
-# Sessions without a tenant resolve unqualified names in `extensions` only (set by db.engine
-# per connection, or per transaction behind a pooler); shared tables are always qualified.
-__all__ = ["NO_TENANT_SEARCH_PATH", "enter_tenant_schema"]
+__all__ = ["NO_TENANT_SEARCH_PATH", "enter_tenant_schema", "leave_tenant_schema"]
+
+_SET = text(f"SELECT {set_search_path(':path')}")
 
 
 async def enter_tenant_schema(session: AsyncSession, schema: str) -> None:
     """Point this transaction's search_path at `schema` (SET LOCAL semantics: gone at commit).
 
-    Safe behind a transaction-mode pooler; the schema name is validated and quoted, and passed
-    to set_config as a bound value, never formatted into the statement.
+    The schema name is validated and quoted, and passed to set_config as a bound value, never
+    formatted into the statement.
     """
-    await session.execute(
-        text("SELECT set_config('search_path', :path, true)"), {"path": search_path_for(schema)}
-    )
+    await session.execute(_SET, {"path": search_path_for(schema)})
+
+
+async def leave_tenant_schema(session: AsyncSession) -> None:
+    """Back to no tenant schema for the rest of this transaction."""
+    await session.execute(_SET, {"path": NO_TENANT_SEARCH_PATH})

@@ -25,6 +25,18 @@ def quote_schema(name: str) -> str:
     return '"' + validate_schema_name(name).replace('"', '""') + '"'
 
 
+# Sessions without a tenant resolve unqualified names in `extensions` only; shared tables are
+# always schema-qualified, so a query that forgot its tenant fails instead of reading another.
+NO_TENANT_SEARCH_PATH = "extensions"
+
+
+def set_search_path(value_sql: str) -> str:
+    """The SQL expression pointing this transaction's search_path at `value_sql` (a bound
+    parameter, or a quoted literal): SET LOCAL semantics, gone at commit, safe behind a
+    transaction pooler. Every statement that sets a search_path is built with it."""
+    return f"set_config('search_path', {value_sql}, true)"
+
+
 def search_path_for(schema: str) -> str:
     """A tenant transaction's search_path: its schema, then extensions — never the shared one."""
     return f"{quote_schema(schema)}, extensions"

@@ -16,7 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from socialflow.db.migrate import TENANT_TREE, alembic_config
-from socialflow.db.tenancy import NO_TENANT_SEARCH_PATH, enter_tenant_schema
+from socialflow.db.tenancy import enter_tenant_schema, leave_tenant_schema
 from socialflow.db.tenant_schema import quote_schema
 
 _RENDER_URL = "postgresql+psycopg://render@localhost/render"
@@ -49,7 +49,5 @@ async def create_tenant_schema(session: AsyncSession, schema: str) -> str:
     raw = await connection.get_raw_connection()
     # No parameters: psycopg sends the script as one simple query, one round trip.
     await raw.driver_connection.execute(tenant_ddl(head))  # type: ignore[union-attr]
-    await session.execute(
-        text("SELECT set_config('search_path', :path, true)"), {"path": NO_TENANT_SEARCH_PATH}
-    )
+    await leave_tenant_schema(session)
     return head

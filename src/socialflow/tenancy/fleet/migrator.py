@@ -31,7 +31,12 @@ from psycopg.rows import TupleRow
 
 from socialflow.db.engine import libpq_url
 from socialflow.db.migrate import TENANT_TREE, alembic_config
-from socialflow.db.tenant_schema import search_path_for, validate_schema_name
+from socialflow.db.tenant_schema import (
+    NO_TENANT_SEARCH_PATH,
+    search_path_for,
+    set_search_path,
+    validate_schema_name,
+)
 
 _RENDER_URL = "postgresql+psycopg://render@localhost/render"
 LOCK_NAMESPACE = 7_310_100  # advisory lock class for per-schema migration locks
@@ -289,12 +294,11 @@ class FleetMigrator:
                 current = str(version[0]) if version else current
                 if current != target:
                     await conn.execute(
-                        "SELECT set_config('search_path', %s, true)",
-                        (search_path_for(state.schema),),
+                        f"SELECT {set_search_path('%s')}", (search_path_for(state.schema),)
                     )
                     # No parameters: one simple query, one round trip, however many statements.
                     await conn.execute(self.render(current, target).encode())
-                    await conn.execute("SELECT set_config('search_path', 'extensions', true)")
+                    await conn.execute(f"SELECT {set_search_path(repr(NO_TENANT_SEARCH_PATH))}")
                 ms = (time.perf_counter() - started) * 1000
                 await conn.execute(
                     RECORD_OK_SQL, {"revision": target, "ms": ms, "schema": state.schema}
