@@ -5,14 +5,15 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool, text
 
-from socialflow.db.base import SharedBase
 from socialflow.db.engine import SHARED_SCHEMA, sqlalchemy_url
+from socialflow.tables import SHARED_METADATA
 
 # Every process that migrates takes this lock, so replicas starting together migrate once.
 MIGRATION_LOCK_KEY = 7_310_001
 
 config = context.config
-target_metadata = SharedBase.metadata
+# Every declared table: `alembic revision --autogenerate` compares the database with them.
+target_metadata = SHARED_METADATA
 
 
 def include_object(

@@ -5,12 +5,13 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool, text
 
-from socialflow.db.base import TenantBase
 from socialflow.db.engine import sqlalchemy_url
 from socialflow.db.tenant_schema import quote_schema, search_path_for, validate_schema_name
+from socialflow.tables import TENANT_METADATA
 
 config = context.config
-target_metadata = TenantBase.metadata
+# Every declared table: `alembic revision --autogenerate` compares the database with them.
+target_metadata = TENANT_METADATA
 
 
 def tenant_schema() -> str:

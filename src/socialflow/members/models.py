@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import DateTime, ForeignKey, String, func, text
+from sqlalchemy import DateTime, ForeignKey, Index, String, func, text
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -15,6 +15,7 @@ from socialflow.db.base import SharedBase
 
 class Membership(SharedBase):
     __tablename__ = "memberships"
+    __table_args__ = (Index("ix_memberships_user_id", "user_id"),)  # a user's tenants
 
     tenant_id: Mapped[uuid.UUID] = mapped_column(
         UUID(as_uuid=True), ForeignKey("shared.tenants.id", ondelete="CASCADE"), primary_key=True

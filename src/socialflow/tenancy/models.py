@@ -1,15 +1,26 @@
-"""Tenancy tables in the shared schema: agencies, their admins, tenants."""
+"""Tenancy tables: agencies, their admins and tenants (shared schema); each tenant's general
+settings (its own schema)."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
 
-from sqlalchemy import DateTime, ForeignKey, Index, String, func, text
+from sqlalchemy import (
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    SmallInteger,
+    String,
+    func,
+    text,
+)
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.sql.naming import conv
 
-from socialflow.db.base import SharedBase
+from socialflow.db.base import SharedBase, TenantBase
 
 
 class Agency(SharedBase):
@@ -25,6 +36,7 @@ class Agency(SharedBase):
 
 class AgencyAdmin(SharedBase):
     __tablename__ = "agency_admins"
+    __table_args__ = (Index("ix_agency_admins_user_id", "user_id"),)  # a user's agencies
 
     agency_id: Mapped[uuid.UUID] = mapped_column(
         UUID(as_uuid=True), ForeignKey("shared.agencies.id", ondelete="CASCADE"), primary_key=True
@@ -59,3 +71,17 @@ class Tenant(SharedBase):
     purge_after: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class TenantSettings(TenantBase):
+    """A tenant's general settings: one row (id = 1) in its own schema."""
+
+    __tablename__ = "settings"
+    __table_args__ = (CheckConstraint("id = 1", name=conv("single_row")),)
+
+    id: Mapped[int] = mapped_column(SmallInteger, primary_key=True, server_default=text("1"))
+    display_name: Mapped[str | None] = mapped_column(String(200))
+    timezone: Mapped[str] = mapped_column(String(64), server_default=text("'UTC'"))
+    locale: Mapped[str] = mapped_column(String(16), server_default=text("'en'"))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_by: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))

@@ -1,0 +1,22 @@
+"""Every table the product declares. Importing this module fills `SharedBase.metadata` and
+`TenantBase.metadata`: the target metadata of the two Alembic trees (autogenerate compares the
+database with them) and what hand-tuned SQL is built from."""
+
+from __future__ import annotations
+
+from socialflow.ai import models as ai_models
+from socialflow.audit import models as audit_models
+from socialflow.db.base import SharedBase, TenantBase
+from socialflow.identity import models as identity_models
+from socialflow.members import models as members_models
+from socialflow.outbox import models as outbox_models
+from socialflow.tenancy import models as tenancy_models
+from socialflow.tenancy.fleet import models as fleet_models
+from socialflow.vault import models as vault_models
+
+MODEL_MODULES = (
+    ai_models, audit_models, fleet_models, identity_models, members_models, outbox_models,
+    tenancy_models, vault_models,
+)  # fmt: skip
+SHARED_METADATA = SharedBase.metadata
+TENANT_METADATA = TenantBase.metadata
