@@ -31,7 +31,7 @@ from typing import Any
 import httpx
 from litestar import Litestar, Request, get
 from litestar.datastructures import State
-from litestar.di import NamedDependency, Provide
+from litestar.di import NamedDependency
 from litestar.params import FromPath
 from pydantic import SecretStr
 from sqlalchemy import text
@@ -46,14 +46,10 @@ from _servers import (
     server_settings,
 )
 from _servers import settings_lines as server_lines
+from socialflow.access.guards import authenticated, requires
 from socialflow.access.permissions import Permission
 from socialflow.access.principal import Principal
-from socialflow.access.tenant_access import (
-    TenantAccess,
-    count_tenant_request,
-    provide_tenant_scope,
-    resolve_access,
-)
+from socialflow.access.tenant_access import TenantAccess, count_tenant_request, resolve_access
 from socialflow.app import create_app
 from socialflow.db.migrate import upgrade_shared
 from socialflow.db.session import unit_of_work
@@ -68,19 +64,15 @@ AGENCY = "bench-agency"
 
 # Two copies of one handler: with the search_path step (the product's tenant dependency) and
 # without it (same access check, the table named by its schema instead).
-@get(
-    "/bench/with/{tenant:str}",
-    dependencies={"member": Provide(provide_tenant_scope)},
-    opt={"permission": Permission.SETTINGS_READ},
-)
+@get("/bench/with/{tenant:str}", guards=[requires(Permission.SETTINGS_READ)])
 async def with_search_path(
-    member: NamedDependency[TenantAccess], session: NamedDependency[AsyncSession]
+    access: NamedDependency[TenantAccess], session: NamedDependency[AsyncSession]
 ) -> dict[str, Any]:
     row = (await session.execute(text("SELECT timezone, locale FROM settings"))).one()
     return {"timezone": row.timezone, "locale": row.locale}
 
 
-@get("/bench/without/{tenant:str}")
+@get("/bench/without/{tenant:str}", guards=[authenticated])
 async def without_search_path(
     request: Request[Any, Any, Any],
     tenant: FromPath[str],

@@ -44,15 +44,31 @@ from _servers import Servers, check, durable_servers, print_settings, quiet_logg
 from _servers import settings_lines as server_lines
 from socialflow.db.engine import libpq_url
 from socialflow.db.migrate import upgrade_shared
-from socialflow.outbox.routing import Route
+from socialflow.outbox.events import AuditLog, DomainEvent
+from socialflow.outbox.routing import Route, by_event_type
 from socialflow.settings import Settings
 from socialflow.workers.broker import NAMESPACE
+
+
+class BenchHappened(DomainEvent, frozen=True, kw_only=True):
+    """The benchmark's event, with a payload the size of a typical one."""
+
+    event_type = "bench.happened"
+    aggregate_type = "post"
+    aggregate_key = "post_id"
+    audit_log = AuditLog.NONE
+
+    post_id: str
+    status: str = "approved"
+    by: str = "user-42"
+    note: str = "x" * 120
+
 
 TENANT = "bench"
 QUEUE, ACTOR = "bench", "bench_actor"
 QUEUE_KEY, MESSAGES_KEY = f"{NAMESPACE}:{QUEUE}", f"{NAMESPACE}:{QUEUE}.msgs"
-ROUTES = {"bench.happened": (Route(ACTOR, QUEUE),)}
-PAYLOAD = {"post_id": 12345, "status": "approved", "by": "user-42", "note": "x" * 120}
+ROUTES = by_event_type({BenchHappened: (Route(ACTOR, QUEUE),)})
+PAYLOAD = BenchHappened(post_id="12345").payload()
 # Production defaults, whatever this shell's environment says.
 DEFAULT_BATCH = Settings.model_fields["relay_batch_size"].default
 DEFAULT_CONCURRENCY = Settings.model_fields["relay_concurrency"].default
@@ -89,7 +105,7 @@ async def _produce(database_url: str, load: Load, start_together: Any, results: 
     from sqlalchemy import text
 
     from socialflow.db.engine import create_engine, create_session_factory
-    from socialflow.outbox import EventSpec, emit_many
+    from socialflow.outbox import emit_many
 
     settings = Settings(database_url=database_url, db_pool_size=load.streams, _env_file=None)
     engine = create_engine(settings)
@@ -111,13 +127,12 @@ async def _produce(database_url: str, load: Load, start_together: Any, results: 
         while (now := time.time()) - start < load.seconds:
             if rate is not None and (due := start + offset + sent / rate) > now:
                 await asyncio.sleep(due - now)
-            specs = [
-                EventSpec("bench.happened", "post", f"{number}-{sent + i}", PAYLOAD, TENANT)
-                for i in range(load.per_transaction)
+            events = [
+                BenchHappened(post_id=f"{number}-{sent + i}") for i in range(load.per_transaction)
             ]
             async with factory() as session:
                 async with session.begin():
-                    ids = await emit_many(session, specs, routes=ROUTES)
+                    ids = await emit_many(session, events, tenant=TENANT)
                     sent_at = time.time()  # the block's end sends COMMIT
                 returned_at = time.time()
             committed.extend((str(i), sent_at, returned_at) for i in ids)

@@ -44,11 +44,20 @@ from outbox_relay.messages import (
 )
 from socialflow.db.engine import libpq_url
 from socialflow.outbox.emit import NOTIFY_CHANNEL, NOTIFY_INTERVAL_S
-from socialflow.outbox.routing import ROUTES, RoutingTable
+from socialflow.outbox.routing import RoutingTable
 from socialflow.settings import Settings
 from socialflow.workers.broker import NAMESPACE
 
 log = structlog.get_logger("outbox_relay")
+
+
+def product_routes() -> RoutingTable:
+    """The product's routing table (imported when first needed: it imports every feature's
+    events, which relays given their own table, as in tests, do not need)."""
+    from socialflow.event_routing import ROUTES
+
+    return ROUTES
+
 
 CLAIM_SQL = """
 DELETE FROM shared.outbox
@@ -201,7 +210,7 @@ class OutboxRelay:
     # attempts it waits retry_base_s * 2**attempts (at most a minute).
     max_enqueue_attempts: int = 5
     retry_base_s: float = 1.0
-    routes: RoutingTable = field(default_factory=lambda: ROUTES)
+    routes: RoutingTable = field(default_factory=product_routes)
     namespace: str = NAMESPACE
     on_dispatched: OnDispatched | None = None
     backoff: Backoff = field(default_factory=Backoff)

@@ -14,12 +14,18 @@ from litestar.openapi import OpenAPIConfig
 from redis.asyncio import Redis
 
 from socialflow.access.directory import TenantDirectory, listening
+from socialflow.access.guards import (
+    check_guards,
+    count_caller,
+    provide_principal,
+    provide_tenant_access,
+)
 from socialflow.ai.controllers import AIController
 from socialflow.audit.controllers import AuditLogController
 from socialflow.db.engine import create_engine, create_session_factory
-from socialflow.db.session import provide_session
+from socialflow.db.session import UnitOfWorkMiddleware, provide_session
 from socialflow.health.controllers import HealthController
-from socialflow.identity.auth import authenticate, count_caller, provide_principal
+from socialflow.identity.auth import authenticate, principal_from_header
 from socialflow.identity.controllers import AuthController, MeController
 from socialflow.lib.idempotency import Callers, IdempotencyMiddleware
 from socialflow.lib.input_guard import refuse_unsafe_text
@@ -85,16 +91,26 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ],
         dependencies={
             "session": Provide(provide_session),
+            # What the route's guards resolved (access/guards.py), never resolved again.
             "principal": Provide(provide_principal),
+            "access": Provide(provide_tenant_access),
         },
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         # After routing: Idempotency-Key replays know the route (and what it withholds).
+        # The request's unit of work innermost: it is finished before any answer leaves.
         middleware=[
-            DefineMiddleware(IdempotencyMiddleware, callers=Callers(authenticate, count_caller))
+            DefineMiddleware(IdempotencyMiddleware, callers=Callers(authenticate, count_caller)),
+            UnitOfWorkMiddleware,
         ],
         guards=[refuse_unsafe_text],  # NUL / invalid UTF-8 in any input: 422
         lifespan=[resources],
-        state=State({"settings": settings, "tenant_directory": directory}),
+        state=State(
+            {
+                "settings": settings,
+                "tenant_directory": directory,
+                "resolve_principal": principal_from_header,  # how the guards authenticate
+            }
+        ),
         openapi_config=OpenAPIConfig(
             title="SocialFlow API", version="1", path="/schema", use_handler_docstrings=True
         ),
@@ -111,5 +127,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
     )
     # Outermost, around routing and error handling, so 404s and 500s carry the id too.
     app.asgi_handler = RequestContextMiddleware(app.asgi_handler)
+    check_guards(app)
     document_problems(app)
     return app

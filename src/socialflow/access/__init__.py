@@ -1,2 +1,3 @@
-"""Who may do what: the caller (Principal), the permission matrix, and per-request tenant
-resolution (TenantRef, TenantAccess); what every tenant-scoped feature imports."""
+"""Who may do what: the caller (Principal), the permission matrix, per-request tenant
+resolution (TenantRef, TenantAccess) and the route guards that check it (guards.py); what every
+tenant-scoped feature imports."""

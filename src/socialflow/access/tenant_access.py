@@ -1,14 +1,12 @@
-"""Who may do what to a tenant, resolved once per request; tenant routes' dependencies."""
+"""Who may do what to a tenant, resolved once per request by the route's guard."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-from litestar import Request
+from litestar.connection import ASGIConnection
 from litestar.datastructures import State
-from litestar.di import NamedDependency
-from litestar.params import FromPath
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -51,13 +49,15 @@ class TenantAccess:
         return self.principal.is_operator or self.is_agency_admin
 
     def require_manager(self) -> None:
+        """The check of the `manages_tenant` guard."""
         if not self.manages:
             raise Problem(
                 403, "forbidden", "Only the tenant's agency admins or an operator may do this."
             )
 
     def require(self, permission: Permission) -> None:
-        """Tenant content: members only, by role; suspended tenants only for their managers."""
+        """The check of the `requires(permission)` guard: tenant content is for members, by
+        role, and while the tenant is suspended, for its managers only."""
         if self.tenant.status == "deleted":
             raise tenant_not_found(self.tenant.slug)
         if self.tenant.status == "suspended" and not self.manages:
@@ -128,43 +128,9 @@ async def _api_key_access(
 
 
 async def count_tenant_request(
-    request: Request[Any, Any, Any], state: State, access: TenantAccess
+    connection: ASGIConnection[Any, Any, Any, Any], state: State, access: TenantAccess
 ) -> None:
     limits = state.settings.rate_limit_tenant_per_minute
     limit = limits.get(access.tenant.plan, min(limits.values(), default=300))
     window = await hit(state.redis, f"tenant:{access.tenant.id}", limit)
-    remember(request.scope, window)  # type: ignore[arg-type]
-
-
-async def provide_tenant_access(
-    request: Request[Any, Any, Any],
-    tenant: FromPath[str],
-    principal: NamedDependency[Principal],
-    session: NamedDependency[AsyncSession],
-    state: State,
-) -> TenantAccess:
-    """Dependency for tenant metadata and lifecycle routes (no tenant schema involved)."""
-    access = await resolve_access(session, state.tenant_directory, tenant, principal)
-    await count_tenant_request(request, state, access)
-    return access
-
-
-async def provide_tenant_scope(
-    request: Request[Any, Any, Any],
-    tenant: FromPath[str],
-    principal: NamedDependency[Principal],
-    session: NamedDependency[AsyncSession],
-    state: State,
-) -> TenantAccess:
-    """Dependency for tenant content routes: access checked for the route's permission, then
-    the request's transaction is pointed at the tenant's schema."""
-    permission = request.route_handler.opt.get("permission")
-    if not isinstance(permission, Permission):
-        raise RuntimeError(f"{request.route_handler} declares no permission in opt")
-    access = await resolve_access(
-        session, state.tenant_directory, tenant, principal, enter_schema=True
-    )
-    # Counted before the permission check: refused calls load the tenant too.
-    await count_tenant_request(request, state, access)
-    access.require(permission)
-    return access
+    remember(connection.scope, window)  # type: ignore[arg-type]

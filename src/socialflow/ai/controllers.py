@@ -7,12 +7,13 @@ from typing import Any
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post, put
 from litestar.datastructures import State
-from litestar.di import NamedDependency, Provide
+from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from socialflow.access.guards import requires
 from socialflow.access.permissions import Permission
-from socialflow.access.tenant_access import TenantAccess, provide_tenant_scope
+from socialflow.access.tenant_access import TenantAccess
 from socialflow.ai import services
 from socialflow.ai.bodies import (
     AIKeyList,
@@ -25,19 +26,17 @@ from socialflow.ai.bodies import (
 )
 from socialflow.lib.pagination import page_request, page_response
 
-MANAGE = {"permission": Permission.AI_KEYS_MANAGE}
-
 
 class AIController(Controller):
     path = "/api/v1/tenants/{tenant:str}/ai"
     tags = ["ai"]  # noqa: RUF012 - Litestar reads this class attribute
-    dependencies = {"member": Provide(provide_tenant_scope)}  # noqa: RUF012
+    guards = [requires(Permission.AI_KEYS_MANAGE)]  # noqa: RUF012
 
-    @get("/keys", opt=MANAGE, summary="BYOK keys (never the key: last 4 and a fingerprint)")
+    @get("/keys", summary="BYOK keys (never the key: last 4 and a fingerprint)")
     async def list_keys(
         self,
         request: Request[Any, Any, Any],
-        member: NamedDependency[TenantAccess],
+        access: NamedDependency[TenantAccess],
         session: NamedDependency[AsyncSession],
         limit: FromQuery[int | None] = None,
         cursor: FromQuery[str | None] = None,
@@ -46,60 +45,60 @@ class AIController(Controller):
         rows = await services.list_keys(session, page)
         return page_response(request, rows, page, ("provider",), AIKeyList)
 
-    @put("/keys/{provider:str}", opt=MANAGE, summary="Store or replace a provider key")
+    @put("/keys/{provider:str}", summary="Store or replace a provider key")
     async def put_key(
         self,
         provider: FromPath[str],
         data: JSONBody[AIKeyPut],
-        member: NamedDependency[TenantAccess],
+        access: NamedDependency[TenantAccess],
         session: NamedDependency[AsyncSession],
         state: State,
     ) -> AIKeyOut:
         stored = await services.put_key(
-            session, state.vault, state.settings, member, services.parse_provider(provider),
+            session, state.vault, state.settings, access, services.parse_provider(provider),
             api_key=data.api_key, label=data.label, base_url=data.base_url,
             api_version=data.api_version,
         )  # fmt: skip
         return msgspec.convert(stored, AIKeyOut)
 
-    @delete("/keys/{provider:str}", opt=MANAGE, summary="Remove a provider key")
+    @delete("/keys/{provider:str}", summary="Remove a provider key")
     async def delete_key(
         self,
         provider: FromPath[str],
-        member: NamedDependency[TenantAccess],
+        access: NamedDependency[TenantAccess],
         session: NamedDependency[AsyncSession],
     ) -> None:
-        await services.delete_key(session, member, services.parse_provider(provider))
+        await services.delete_key(session, access, services.parse_provider(provider))
 
-    @post("/keys/{provider:str}/test", opt=MANAGE, status_code=200, summary="Try the key")
+    @post("/keys/{provider:str}/test", status_code=200, summary="Try the key")
     async def test_key(
         self,
         provider: FromPath[str],
-        member: NamedDependency[TenantAccess],
+        access: NamedDependency[TenantAccess],
         session: NamedDependency[AsyncSession],
         state: State,
         data: JSONBody[AIKeyTest | None] = None,
     ) -> AIKeyTestResult:
         outcome = await services.test_key(
-            session, state.vault, state.settings, member, services.parse_provider(provider),
+            session, state.vault, state.settings, access, services.parse_provider(provider),
             model=data.model if data else None,
         )  # fmt: skip
         return msgspec.convert(outcome, AIKeyTestResult)
 
-    @get("/settings", opt=MANAGE, summary="Caption and embedding models")
+    @get("/settings", summary="Caption and embedding models")
     async def read_settings(
-        self, member: NamedDependency[TenantAccess], session: NamedDependency[AsyncSession]
+        self, access: NamedDependency[TenantAccess], session: NamedDependency[AsyncSession]
     ) -> AISettingsOut:
         return msgspec.convert(await services.read_settings(session), AISettingsOut)
 
-    @put("/settings", opt=MANAGE, summary="Change the caption and embedding models")
+    @put("/settings", summary="Change the caption and embedding models")
     async def write_settings(
         self,
         data: JSONBody[AISettingsPut],
-        member: NamedDependency[TenantAccess],
+        access: NamedDependency[TenantAccess],
         session: NamedDependency[AsyncSession],
     ) -> AISettingsOut:
         changes = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not None}
         return msgspec.convert(
-            await services.update_settings(session, member, changes), AISettingsOut
+            await services.update_settings(session, access, changes), AISettingsOut
         )

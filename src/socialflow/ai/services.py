@@ -9,13 +9,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from socialflow.access.tenant_access import TenantAccess
 from socialflow.ai.credentials import KEY_PURPOSE, credentials_for, key_record
+from socialflow.ai.events import AiKeyConfigured, AiKeyRemoved, AiSettingsUpdated
 from socialflow.ai.key_check import try_credentials
 from socialflow.ai.providers import TEST_MODELS, Provider
-from socialflow.audit.record import record_tenant_audit
+from socialflow.audit.record import record_change
 from socialflow.lib.outbound import check_outbound_url
 from socialflow.lib.pagination import PageRequest
 from socialflow.lib.problems import Problem
-from socialflow.outbox import emit
 from socialflow.settings import Settings
 from socialflow.tenancy.settings_rows import SettingsRow
 from socialflow.vault.service import Vault, fingerprint, last4
@@ -92,18 +92,15 @@ async def put_key(
             },
         )
     ).scalar_one()  # fmt: skip
-    shown = {"provider": provider.value, "label": label, "base_url": base_url,
-             "last4": last4(api_key), "fingerprint": fingerprint(api_key)}  # fmt: skip
-    await emit(
-        session, event_type="ai_key.configured", aggregate_type="ai_key",
-        aggregate_id=provider.value, tenant=access.tenant.slug, payload=shown,
-        actor=access.principal.actor,
-    )  # fmt: skip
-    await record_tenant_audit(
-        session, actor=access.principal.actor,
-        action="ai_key.created" if created else "ai_key.replaced",
-        target_type="ai_key", target_id=provider.value, after=shown,
-    )  # fmt: skip
+    configured = AiKeyConfigured(
+        provider=provider.value,
+        label=label,
+        base_url=base_url,
+        last4=last4(api_key),
+        fingerprint=fingerprint(api_key),
+        replaced=not created,
+    )
+    await record_change(session, access.principal, configured, tenant=access.tenant.slug)
     return await get_key(session, provider)
 
 
@@ -124,16 +121,13 @@ async def delete_key(session: AsyncSession, access: TenantAccess, provider: Prov
     await session.execute(
         text("DELETE FROM ai_provider_keys WHERE provider = :p"), {"p": provider.value}
     )
-    shown = {k: before[k] for k in ("provider", "label", "last4", "fingerprint")}
-    await emit(
-        session, event_type="ai_key.removed", aggregate_type="ai_key",
-        aggregate_id=provider.value, tenant=access.tenant.slug, payload=shown,
-        actor=access.principal.actor,
-    )  # fmt: skip
-    await record_tenant_audit(
-        session, actor=access.principal.actor, action="ai_key.removed",
-        target_type="ai_key", target_id=provider.value, before=shown,
-    )  # fmt: skip
+    removed = AiKeyRemoved(
+        provider=provider.value,
+        label=before["label"],
+        last4=before["last4"],
+        fingerprint=before["fingerprint"],
+    )
+    await record_change(session, access.principal, removed, tenant=access.tenant.slug)
 
 
 async def test_key(
@@ -157,7 +151,7 @@ async def test_key(
 AI_SETTINGS = SettingsRow(
     "ai_settings",
     ("caption_model", "embedding_model", "embedding_dimension"),
-    audit_action="ai_settings.updated",
+    event=AiSettingsUpdated,
 )
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, Request, Response, get
-from litestar.di import NamedDependency, Provide
+from litestar.di import NamedDependency
 from litestar.params import FromQuery
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from socialflow.access.guards import requires
 from socialflow.access.permissions import Permission
-from socialflow.access.tenant_access import TenantAccess, provide_tenant_scope
+from socialflow.access.tenant_access import TenantAccess
 from socialflow.audit import services
 from socialflow.audit.bodies import AuditList
 from socialflow.lib.pagination import SortKey, page_request, page_response
@@ -23,13 +24,12 @@ class AuditLogController(Controller):
 
     path = "/api/v1/tenants/{tenant:str}/audit-log"
     tags = ["audit"]  # noqa: RUF012 - Litestar reads this class attribute
-    dependencies = {"member": Provide(provide_tenant_scope)}  # noqa: RUF012
 
-    @get("", opt={"permission": Permission.AUDIT_READ}, summary="Audit entries")
+    @get("", guards=[requires(Permission.AUDIT_READ)], summary="Audit entries")
     async def audit_log(
         self,
         request: Request[Any, Any, Any],
-        member: NamedDependency[TenantAccess],
+        access: NamedDependency[TenantAccess],
         session: NamedDependency[AsyncSession],
         limit: FromQuery[int | None] = None,
         cursor: FromQuery[str | None] = None,

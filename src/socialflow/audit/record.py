@@ -1,103 +1,67 @@
-"""Audit entries, written in the same transaction as the change they record."""
+"""`record_change`: the one way to record a state change — its outbox event and its audit
+entry, written together in the caller's transaction."""
 
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import Any
 
+import msgspec
 import structlog
-from sqlalchemy import text
+from sqlalchemy import insert, null
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from socialflow.audit.models import PlatformAuditEntry
+from socialflow.access.principal import Principal
+from socialflow.audit.models import PlatformAuditEntry, TenantAuditEntry
 from socialflow.outbox import emit
-
-if TYPE_CHECKING:
-    from socialflow.access.tenant_access import TenantAccess
+from socialflow.outbox.events import AuditLog, DomainEvent
 
 
-async def record_platform_audit(
+async def record_change(
     session: AsyncSession,
+    actor: Principal | str,
+    event: DomainEvent,
     *,
-    actor_user_id: uuid.UUID | None,
-    action: str,
-    target_type: str,
-    target_id: str | uuid.UUID,
+    tenant: str | None,
     tenant_id: uuid.UUID | None = None,
     agency_id: uuid.UUID | None = None,
-    before: dict[str, Any] | None = None,
-    after: dict[str, Any] | None = None,
-) -> None:
-    """A platform-level action (agencies, tenant lifecycle) in the shared audit log."""
-    session.add(
-        PlatformAuditEntry(
-            actor_user_id=actor_user_id,
-            action=action,
-            target_type=target_type,
-            target_id=str(target_id),
-            tenant_id=tenant_id,
-            agency_id=agency_id,
-            request_id=structlog.contextvars.get_contextvars().get("request_id"),
-            before=before,
-            after=after,
+    available_at: datetime | None = None,
+) -> uuid.UUID:
+    """Write `event` to the outbox and its entry to the audit log its class names; return the
+    event's id. Services call this once per change, after the change itself.
+
+    `actor` is the caller (or a system actor such as "system:purge"); `tenant` the slug the
+    event belongs to (None for platform events). Tenant audit entries go to the tenant's own
+    log, so the session must be in the tenant's schema; platform entries name `tenant_id` and
+    `agency_id` when the change concerns them.
+    """
+    name = actor.actor if isinstance(actor, Principal) else actor
+    event_id = await emit(session, event, tenant=tenant, actor=name, available_at=available_at)
+    if event.audit_log is AuditLog.NONE:
+        return event_id
+    before, after = (msgspec.to_builtins(shown) for shown in event.audit_change())
+    entry: dict[str, Any] = {
+        "action": event.audit_action,
+        "target_type": event.aggregate_type,
+        "target_id": event.aggregate_id,
+        "request_id": structlog.contextvars.get_contextvars().get("request_id"),
+        # SQL NULL for "nothing", not the JSON value null.
+        "before": null() if before is None else before,
+        "after": null() if after is None else after,
+    }
+    if event.audit_log is AuditLog.TENANT:
+        # Unqualified: the tenant's own log, through the session's search_path (a session
+        # outside the tenant's schema fails here rather than writing anywhere else).
+        await session.execute(insert(TenantAuditEntry).values(actor=name, **entry))
+    else:
+        platform_entry = insert(PlatformAuditEntry).values(
+            actor_user_id=_user_id(actor), tenant_id=tenant_id, agency_id=agency_id, **entry
         )
-    )
-    await session.flush()
+        await session.execute(platform_entry)
+    return event_id
 
 
-async def record_tenant_audit(
-    session: AsyncSession,
-    *,
-    actor: str | None,
-    action: str,
-    target_type: str,
-    target_id: str | uuid.UUID,
-    before: dict[str, Any] | None = None,
-    after: dict[str, Any] | None = None,
-) -> None:
-    """An action inside a tenant, in that tenant's own audit log (the session's search_path)."""
-    await session.execute(
-        text(
-            "INSERT INTO audit_log (actor, action, target_type, target_id, request_id, before, "
-            "after) VALUES (:actor, :action, :target_type, :target_id, :request_id, "
-            "CAST(:before AS jsonb), CAST(:after AS jsonb))"
-        ),
-        {
-            "actor": actor,
-            "action": action,
-            "target_type": target_type,
-            "target_id": str(target_id),
-            "request_id": structlog.contextvars.get_contextvars().get("request_id"),
-            "before": _json(before),
-            "after": _json(after),
-        },
-    )
-
-
-def _json(value: dict[str, Any] | None) -> str | None:
-    import json
-
-    return None if value is None else json.dumps(value, default=str)
-
-
-async def record_tenant_change(
-    session: AsyncSession,
-    access: TenantAccess,
-    *,
-    event_type: str,
-    aggregate_type: str,
-    aggregate_id: str | uuid.UUID,
-    change: dict[str, Any],
-    removed: bool = False,
-) -> None:
-    """A change inside a tenant: its event (same transaction) and its audit entry, both naming
-    the caller; `change` is what the audit shows as after (or before, for removals)."""
-    await emit(
-        session, event_type=event_type, aggregate_type=aggregate_type, aggregate_id=aggregate_id,
-        tenant=access.tenant.slug, actor=access.principal.actor, payload=change,
-    )  # fmt: skip
-    await record_tenant_audit(
-        session, actor=access.principal.actor, action=event_type, target_type=aggregate_type,
-        target_id=aggregate_id, before=change if removed else None,
-        after=None if removed else change,
-    )  # fmt: skip
+def _user_id(actor: Principal | str) -> uuid.UUID | None:
+    """The person behind a change, for the platform log (not API keys, not the system)."""
+    return actor.user_id if isinstance(actor, Principal) and actor.kind == "user" else None

@@ -4,15 +4,22 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import structlog
+from litestar import Request
 from litestar.datastructures import State
+from litestar.enums import ScopeType
+from litestar.middleware import MiddlewareProtocol
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 log = structlog.get_logger(__name__)
 
 AfterCommit = Callable[[], Awaitable[None]]
 _AFTER_COMMIT = "socialflow.after_commit"
+# Where a request's unit of work lives: its scope's state, beside what the guards resolved.
+_REQUEST_WORK = "unit_of_work"
 
 
 def after_commit(session: AsyncSession, callback: AfterCommit) -> None:
@@ -23,6 +30,14 @@ def after_commit(session: AsyncSession, callback: AfterCommit) -> None:
     the old row again.
     """
     session.info.setdefault(_AFTER_COMMIT, []).append(callback)
+
+
+async def _run_after_commit(callbacks: list[AfterCommit]) -> None:
+    for callback in callbacks:
+        try:
+            await callback()
+        except Exception:  # the change is committed; a failed follow-up must not undo the answer
+            log.exception("unit_of_work.after_commit_failed")
 
 
 @asynccontextmanager
@@ -36,19 +51,108 @@ async def unit_of_work(factory: async_sessionmaker[AsyncSession]) -> AsyncIterat
         async with session.begin():
             yield session
         callbacks: list[AfterCommit] = session.info.pop(_AFTER_COMMIT, [])
-    for callback in callbacks:
+    await _run_after_commit(callbacks)
+
+
+class RequestUnitOfWork:
+    """A request's one session and transaction, opened by the first who needs it: a route
+    guard resolving the caller and their tenant, or the `session` dependency.
+
+    Only the dependency commits (`adopted`). Whatever it did not finish, because the handler
+    never ran (a guard refused, the body did not validate), `close` rolls back: the
+    UnitOfWorkMiddleware calls it before the answer is sent and again when the request ends.
+    """
+
+    __slots__ = ("_closed", "_session", "_state")
+
+    def __init__(self, state: State) -> None:
+        self._state = state
+        self._session: AsyncSession | None = None
+        self._closed = False
+
+    def session(self) -> AsyncSession:
+        """The request's session (created on first use; it connects on its first statement)."""
+        if self._closed:
+            raise RuntimeError("the request's unit of work is already finished")
+        if self._session is None:
+            factory: async_sessionmaker[AsyncSession] = self._state.session_factory
+            self._session = factory()
+        return self._session
+
+    @asynccontextmanager
+    async def adopted(self) -> AsyncIterator[AsyncSession]:
+        """The handler's session, with what the guards did in it: committed when the block
+        ends cleanly, rolled back otherwise; after-commit callbacks run after the commit."""
+        session = self.session()
         try:
-            await callback()
-        except Exception:  # the change is committed; a failed follow-up must not undo the answer
-            log.exception("unit_of_work.after_commit_failed")
+            yield session
+            await session.commit()
+        except BaseException:
+            await self.close()
+            raise
+        callbacks: list[AfterCommit] = session.info.pop(_AFTER_COMMIT, [])
+        await self.close()
+        await _run_after_commit(callbacks)
+
+    async def close(self) -> None:
+        """Roll back whatever is still open and give the connection back; idempotent."""
+        session, self._session, self._closed = self._session, None, True
+        if session is None:
+            return
+        try:
+            await session.close()  # ends (rolls back) an open transaction first
+        except Exception:  # the connection is gone; the pool drops it
+            log.exception("unit_of_work.close_failed")
 
 
-async def provide_session(state: State) -> AsyncIterator[AsyncSession]:
-    """Litestar dependency: the request's unit of work.
+def request_work(scope: Scope) -> RequestUnitOfWork:
+    work = scope.get("state", {}).get(_REQUEST_WORK)
+    if not isinstance(work, RequestUnitOfWork):
+        raise RuntimeError("no request unit of work: the app must install UnitOfWorkMiddleware")
+    return work
+
+
+def request_session(scope: Scope) -> AsyncSession:
+    """The session of the request's unit of work, for guards (they run before dependencies)."""
+    return request_work(scope).session()
+
+
+class UnitOfWorkMiddleware(MiddlewareProtocol):
+    """Route middleware: gives each HTTP request its unit of work, and finishes it for sure.
+
+    A unit of work the `session` dependency adopted is committed or rolled back by it before
+    the response is sent. One it never adopted is rolled back when the answer starts (so a
+    refused request holds no transaction while its answer is sent) and, whatever happens, when
+    the request ends: no request leaves a connection checked out or a transaction open.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await self.app(scope, receive, send)
+            return
+        work = RequestUnitOfWork(scope["app"].state)
+        scope.setdefault("state", {})[_REQUEST_WORK] = work
+
+        async def finish_before_answering(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                await work.close()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, finish_before_answering)
+        finally:
+            await work.close()
+
+
+async def provide_session(request: Request[Any, Any, Any]) -> AsyncIterator[AsyncSession]:
+    """Litestar dependency: the request's unit of work, with what the route's guards read in it.
 
     Litestar throws a handler's exception into this generator, so the transaction rolls back;
     when the handler returns, the commit happens before the response is sent, so a client never
     sees success for a change that failed to commit.
     """
-    async with unit_of_work(state.session_factory) as session:
+    async with request_work(request.scope).adopted() as session:
         yield session

@@ -11,15 +11,11 @@ from __future__ import annotations
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import MutableMapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 import structlog
-from litestar import Request
 from litestar.datastructures import State
-from litestar.di import NamedDependency
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -28,9 +24,7 @@ from socialflow.access.principal import Principal, unauthorized
 from socialflow.db.session import unit_of_work
 from socialflow.identity.oidc import is_for_issuer, oidc_principal
 from socialflow.identity.tokens import hash_token, read_access_token
-from socialflow.lib.logging import bind_context
 from socialflow.lib.problems import Problem
-from socialflow.lib.rate_limits import hit, remember
 
 API_KEY_PREFIX = "sfk_"
 KEY_LOOKUP = text(
@@ -124,36 +118,15 @@ async def authenticate(state: State, authorization: str | None) -> Principal | N
         return None
 
 
-async def provide_principal(
-    request: Request[Any, Any, Any], state: State, session: NamedDependency[AsyncSession]
+async def principal_from_header(
+    session: AsyncSession, state: State, authorization: str | None
 ) -> Principal:
-    """Litestar dependency: the caller, or a 401 problem. A principal the idempotency
-    middleware already resolved for this request (`scope["state"]["principal"]`) is used as is."""
-    principal = request.scope.get("state", {}).get("principal")
-    if not isinstance(principal, Principal):
-        token = bearer_token(request.headers.get("authorization"))
-        if token is None:
-            raise unauthorized("Send an access token: Authorization: Bearer <token>.")
-        principal = await resolve_principal(session, state, token)
-    bind_context(actor=principal.actor)
-    await count_caller(state, request.scope, principal)  # type: ignore[arg-type]
-    return principal
-
-
-async def count_caller(state: State, scope: MutableMapping[str, Any], principal: Principal) -> None:
-    """Count this request against the caller's rate limit, once per request (the idempotency
-    middleware counts before it stores anything; the principal dependency then does not)."""
-    request_state = scope.setdefault("state", {})
-    if request_state.get("caller_counted"):
-        return
-    request_state["caller_counted"] = True
-    settings = state.settings
-    limit = (
-        settings.rate_limit_api_key_per_minute
-        if principal.kind == "api_key"
-        else settings.rate_limit_user_per_minute
-    )
-    remember(scope, await hit(state.redis, principal.actor, limit))
+    """The caller of an `Authorization` header, or a 401 problem: how the route guards
+    (access/guards.py) authenticate, given to them in the app's state."""
+    token = bearer_token(authorization)
+    if token is None:
+        raise unauthorized("Send an access token: Authorization: Bearer <token>.")
+    return await resolve_principal(session, state, token)
 
 
 async def _api_key_principal(session: AsyncSession, token: str) -> Principal:

@@ -16,6 +16,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from socialflow.access.guards import authenticated
 from socialflow.access.principal import Principal, unauthorized
 from socialflow.db.session import unit_of_work
 from socialflow.identity import services
@@ -100,6 +101,7 @@ class AuthController(Controller):
 class MeController(Controller):
     path = "/api/v1/me"
     tags = ["auth"]  # noqa: RUF012 - Litestar reads this class attribute
+    guards = [authenticated]  # noqa: RUF012
 
     @get("", summary="The caller, their memberships and agency roles")
     async def me(

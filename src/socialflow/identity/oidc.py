@@ -21,7 +21,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from socialflow.access.principal import Principal, unauthorized
-from socialflow.audit.record import record_platform_audit
+from socialflow.audit.record import record_change
+from socialflow.identity.events import UserIdentityLinked
 from socialflow.identity.models import User
 from socialflow.identity.services import get_or_create_user
 from socialflow.lib.problems import Problem
@@ -115,6 +116,9 @@ async def _linked_user(
         winner = await _user_of_identity(session, issuer, subject)
         assert winner is not None
         return winner
+    owner = Principal(user_id=user.id, email=user.email, is_operator=user.is_operator)
+    link = UserIdentityLinked(user_id=user.id, issuer=issuer, subject=subject, automatic=True)
+    await record_change(session, owner, link, tenant=None)
     return user
 
 
@@ -152,8 +156,8 @@ async def link_identity(
         if owner != principal.user_id:
             raise Problem(409, "identity-taken", "This identity is linked to another account.")
         return link, False
-    await record_platform_audit(
-        session, actor_user_id=principal.user_id, action="user.identity_linked",
-        target_type="user", target_id=principal.user_id, after=link,
-    )  # fmt: skip
+    linked = UserIdentityLinked(
+        user_id=principal.user_id, issuer=issuer, subject=subject, automatic=False
+    )
+    await record_change(session, principal, linked, tenant=None)
     return link, True

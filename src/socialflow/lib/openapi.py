@@ -1,15 +1,19 @@
-"""The error answers of every operation in the OpenAPI document, derived from each route.
+"""The error answers and access rules of every operation in the OpenAPI document, derived
+from each route.
 
-A route's problem statuses follow from what it is: authenticated routes can answer 401, tenant
-routes 403 and 404, routes with parameters or a body 400 and 422, bodies 413, POSTs (through
-`Idempotency-Key`) 409, 422 and 503, every API route 429. A route with a status of its own
-declares it in `opt={"problems": (409,)}`. `document_problems(app)` applies this in create_app,
-before the document is first built.
+A route's problem statuses follow from what it is: its guards' refusals (401 when it
+authenticates, 403 and 404 when it checks a role or a tenant), routes with parameters or a body
+400 and 422, bodies 413, POSTs (through `Idempotency-Key`) 409, 422 and 503, every API route
+429. A route with a status of its own declares it in `opt={"problems": (409,)}`. Who may call
+comes from the same guards: a sentence in the description, and `x-access` (the guards' names)
+and `x-permission` (the tenant permission checked) in the operation. `document_problems(app)`
+applies this in create_app, before the document is first built.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 from litestar import Litestar
@@ -20,7 +24,7 @@ from litestar.openapi.spec.enums import OpenAPIType
 from litestar.routes import HTTPRoute
 
 from socialflow.lib.problems import PROBLEM_MEDIA_TYPE
-from socialflow.lib.route_facts import RouteFacts, facts_of
+from socialflow.lib.route_facts import RouteFacts, RouteGuard, facts_of
 
 API_PREFIX = "/api/"
 BEARER = "bearer"
@@ -81,10 +85,10 @@ def problem_statuses(facts: RouteFacts, method: str, path: str, path_params: set
     if not path.startswith(API_PREFIX):
         return statuses
     statuses.add(429)  # per caller and tenant once authenticated; sign-in routes are throttled
+    for guard in facts.guards:
+        statuses |= guard.problems
     if facts.authenticated:
         statuses |= {401, 422}  # 422: NUL in the credentials
-    if "tenant" in path_params or "permission" in facts.opt:
-        statuses |= {403, 404}
     if path_params:
         statuses.add(404)
     if path_params or facts.parameters or facts.takes_body:
@@ -105,6 +109,25 @@ def _problem_response(status: int) -> ResponseSpec:
     )
 
 
+def _with_access(base: type[Operation], guards: tuple[RouteGuard, ...]) -> type[Operation]:
+    """`base`, also saying who may call: a sentence in the description, and extensions."""
+    if not guards:
+        return base
+    sentence = "Access: " + "; ".join(guard.who for guard in guards) + "."
+    extensions: dict[str, Any] = {"x-access": [guard.name for guard in guards]}
+    permissions = [guard.permission for guard in guards if guard.permission]
+    if permissions:
+        extensions["x-permission"] = permissions[0] if len(permissions) == 1 else permissions
+
+    def to_schema(self: Operation) -> dict[str, Any]:
+        schema = base.to_schema(self)
+        schema["description"] = "\n\n".join(filter(None, (schema.get("description"), sentence)))
+        return {**schema, **extensions}
+
+    # `plain` keeps the class it extends, so documenting a handler again does not stack up.
+    return type(f"{base.__name__}WithAccess", (base,), {"to_schema": to_schema, "plain": base})
+
+
 def _document_handler(handler: HTTPRouteHandler, route: HTTPRoute) -> None:
     facts = facts_of(handler)
     statuses: set[int] = set()
@@ -114,8 +137,10 @@ def _document_handler(handler: HTTPRouteHandler, route: HTTPRoute) -> None:
     handler.responses = {**{s: _problem_response(s) for s in sorted(statuses)}, **declared}
     if facts.authenticated:
         handler.security = [{BEARER: []}]
+    base: type[Operation] = getattr(handler.operation_class, "plain", handler.operation_class)
     if "POST" in handler.http_methods and route.path_format.startswith(API_PREFIX):
-        handler.operation_class = IdempotentOperation
+        base = IdempotentOperation
+    handler.operation_class = _with_access(base, facts.guards)
 
 
 def document_problems(app: Litestar) -> None:

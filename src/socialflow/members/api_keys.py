@@ -10,13 +10,14 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from socialflow.access.permissions import Permission, Role
+from socialflow.access.permissions import Role
 from socialflow.access.tenant_access import TenantAccess
-from socialflow.audit.record import record_tenant_change
+from socialflow.audit.record import record_change
 from socialflow.identity.auth import API_KEY_PREFIX
 from socialflow.identity.tokens import hash_token
 from socialflow.lib.pagination import PageRequest
 from socialflow.lib.problems import Problem
+from socialflow.members.events import ApiKeyCreated, ApiKeyRevoked
 from socialflow.members.services import check_grant
 
 COLUMNS = "id, name, prefix, role, created_at, expires_at, last_used_at, revoked_at"
@@ -30,7 +31,6 @@ async def create_key(
     role: Role,
     expires_at: datetime | None,
 ) -> dict[str, Any]:
-    access.require(Permission.API_KEYS_MANAGE)
     assert access.role is not None
     check_grant(access.role, None, role)
     if expires_at is not None and (expires_at.tzinfo is None or expires_at <= datetime.now(UTC)):
@@ -52,11 +52,8 @@ async def create_key(
              "expires": expires_at},
         )
     ).one()  # fmt: skip
-    shown = {"id": str(key_id), "name": name, "prefix": secret[:12], "role": role.value}
-    await record_tenant_change(
-        session, access, event_type="api_key.created", aggregate_type="api_key",
-        aggregate_id=key_id, change=shown,
-    )  # fmt: skip
+    created = ApiKeyCreated(id=key_id, name=name, prefix=secret[:12], role=role.value)
+    await record_change(session, access.principal, created, tenant=access.tenant.slug)
     return {**dict(row._mapping), "key": secret}
 
 
@@ -64,7 +61,6 @@ async def list_keys(
     session: AsyncSession, access: TenantAccess, page: PageRequest
 ) -> list[dict[str, Any]]:
     """The tenant's keys by creation (then id); one row more than the page."""
-    access.require(Permission.API_KEYS_MANAGE)
     after_at, after_id = page.after if page.after else (None, None)
     rows = await session.execute(
         text(
@@ -80,7 +76,6 @@ async def list_keys(
 
 
 async def revoke_key(session: AsyncSession, access: TenantAccess, key_id: uuid.UUID) -> None:
-    access.require(Permission.API_KEYS_MANAGE)
     revoked = await session.execute(
         text(
             "UPDATE shared.api_keys SET revoked_at = now() WHERE id = :id AND tenant_id = :t "
@@ -91,8 +86,5 @@ async def revoke_key(session: AsyncSession, access: TenantAccess, key_id: uuid.U
     row = revoked.one_or_none()
     if row is None:
         raise Problem(404, "not-found", "No such active API key.")
-    change = {"id": str(key_id), "name": row.name, "role": row.role}
-    await record_tenant_change(
-        session, access, event_type="api_key.revoked", aggregate_type="api_key",
-        aggregate_id=key_id, change=change, removed=True,
-    )  # fmt: skip
+    revoked_key = ApiKeyRevoked(id=key_id, name=row.name, role=row.role)
+    await record_change(session, access.principal, revoked_key, tenant=access.tenant.slug)

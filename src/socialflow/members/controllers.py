@@ -9,12 +9,13 @@ from typing import Any
 import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.datastructures import State
-from litestar.di import NamedDependency, Provide
+from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from socialflow.access.guards import requires
 from socialflow.access.permissions import Permission, Role
-from socialflow.access.tenant_access import TenantAccess, provide_tenant_scope
+from socialflow.access.tenant_access import TenantAccess
 from socialflow.identity.throttling import sign_in_attempt
 from socialflow.identity.tokens import hash_token
 from socialflow.lib.pagination import SortKey, page_request, page_response
@@ -43,66 +44,78 @@ class MembersController(Controller):
 
     path = "/api/v1/tenants/{tenant:str}/members"
     tags = ["members"]  # noqa: RUF012 - Litestar reads this class attribute
-    dependencies = {"member": Provide(provide_tenant_scope)}  # noqa: RUF012
 
-    @get("", opt={"permission": Permission.MEMBERS_READ}, summary="The tenant's members")
+    @get("", guards=[requires(Permission.MEMBERS_READ)], summary="The tenant's members")
     async def members(
         self,
         request: Request[Any, Any, Any],
-        member: NamedDependency[TenantAccess],
+        access: NamedDependency[TenantAccess],
         session: NamedDependency[AsyncSession],
         limit: FromQuery[int | None] = None,
         cursor: FromQuery[str | None] = None,
         role: FromQuery[str | None] = None,
     ) -> Response[MemberList]:
         page = page_request(limit, cursor, MEMBERS_ORDER)
-        rows = await services.list_members(session, member, page, role=role)
+        rows = await services.list_members(session, access, page, role=role)
         return page_response(request, rows, page, MEMBERS_ORDER, MemberList)
 
     @post(
         "",
-        opt={"permission": Permission.MEMBERS_MANAGE},
+        guards=[requires(Permission.MEMBERS_MANAGE)],
         summary="Invite someone by email with a role (mailed by the email job)",
     )
     async def invite(
         self,
         data: JSONBody[MemberInvite],
-        member: NamedDependency[TenantAccess],
+        access: NamedDependency[TenantAccess],
         session: NamedDependency[AsyncSession],
         state: State,
     ) -> InvitationOut:
         invited = await services.invite_member(
-            session, state.settings, member, data.email, Role(data.role)
+            session, state.settings, access, data.email, Role(data.role)
         )
         return msgspec.convert(invited, InvitationOut)
 
     @patch(
         "/{user_id:uuid}",
-        opt={"permission": Permission.MEMBERS_READ, "problems": (409,)},  # the last owner
+        guards=[requires(Permission.MEMBERS_MANAGE)],
+        opt={"problems": (409,)},  # the last owner
         summary="Change a member's role (admin+; owner role: owners only)",
     )
     async def change_member_role(
         self,
         user_id: FromPath[uuid.UUID],
         data: JSONBody[MemberRoleUpdate],
-        member: NamedDependency[TenantAccess],
+        access: NamedDependency[TenantAccess],
         session: NamedDependency[AsyncSession],
     ) -> MemberRoleOut:
-        changed = await services.change_role(session, member, user_id, Role(data.role))
+        changed = await services.change_role(session, access, user_id, Role(data.role))
         return msgspec.convert(changed, MemberRoleOut)
 
     @delete(
         "/{user_id:uuid}",
-        opt={"permission": Permission.MEMBERS_READ, "problems": (409,)},  # the last owner
-        summary="Remove a member, or leave (the last owner cannot)",
+        guards=[requires(Permission.MEMBERS_MANAGE)],
+        opt={"problems": (409,)},  # the last owner
+        summary="Remove a member (admin+; an owner: owners only; the last owner stays)",
     )
     async def remove_member(
         self,
         user_id: FromPath[uuid.UUID],
-        member: NamedDependency[TenantAccess],
+        access: NamedDependency[TenantAccess],
         session: NamedDependency[AsyncSession],
     ) -> None:
-        await services.remove_member(session, member, user_id)
+        await services.remove_member(session, access, user_id)
+
+    @delete(
+        "/me",
+        guards=[requires(Permission.TENANT_READ)],  # every role may leave
+        opt={"problems": (409,)},  # the last owner
+        summary="Leave the tenant (the last owner cannot)",
+    )
+    async def leave(
+        self, access: NamedDependency[TenantAccess], session: NamedDependency[AsyncSession]
+    ) -> None:
+        await services.remove_member(session, access, access.principal.user_id)
 
 
 class ApiKeysController(Controller):
@@ -110,50 +123,46 @@ class ApiKeysController(Controller):
 
     path = "/api/v1/tenants/{tenant:str}/api-keys"
     tags = ["api keys"]  # noqa: RUF012 - Litestar reads this class attribute
-    dependencies = {"member": Provide(provide_tenant_scope)}  # noqa: RUF012
+    guards = [requires(Permission.API_KEYS_MANAGE)]  # noqa: RUF012
 
-    @get("", opt={"permission": Permission.API_KEYS_MANAGE}, summary="API keys")
+    @get("", summary="API keys")
     async def list_api_keys(
         self,
         request: Request[Any, Any, Any],
-        member: NamedDependency[TenantAccess],
+        access: NamedDependency[TenantAccess],
         session: NamedDependency[AsyncSession],
         limit: FromQuery[int | None] = None,
         cursor: FromQuery[str | None] = None,
     ) -> Response[ApiKeyList]:
         page = page_request(limit, cursor, API_KEYS_ORDER)
-        rows = await api_keys.list_keys(session, member, page)
+        rows = await api_keys.list_keys(session, access, page)
         return page_response(request, rows, page, API_KEYS_ORDER, ApiKeyList)
 
     @post(
         "",
         # The secret is never stored for an Idempotency-Key replay, which answers it as null.
-        opt={"permission": Permission.API_KEYS_MANAGE, "withhold_on_replay": ("key",)},
+        opt={"withhold_on_replay": ("key",)},
         summary="Create an API key (the secret is in this response only)",
     )
     async def create_api_key(
         self,
         data: JSONBody[ApiKeyCreate],
-        member: NamedDependency[TenantAccess],
+        access: NamedDependency[TenantAccess],
         session: NamedDependency[AsyncSession],
     ) -> ApiKeyCreated:
         created = await api_keys.create_key(
-            session, member, name=data.name, role=Role(data.role), expires_at=data.expires_at
+            session, access, name=data.name, role=Role(data.role), expires_at=data.expires_at
         )
         return msgspec.convert({**created, "id": str(created["id"])}, ApiKeyCreated)
 
-    @delete(
-        "/{key_id:uuid}",
-        opt={"permission": Permission.API_KEYS_MANAGE},
-        summary="Revoke an API key (refused at once)",
-    )
+    @delete("/{key_id:uuid}", summary="Revoke an API key (refused at once)")
     async def revoke_api_key(
         self,
         key_id: FromPath[uuid.UUID],
-        member: NamedDependency[TenantAccess],
+        access: NamedDependency[TenantAccess],
         session: NamedDependency[AsyncSession],
     ) -> None:
-        await api_keys.revoke_key(session, member, key_id)
+        await api_keys.revoke_key(session, access, key_id)
 
 
 class InvitationController(Controller):

@@ -14,15 +14,16 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from socialflow.access.permissions import Role
-from socialflow.audit.record import record_tenant_audit
+from socialflow.access.principal import Principal
+from socialflow.audit.record import record_change
 from socialflow.db.tenancy import enter_tenant_schema
 from socialflow.identity import services as identity
 from socialflow.identity.models import User
 from socialflow.identity.passwords import verify_password
 from socialflow.identity.tokens import hash_token
 from socialflow.lib.problems import Problem
+from socialflow.members.events import MemberInvited, MemberJoined
 from socialflow.members.models import Invitation
-from socialflow.outbox import emit
 from socialflow.settings import Settings
 
 TOKEN_PREFIX = "sfi_"  # noqa: S105 - a prefix, not a secret
@@ -36,14 +37,15 @@ def _placeholder_hash() -> str:
 async def create_invitation(
     session: AsyncSession,
     settings: Settings,
+    inviter: Principal,
     *,
     tenant_id: uuid.UUID,
     tenant_slug: str,
     user: User,
     role: Role,
-    invited_by: uuid.UUID | None,
 ) -> uuid.UUID:
-    """A pending invitation (replacing an earlier pending one) and its `member.invited` event."""
+    """A pending invitation (replacing an earlier pending one), its `member.invited` event and
+    its entry in the tenant's audit log (the session is in the tenant's schema)."""
     await session.execute(
         text(
             "DELETE FROM shared.invitations WHERE tenant_id = :t AND user_id = :u "
@@ -53,17 +55,13 @@ async def create_invitation(
     )
     invitation = Invitation(
         id=uuid.uuid4(), tenant_id=tenant_id, user_id=user.id, role=role.value,
-        token_hash=_placeholder_hash(), invited_by=invited_by,
+        token_hash=_placeholder_hash(), invited_by=inviter.user_id,
         expires_at=datetime.now(UTC) + timedelta(hours=settings.invitation_ttl_hours),
     )  # fmt: skip
     session.add(invitation)
     await session.flush()
-    await emit(
-        session, event_type="member.invited", aggregate_type="invitation",
-        aggregate_id=invitation.id, tenant=tenant_slug,
-        actor=f"user:{invited_by}" if invited_by else "system",
-        payload={"invitation_id": str(invitation.id), "email": user.email, "role": role.value},
-    )  # fmt: skip
+    invited = MemberInvited(invitation_id=invitation.id, email=user.email, role=role.value)
+    await record_change(session, inviter, invited, tenant=tenant_slug)
     return invitation.id
 
 
@@ -138,14 +136,8 @@ async def accept_invitation(
         ),
         {"t": invitation.tenant_id, "u": user.id, "r": invitation.role},
     )
-    change = {"user_id": str(user.id), "role": invitation.role}
-    await emit(
-        session, event_type="member.joined", aggregate_type="member", aggregate_id=user.id,
-        tenant=tenant.slug, actor=f"user:{user.id}", payload=change,
-    )  # fmt: skip
     await enter_tenant_schema(session, tenant.schema_name)
-    await record_tenant_audit(
-        session, actor=f"user:{user.id}", action="member.joined", target_type="member",
-        target_id=user.id, after=change,
-    )  # fmt: skip
+    joiner = Principal(user_id=user.id, email=user.email, is_operator=user.is_operator)
+    joined = MemberJoined(user_id=user.id, role=invitation.role)
+    await record_change(session, joiner, joined, tenant=tenant.slug)
     return Accepted(user.id, tenant.slug, invitation.role)

@@ -12,12 +12,13 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from socialflow.access.permissions import Permission, Role
+from socialflow.access.permissions import Role
 from socialflow.access.tenant_access import TenantAccess
-from socialflow.audit.record import record_tenant_audit, record_tenant_change
+from socialflow.audit.record import record_change
 from socialflow.identity import services as identity
 from socialflow.lib.pagination import PageRequest
 from socialflow.lib.problems import Problem
+from socialflow.members.events import MemberRemoved, MemberRoleChanged
 from socialflow.members.invitations import create_invitation
 from socialflow.settings import Settings
 
@@ -52,28 +53,26 @@ async def invite_member(
     session: AsyncSession, settings: Settings, access: TenantAccess, email: str, role: Role
 ) -> dict[str, Any]:
     """Invite `email` with `role` (the account is created if new); the email job mails it."""
-    access.require(Permission.MEMBERS_MANAGE)
     assert access.role is not None
     check_grant(access.role, None, role)
     user, _ = await identity.get_or_create_user(session, email)
     if user.id in await _roles(session, access):
         raise Problem(409, "already-member", f"{user.email} is already a member.")
     invitation_id = await create_invitation(
-        session, settings, tenant_id=access.tenant.id, tenant_slug=access.tenant.slug,
-        user=user, role=role, invited_by=access.principal.user_id,
-    )  # fmt: skip
-    await record_tenant_audit(
-        session, actor=access.principal.actor, action="member.invited",
-        target_type="invitation", target_id=invitation_id,
-        after={"email": user.email, "role": role.value},
-    )  # fmt: skip
+        session,
+        settings,
+        access.principal,
+        tenant_id=access.tenant.id,
+        tenant_slug=access.tenant.slug,
+        user=user,
+        role=role,
+    )
     return {"invitation_id": str(invitation_id), "email": user.email, "role": role.value}
 
 
 async def change_role(
     session: AsyncSession, access: TenantAccess, user_id: uuid.UUID, role: Role
 ) -> dict[str, Any]:
-    access.require(Permission.MEMBERS_MANAGE)
     assert access.role is not None
     roles = await _roles(session, access)
     current = roles.get(user_id)
@@ -88,18 +87,13 @@ async def change_role(
         text("UPDATE shared.memberships SET role = :r WHERE tenant_id = :t AND user_id = :u"),
         {"r": role.value, "t": access.tenant.id, "u": user_id},
     )
-    change = {"user_id": str(user_id), "before": current.value, "after": role.value}
-    await record_tenant_change(
-        session, access, event_type="member.role_changed", aggregate_type="member",
-        aggregate_id=user_id, change=change,
-    )  # fmt: skip
+    changed = MemberRoleChanged(user_id=user_id, before=current.value, after=role.value)
+    await record_change(session, access.principal, changed, tenant=access.tenant.slug)
     return {"user_id": str(user_id), "role": role.value}
 
 
 async def remove_member(session: AsyncSession, access: TenantAccess, user_id: uuid.UUID) -> None:
     leaving = user_id == access.principal.user_id
-    if not leaving:
-        access.require(Permission.MEMBERS_MANAGE)
     roles = await _roles(session, access)
     current = roles.get(user_id)
     if current is None:
@@ -113,11 +107,8 @@ async def remove_member(session: AsyncSession, access: TenantAccess, user_id: uu
         text("DELETE FROM shared.memberships WHERE tenant_id = :t AND user_id = :u"),
         {"t": access.tenant.id, "u": user_id},
     )
-    change = {"user_id": str(user_id), "role": current.value, "left": leaving}
-    await record_tenant_change(
-        session, access, event_type="member.removed", aggregate_type="member",
-        aggregate_id=user_id, change=change,
-    )  # fmt: skip
+    removed = MemberRemoved(user_id=user_id, role=current.value, left=leaving)
+    await record_change(session, access.principal, removed, tenant=access.tenant.slug)
 
 
 async def list_members(

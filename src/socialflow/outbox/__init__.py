@@ -1,6 +1,6 @@
 """The transactional outbox: `emit()` writes an event in the caller's transaction; the relay
 (`outbox_relay/`) moves committed events to the broker."""
 
-from socialflow.outbox.emit import EventSpec, OutboxError, emit, emit_many
+from socialflow.outbox.emit import OutboxError, emit, emit_many
 
-__all__ = ["EventSpec", "OutboxError", "emit", "emit_many"]
+__all__ = ["OutboxError", "emit", "emit_many"]

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
+import msgspec
 import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from socialflow.lib.tracing import current_traceparent
-from socialflow.outbox.routing import ROUTES, RoutingTable
+from socialflow.outbox.events import DomainEvent, event_class
 
 NOTIFY_CHANNEL = "socialflow_outbox"
 # At most one NOTIFY per process per interval: a NOTIFY per commit serialises commits on
@@ -45,58 +43,51 @@ RETURNING tenant_id IS NULL AND tenant IS NOT NULL AS orphaned, tenant
 
 
 class OutboxError(RuntimeError):
-    """An event that cannot be written: no open transaction, an unknown event type or tenant."""
-
-
-@dataclass(frozen=True, slots=True)
-class EventSpec:
-    """One event to write: what happened, to which aggregate, of which tenant."""
-
-    event_type: str
-    aggregate_type: str
-    aggregate_id: str | uuid.UUID | int
-    payload: dict[str, Any]
-    tenant: str | None = None
-    available_at: datetime | None = None
+    """An event that cannot be written: no open transaction, an undeclared event type, or a
+    tenant that does not exist."""
 
 
 async def emit(
     session: AsyncSession,
+    event: DomainEvent,
     *,
-    event_type: str,
-    aggregate_type: str,
-    aggregate_id: str | uuid.UUID | int,
-    payload: dict[str, Any],
-    tenant: str | None = None,
-    available_at: datetime | None = None,
+    tenant: str | None,
     actor: str | None = None,
-    routes: RoutingTable = ROUTES,
+    available_at: datetime | None = None,
 ) -> uuid.UUID:
     """Write one event in `session`'s open transaction and return its id.
 
-    The row commits or rolls back with the state change it describes. `available_at` defers
-    dispatch (a scheduled publish); `actor` says who caused it (user id, API key id, system).
+    The row commits or rolls back with the state change it describes. `tenant` is the slug
+    (None for platform events); `available_at` defers dispatch (a scheduled publish); `actor`
+    says who caused it (user id, API key id, system). State changes go through
+    `audit.record_change`, which calls this with the change's audit entry.
     """
-    spec = EventSpec(event_type, aggregate_type, aggregate_id, payload, tenant, available_at)
-    (event_id,) = await emit_many(session, [spec], actor=actor, routes=routes)
+    (event_id,) = await emit_many(
+        session, [event], tenant=tenant, actor=actor, available_at=available_at
+    )
     return event_id
 
 
 async def emit_many(
     session: AsyncSession,
-    events: Sequence[EventSpec],
+    events: Sequence[DomainEvent],
     *,
+    tenant: str | None,
     actor: str | None = None,
-    routes: RoutingTable = ROUTES,
+    available_at: datetime | None = None,
 ) -> list[uuid.UUID]:
-    """Write several events in one statement, in the caller's open transaction."""
+    """Write several events of one tenant in one statement, in the caller's open transaction."""
     if not session.in_transaction():
         raise OutboxError("emit() needs an open transaction: events commit with their change")
-    if any(e.available_at is not None and e.available_at.tzinfo is None for e in events):
+    if available_at is not None and available_at.tzinfo is None:
         raise OutboxError("available_at must be timezone-aware")
-    unknown = sorted({e.event_type for e in events if e.event_type not in routes})
-    if unknown:
-        raise OutboxError(f"unknown event type {unknown[0]!r}: add it to the routing table")
+    for event in events:
+        declared = getattr(type(event), "event_type", None)
+        if declared is None or event_class(declared) is not type(event):
+            raise OutboxError(
+                f"{type(event).__qualname__} is not a declared event type: give it an "
+                "event_type in its feature's events.py"
+            )
     context = structlog.contextvars.get_contextvars()
     headers = {
         "request_id": context.get("request_id"),
@@ -105,28 +96,32 @@ async def emit_many(
     }
     headers = {k: v for k, v in headers.items() if v is not None}
     event_ids = [uuid.uuid4() for _ in events]
+    due = available_at.isoformat() if available_at else None
     rows = [
         {
-            "event_id": str(event_id),
-            "tenant": e.tenant,
-            "aggregate_type": e.aggregate_type,
-            "aggregate_id": str(e.aggregate_id),
-            "event_type": e.event_type,
-            "payload": e.payload,
-            "available_at": e.available_at.isoformat() if e.available_at else None,
+            "event_id": event_id,
+            "tenant": tenant,
+            "aggregate_type": event.aggregate_type,
+            "aggregate_id": event.aggregate_id,
+            "event_type": event.event_type,
+            "payload": event,
+            "available_at": due,
         }
-        for event_id, e in zip(event_ids, events, strict=True)
+        for event_id, event in zip(event_ids, events, strict=True)
     ]
     # One statement, one parameter and one round trip for any number of events; the SQL is
     # constant, so it is prepared once per connection.
-    written = await session.execute(
-        _INSERT, {"events": json.dumps(rows), "headers": json.dumps(headers)}
-    )
+    params = {"events": _json(rows), "headers": _json(headers)}
+    written = await session.execute(_INSERT, params)
     orphans = sorted({row.tenant for row in written if row.orphaned})
     if orphans:
         raise OutboxError(f"no live tenant {orphans[0]!r}: events name an existing tenant")
     await _notify_relays(session)
     return event_ids
+
+
+def _json(value: object) -> str:
+    return msgspec.json.encode(value).decode()
 
 
 async def _notify_relays(session: AsyncSession) -> None:

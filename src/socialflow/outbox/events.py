@@ -1,10 +1,88 @@
-"""The event envelope: what an outbox row becomes in a message, and what an actor receives."""
+"""Events: `DomainEvent`, the typed state change a feature declares in its `events.py` and
+records with `audit.record_change`, and `Event`, the envelope an actor receives."""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from enum import StrEnum
+from typing import Any, ClassVar
+
+import msgspec
+
+
+class AuditLog(StrEnum):
+    """Which audit log records a change together with its event."""
+
+    TENANT = "tenant"  # the tenant's own audit_log, in its schema (the session's search_path)
+    PLATFORM = "platform"  # shared.platform_audit_log: agencies, tenant lifecycle, accounts
+    NONE = "none"  # system work (derivatives, captions …): the event is the record
+
+
+class DomainEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """A state change as its feature declares it: the fields are the event's payload.
+
+    A concrete event names its `event_type` (one class per type across the code base: a
+    second is refused at import), its `aggregate_type`, the field holding the aggregate's id
+    (`aggregate_key`) and the audit log that records it. A subclass without an `event_type`
+    is a shared base, not an event.
+    """
+
+    event_type: ClassVar[str]
+    aggregate_type: ClassVar[str]
+    aggregate_key: ClassVar[str]
+    audit_log: ClassVar[AuditLog]
+    # A removal's audit entry shows the payload as what was, not as what is.
+    removes: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "event_type" in cls.__dict__:
+            _register(cls)
+
+    @property
+    def aggregate_id(self) -> str:
+        return str(getattr(self, self.aggregate_key))
+
+    def payload(self) -> dict[str, Any]:
+        payload: dict[str, Any] = msgspec.to_builtins(self)
+        return payload
+
+    @property
+    def audit_action(self) -> str:
+        """The audit entry's action: the event type, unless the event says otherwise."""
+        return self.event_type
+
+    def audit_change(self) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """What the audit entry shows as (before, after): by default the payload, as after
+        (as before for a removal)."""
+        return (self.payload(), None) if self.removes else (None, self.payload())
+
+
+_EVENT_TYPES: dict[str, type[DomainEvent]] = {}
+
+
+def _register(cls: type[DomainEvent]) -> None:
+    name = f"{cls.__module__}.{cls.__qualname__}"
+    missing = [a for a in ("aggregate_type", "aggregate_key", "audit_log") if not hasattr(cls, a)]
+    if missing:
+        raise TypeError(f"event {name} does not declare {', '.join(missing)}")
+    declared = _EVENT_TYPES.setdefault(cls.event_type, cls)
+    if declared is not cls:
+        raise TypeError(
+            f"event type {cls.event_type!r} is declared twice: by "
+            f"{declared.__module__}.{declared.__qualname__} and by {name}"
+        )
+
+
+def event_class(event_type: str) -> type[DomainEvent] | None:
+    """The class declaring `event_type`, among the modules imported so far."""
+    return _EVENT_TYPES.get(event_type)
+
+
+def declared_events() -> dict[str, type[DomainEvent]]:
+    """Every event type the modules imported so far declare, with its class."""
+    return dict(_EVENT_TYPES)
 
 
 @dataclass(frozen=True, slots=True)

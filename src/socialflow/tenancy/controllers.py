@@ -7,17 +7,20 @@ from typing import Any
 import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post, put
 from litestar.datastructures import State
-from litestar.di import NamedDependency, Provide
+from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from socialflow.access.guards import (
+    authenticated,
+    manages_tenant,
+    operator_only,
+    requires,
+    sees_tenant,
+)
 from socialflow.access.permissions import Permission
 from socialflow.access.principal import Principal
-from socialflow.access.tenant_access import (
-    TenantAccess,
-    provide_tenant_access,
-    provide_tenant_scope,
-)
+from socialflow.access.tenant_access import TenantAccess
 from socialflow.lib.pagination import SortKey, page_request, page_response
 from socialflow.tenancy import services, tenant_settings
 from socialflow.tenancy.bodies import (
@@ -45,8 +48,9 @@ def _tenant_out(row: dict[str, Any]) -> TenantOut:
 class AgencyController(Controller):
     path = "/api/v1/agencies"
     tags = ["agencies"]  # noqa: RUF012 - Litestar reads this class attribute
+    guards = [operator_only]  # noqa: RUF012
 
-    @post("", summary="Create an agency (operators)", opt={"problems": (403,)})
+    @post("", summary="Create an agency (operators)")
     async def create(
         self,
         data: JSONBody[AgencyCreate],
@@ -56,7 +60,7 @@ class AgencyController(Controller):
         agency = await services.create_agency(session, principal, slug=data.slug, name=data.name)
         return AgencyOut(str(agency.id), agency.slug, agency.name, agency.created_at)
 
-    @get("", summary="List agencies (operators), by slug, paginated", opt={"problems": (403,)})
+    @get("", summary="List agencies (operators), by slug, paginated")
     async def list_agencies(
         self,
         request: Request[Any, Any, Any],
@@ -72,7 +76,6 @@ class AgencyController(Controller):
     @post(
         "/{agency:str}/admins",
         summary="Make a user an agency admin (created if new)",
-        opt={"problems": (403,)},
     )
     async def add_admin(
         self,
@@ -96,6 +99,7 @@ class TenantController(Controller):
     @post(
         "",
         summary="Provision a tenant (operators, the agency's admins)",
+        guards=[authenticated],  # the agency's admins: a rule of the agency named in the body
         opt={"problems": (403, 404)},  # 404: no such agency
     )
     async def provision(
@@ -117,7 +121,7 @@ class TenantController(Controller):
         )  # fmt: skip
         return Response(body, status_code=201, headers={"Location": f"{self.path}/{t.slug}"})
 
-    @get("", summary="The tenants the caller can see, by slug, paginated")
+    @get("", guards=[authenticated], summary="The tenants the caller can see, by slug, paginated")
     async def list_tenants(
         self,
         request: Request[Any, Any, Any],
@@ -137,7 +141,7 @@ class TenantController(Controller):
     @get(
         "/{tenant:str}",
         summary="Tenant metadata",
-        dependencies={"access": Provide(provide_tenant_access)},
+        guards=[sees_tenant],
     )
     async def read(
         self, access: NamedDependency[TenantAccess], session: NamedDependency[AsyncSession]
@@ -147,7 +151,7 @@ class TenantController(Controller):
     @patch(
         "/{tenant:str}",
         summary="Rename or re-plan (agency admins, operators)",
-        dependencies={"access": Provide(provide_tenant_access)},
+        guards=[manages_tenant],
         opt={"problems": (409,)},  # a deleted tenant is restored first
     )
     async def update(
@@ -166,7 +170,7 @@ class TenantController(Controller):
         "/{tenant:str}",
         status_code=200,
         summary="Soft-delete: kept for the retention window, restorable",
-        dependencies={"access": Provide(provide_tenant_access)},
+        guards=[manages_tenant],
         opt={"problems": (409,)},  # already deleted
     )
     async def soft_delete(
@@ -180,7 +184,7 @@ class TenantController(Controller):
     @post(
         "/{tenant:str}/suspend",
         status_code=200,
-        dependencies={"access": Provide(provide_tenant_access)},
+        guards=[manages_tenant],
     )
     async def suspend(
         self,
@@ -193,7 +197,7 @@ class TenantController(Controller):
     @post(
         "/{tenant:str}/resume",
         status_code=200,
-        dependencies={"access": Provide(provide_tenant_access)},
+        guards=[manages_tenant],
     )
     async def resume(
         self,
@@ -206,7 +210,7 @@ class TenantController(Controller):
     @post(
         "/{tenant:str}/restore",
         status_code=200,
-        dependencies={"access": Provide(provide_tenant_access)},
+        guards=[manages_tenant],
     )
     async def restore(
         self,
@@ -231,22 +235,21 @@ class TenantSettingsController(Controller):
 
     path = "/api/v1/tenants/{tenant:str}/settings"
     tags = ["tenant settings"]  # noqa: RUF012 - Litestar reads this class attribute
-    dependencies = {"member": Provide(provide_tenant_scope)}  # noqa: RUF012
 
-    @get("", opt={"permission": Permission.SETTINGS_READ}, summary="Tenant settings")
+    @get("", guards=[requires(Permission.SETTINGS_READ)], summary="Tenant settings")
     async def read_settings(
-        self, member: NamedDependency[TenantAccess], session: NamedDependency[AsyncSession]
+        self, access: NamedDependency[TenantAccess], session: NamedDependency[AsyncSession]
     ) -> TenantSettingsOut:
         return msgspec.convert(await tenant_settings.read_settings(session), TenantSettingsOut)
 
-    @put("", opt={"permission": Permission.SETTINGS_WRITE}, summary="Change settings")
+    @put("", guards=[requires(Permission.SETTINGS_WRITE)], summary="Change settings")
     async def write_settings(
         self,
         data: JSONBody[TenantSettingsUpdate],
-        member: NamedDependency[TenantAccess],
+        access: NamedDependency[TenantAccess],
         session: NamedDependency[AsyncSession],
     ) -> TenantSettingsOut:
         changes = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not None}
         return msgspec.convert(
-            await tenant_settings.update_settings(session, member, changes), TenantSettingsOut
+            await tenant_settings.update_settings(session, access, changes), TenantSettingsOut
         )

@@ -16,15 +16,27 @@ from socialflow.access.permissions import Role
 from socialflow.access.principal import Principal
 from socialflow.access.slugs import validate_new_slug
 from socialflow.access.tenant_access import TenantAccess
-from socialflow.audit.record import record_platform_audit
+from socialflow.audit.record import record_change
+from socialflow.db.tenancy import enter_tenant_schema
 from socialflow.db.tenant_schema import quote_schema, schema_for_tenant
 from socialflow.identity import services as identity
 from socialflow.lib.pagination import PageRequest
 from socialflow.lib.problems import Problem
 from socialflow.members.invitations import create_invitation
 from socialflow.members.models import Membership
-from socialflow.outbox import emit
 from socialflow.settings import Settings
+from socialflow.tenancy.events import (
+    AgencyAdminAdded,
+    AgencyCreated,
+    TenantChange,
+    TenantCreated,
+    TenantDeleted,
+    TenantPurged,
+    TenantRestored,
+    TenantResumed,
+    TenantSuspended,
+    TenantUpdated,
+)
 from socialflow.tenancy.fleet.ddl import create_tenant_schema
 from socialflow.tenancy.models import Agency, AgencyAdmin, Tenant
 from socialflow.vault.service import Vault
@@ -32,32 +44,23 @@ from socialflow.vault.service import Vault
 # -- agencies -------------------------------------------------------------------------------
 
 
-def require_operator(principal: Principal) -> None:
-    if not principal.is_operator:
-        raise Problem(403, "forbidden", "Only platform operators may do this.")
-
-
 async def create_agency(
     session: AsyncSession, principal: Principal, *, slug: str, name: str
 ) -> Agency:
-    require_operator(principal)
     validate_new_slug(slug, what="agency")
     if (await session.execute(select(Agency).where(Agency.slug == slug))).first():
         raise Problem(409, "slug-taken", f"An agency {slug!r} exists.")
     agency = Agency(id=uuid.uuid4(), slug=slug, name=name)
     session.add(agency)
     await session.flush()
-    await record_platform_audit(
-        session, actor_user_id=principal.user_id, action="agency.created", target_type="agency",
-        target_id=agency.id, agency_id=agency.id, after={"slug": slug, "name": name},
-    )  # fmt: skip
+    created = AgencyCreated(agency_id=agency.id, slug=slug, name=name)
+    await record_change(session, principal, created, tenant=None, agency_id=agency.id)
     return agency
 
 
 async def list_agencies(
     session: AsyncSession, principal: Principal, page: PageRequest
 ) -> list[dict[str, Any]]:
-    require_operator(principal)
     query = select(Agency).order_by(Agency.slug).limit(page.limit + 1)
     if page.after:
         query = query.where(Agency.slug > page.after[0])
@@ -77,7 +80,6 @@ async def add_agency_admin(
     password: str | None,
 ) -> tuple[uuid.UUID, bool]:
     """Make `email` an admin of the agency, creating the account if new; (user id, created)."""
-    require_operator(principal)
     agency = await _agency_by_slug(session, agency_slug)
     if agency is None:
         raise Problem(404, "not-found", f"No agency {agency_slug!r}.")
@@ -92,10 +94,10 @@ async def add_agency_admin(
         ),
         {"a": agency.id, "u": user.id},
     )
-    await record_platform_audit(
-        session, actor_user_id=principal.user_id, action="agency.admin_added",
-        target_type="user", target_id=user.id, agency_id=agency.id, after={"email": user.email},
-    )  # fmt: skip
+    added = AgencyAdminAdded(
+        agency_id=agency.id, user_id=user.id, email=user.email, account_created=created
+    )
+    await record_change(session, principal, added, tenant=None, agency_id=agency.id)
     return user.id, created
 
 
@@ -197,23 +199,30 @@ async def provision_tenant(
     session.add(Membership(tenant_id=tenant_id, user_id=owner.id, role=Role.OWNER.value))
     await session.flush()
 
-    await emit(
-        session, event_type="tenant.created", aggregate_type="tenant", aggregate_id=tenant_id,
-        tenant=slug, actor=principal.actor,
-        payload={"tenant_id": str(tenant_id), "slug": slug, "agency": agency.slug, "plan": plan,
-                 "owner_user_id": str(owner.id)},
-    )  # fmt: skip
+    created = TenantCreated(
+        tenant_id=tenant_id,
+        slug=slug,
+        name=name,
+        agency=agency.slug,
+        plan=plan,
+        owner_user_id=owner.id,
+    )
+    await record_change(
+        session, principal, created, tenant=slug, tenant_id=tenant_id, agency_id=agency.id
+    )
     if owner.password_hash is None:
-        # A new owner sets a password through the invitation the email job sends.
+        # A new owner sets a password through the invitation the email job sends; the
+        # invitation is audited in the new tenant's own log.
+        await enter_tenant_schema(session, schema)
         await create_invitation(
-            session, settings, tenant_id=tenant_id, tenant_slug=slug, user=owner,
-            role=Role.OWNER, invited_by=principal.user_id,
-        )  # fmt: skip
-    await record_platform_audit(
-        session, actor_user_id=principal.user_id, action="tenant.created", target_type="tenant",
-        target_id=tenant_id, tenant_id=tenant_id, agency_id=agency.id,
-        after={"slug": slug, "name": name, "plan": plan, "owner": owner.email},
-    )  # fmt: skip
+            session,
+            settings,
+            principal,
+            tenant_id=tenant_id,
+            tenant_slug=slug,
+            user=owner,
+            role=Role.OWNER,
+        )
     if directory is not None:
         directory.changed(session, slug)
     tenant = await session.get(Tenant, tenant_id)
@@ -276,11 +285,11 @@ async def tenant_metadata(session: AsyncSession, access: TenantAccess) -> dict[s
 # -- lifecycle ------------------------------------------------------------------------------
 
 # transition → (statuses it starts from, status it ends in, event)
-TRANSITIONS: dict[str, tuple[frozenset[str], str, str]] = {
-    "suspend": (frozenset({"active"}), "suspended", "tenant.suspended"),
-    "resume": (frozenset({"suspended"}), "active", "tenant.resumed"),
-    "delete": (frozenset({"active", "suspended"}), "deleted", "tenant.deleted"),
-    "restore": (frozenset({"deleted"}), "active", "tenant.restored"),
+TRANSITIONS: dict[str, tuple[frozenset[str], str, type[TenantChange]]] = {
+    "suspend": (frozenset({"active"}), "suspended", TenantSuspended),
+    "resume": (frozenset({"suspended"}), "active", TenantResumed),
+    "delete": (frozenset({"active", "suspended"}), "deleted", TenantDeleted),
+    "restore": (frozenset({"deleted"}), "active", TenantRestored),
 }
 
 
@@ -291,8 +300,7 @@ async def change_status(
     access: TenantAccess,
     transition: str,
 ) -> None:
-    access.require_manager()
-    sources, target, event_type = TRANSITIONS[transition]
+    sources, target, event = TRANSITIONS[transition]
     tenant = await _locked_tenant(session, access.tenant)
     if tenant.status not in sources:
         raise Problem(
@@ -306,7 +314,8 @@ async def change_status(
         tenant.purge_after = tenant.updated_at + timedelta(days=settings.tenant_retention_days)
     elif transition == "restore":
         tenant.deleted_at = tenant.purge_after = None
-    await _record_change(session, access, tenant, event_type, before, {"status": target})
+    changed = event(tenant_id=tenant.id, slug=tenant.slug, before=before, after={"status": target})
+    await _record_tenant_change(session, access.principal, tenant, changed)
     directory.changed(session, tenant.slug)
 
 
@@ -319,7 +328,6 @@ async def update_tenant(
     name: str | None,
     plan: str | None,
 ) -> None:
-    access.require_manager()
     if plan is not None and plan not in settings.plans:
         raise Problem(422, "invalid-plan", f"Plan must be one of {', '.join(settings.plans)}.")
     tenant = await _locked_tenant(session, access.tenant)
@@ -332,7 +340,8 @@ async def update_tenant(
     if after == before:
         return
     tenant.updated_at = datetime.now(UTC)
-    await _record_change(session, access, tenant, "tenant.updated", before, after)
+    changed = TenantUpdated(tenant_id=tenant.id, slug=tenant.slug, before=before, after=after)
+    await _record_tenant_change(session, access.principal, tenant, changed)
     directory.changed(session, tenant.slug)
 
 
@@ -342,29 +351,19 @@ async def _locked_tenant(session: AsyncSession, ref: TenantRef) -> Tenant:
     ).scalar_one()
 
 
-async def _record_change(  # noqa: PLR0917 - one call site per transition, all positional
-    session: AsyncSession,
-    access: TenantAccess,
-    tenant: Tenant,
-    event_type: str,
-    before: dict[str, Any],
-    after: dict[str, Any],
+async def _record_tenant_change(
+    session: AsyncSession, actor: Principal | str, tenant: Tenant, event: TenantChange
 ) -> None:
-    actor = access.principal.user_id
+    """The tenant row's change (flushed first), its event and its platform audit entry. A
+    purged tenant's event names no tenant: its slug may already be another tenant's."""
     await session.flush()
-    await emit(
-        session, event_type=event_type, aggregate_type="tenant", aggregate_id=tenant.id,
-        tenant=tenant.slug, actor=access.principal.actor,
-        payload={"tenant_id": str(tenant.id), "slug": tenant.slug, "before": before,
-                 "after": after},
-    )  # fmt: skip
-    await record_platform_audit(
-        session, actor_user_id=actor, action=event_type, target_type="tenant",
-        target_id=tenant.id, tenant_id=tenant.id, agency_id=tenant.agency_id,
-        before=before, after=after,
-    )  # fmt: skip
+    slug = None if tenant.status == "purged" else tenant.slug
+    await record_change(
+        session, actor, event, tenant=slug, tenant_id=tenant.id, agency_id=tenant.agency_id
+    )
 
 
+SYSTEM_PURGE = "system:purge"  # the actor of purges: a scheduled job, not a person
 PURGE_TENANT_ROWS = (
     text("DELETE FROM shared.outbox WHERE tenant_id = :tenant"),
     text("DELETE FROM shared.outbox_dead_letter WHERE tenant_id = :tenant"),
@@ -397,16 +396,12 @@ async def purge_expired(
         await vault.shred_tenant(session, tenant.id)
         tenant.status = "purged"
         tenant.updated_at = datetime.now(UTC)
-        await session.flush()
-        await emit(
-            session, event_type="tenant.purged", aggregate_type="tenant", aggregate_id=tenant.id,
-            tenant=None, actor="system:purge",
-            payload={"tenant_id": str(tenant.id), "slug": tenant.slug},
-        )  # fmt: skip
-        await record_platform_audit(
-            session, actor_user_id=None, action="tenant.purged", target_type="tenant",
-            target_id=tenant.id, tenant_id=tenant.id, agency_id=tenant.agency_id,
-            before={"status": "deleted"}, after={"status": "purged"},
-        )  # fmt: skip
+        purge = TenantPurged(
+            tenant_id=tenant.id,
+            slug=tenant.slug,
+            before={"status": "deleted"},
+            after={"status": "purged"},
+        )
+        await _record_tenant_change(session, SYSTEM_PURGE, tenant, purge)
         purged.append(tenant.slug)
     return purged

@@ -1,4 +1,5 @@
-"""Single-row settings tables in a tenant's schema: read, and change with an audit entry."""
+"""Single-row settings tables in a tenant's schema: read, and change with its event and
+audit entry."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from socialflow.access.tenant_access import TenantAccess
-from socialflow.audit.record import record_tenant_audit
+from socialflow.audit.record import record_change
+from socialflow.tenancy.events import SettingsChange
 
 
 @dataclass(frozen=True)
@@ -18,7 +20,7 @@ class SettingsRow:
 
     table: str
     columns: tuple[str, ...]
-    audit_action: str
+    event: type[SettingsChange]
 
     async def read(self, session: AsyncSession) -> dict[str, Any]:
         selected = ", ".join((*self.columns, "updated_at"))
@@ -45,9 +47,8 @@ class SettingsRow:
             {**changes, "by": access.principal.user_id},
         )
         after = await self.read(session)
-        await record_tenant_audit(
-            session, actor=access.principal.actor, action=self.audit_action,
-            target_type=self.table, target_id="1",
-            before={k: before[k] for k in changes}, after={k: after[k] for k in changes},
-        )  # fmt: skip
+        changed = self.event(
+            before={k: before[k] for k in changes}, after={k: after[k] for k in changes}
+        )
+        await record_change(session, access.principal, changed, tenant=access.tenant.slug)
         return after

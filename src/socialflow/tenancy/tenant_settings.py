@@ -1,4 +1,5 @@
-"""A tenant's general settings: one row in its own schema, changed with an audit entry."""
+"""A tenant's general settings: one row in its own schema, changed with its event and audit
+entry."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from socialflow.access.tenant_access import TenantAccess
 from socialflow.lib.problems import Problem
+from socialflow.tenancy.events import SettingsUpdated
 from socialflow.tenancy.settings_rows import SettingsRow
 
 GENERAL_SETTINGS = SettingsRow(
-    "settings", ("display_name", "timezone", "locale"), audit_action="settings.updated"
+    "settings", ("display_name", "timezone", "locale"), event=SettingsUpdated
 )
 
 

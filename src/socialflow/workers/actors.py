@@ -45,6 +45,10 @@ EVENTS_DROPPED = Counter(
     ["actor", "reason"],
 )
 
+# Every actor `event_actor` declared in this process, by (handler's module, actor name): the
+# real ones are those of the registry's modules (workers.registry); tests declare their own.
+DECLARED_EVENT_ACTORS: dict[tuple[str, str], dramatiq.Actor[[dict[str, Any]], None]] = {}
+
 RECORD_PROCESSED_SQL = text(
     "INSERT INTO shared.processed_event (event_id, actor) VALUES (:event_id, :actor) "
     "ON CONFLICT DO NOTHING RETURNING 1"
@@ -169,8 +173,10 @@ def event_actor(
             get_event_loop_thread().run_coroutine(in_context())  # type: ignore[union-attr]
 
         run.__name__ = run.__qualname__ = name
-        return dramatiq.actor(  # type: ignore[no-any-return,call-overload]
+        actor: dramatiq.Actor[[dict[str, Any]], None] = dramatiq.actor(  # type: ignore[call-overload]
             run, actor_name=name, queue_name=queue_name, broker=broker, **options
         )
+        DECLARED_EVENT_ACTORS[handler.__module__, name] = actor
+        return actor
 
     return decorator

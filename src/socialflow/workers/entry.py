@@ -1,4 +1,5 @@
-"""What `socialflow worker` hands to Dramatiq: the broker first, then every actor module."""
+"""What `socialflow worker` hands to Dramatiq: the broker first, then every actor module, then
+the routing check (a worker whose actors the relay would not feed refuses to start)."""
 
 from __future__ import annotations
 
@@ -12,4 +13,11 @@ if _settings.redis_url is None:
 configure_logging(_settings)
 broker = configure_broker(_settings.redis_url)
 
+from socialflow import event_routing  # noqa: E402 - checked once the actors are declared
 from socialflow.workers import registry  # noqa: E402,F401 - actors bind to the broker above
+
+try:
+    event_routing.check_routing()
+except event_routing.RoutingError as exc:
+    # Dramatiq logs a failed import of this module and stops every worker process.
+    raise ImportError(f"the worker refuses to start: {exc}") from None

@@ -1,4 +1,5 @@
-"""Shared pieces of the outbox and worker tests: a routing table, emitting, reading Redis."""
+"""Shared pieces of the outbox and worker tests: test events and their routing table,
+emitting, reading Redis."""
 
 from __future__ import annotations
 
@@ -12,16 +13,47 @@ from typing import Any
 import redis as redis_lib
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from socialflow.outbox import EventSpec, emit_many
-from socialflow.outbox.routing import Route
+from socialflow.outbox import emit_many
+from socialflow.outbox.events import AuditLog, DomainEvent
+from socialflow.outbox.routing import Route, by_event_type
 from socialflow.workers.broker import NAMESPACE
 
+
+class NoteEvent(DomainEvent, frozen=True, kw_only=True):
+    """The tests' events, about notes (a shared base: not an event itself)."""
+
+    aggregate_type = "note"
+    aggregate_key = "note_id"
+    audit_log = AuditLog.NONE
+
+    note_id: str
+    body: str | None = None
+
+
+class NoteAdded(NoteEvent, frozen=True, kw_only=True):
+    event_type = "note.added"
+
+
+class NoteShared(NoteEvent, frozen=True, kw_only=True):
+    event_type = "note.shared"
+
+
+class NoteSilent(NoteEvent, frozen=True, kw_only=True):
+    event_type = "note.silent"
+
+
+class NoteDoomed(NoteEvent, frozen=True, kw_only=True):
+    event_type = "note.doomed"
+
+
 NOTES_QUEUE = "test_notes"
-TEST_ROUTES = {
-    "note.added": (Route("add_note", NOTES_QUEUE),),
-    "note.shared": (Route("add_note", NOTES_QUEUE), Route("count_note", "test_counts")),
-    "note.silent": (),
-}
+TEST_ROUTES = by_event_type(
+    {
+        NoteAdded: (Route("add_note", NOTES_QUEUE),),
+        NoteShared: (Route("add_note", NOTES_QUEUE), Route("count_note", "test_counts")),
+        NoteSilent: (),
+    }
+)
 
 
 async def emit_notes(
@@ -30,17 +62,17 @@ async def emit_notes(
     *,
     tenant: str | None = None,
     per_transaction: int = 500,
-    event_type: str = "note.added",
+    event: type[NoteEvent] = NoteAdded,
 ) -> list[uuid.UUID]:
     """Emit `count` events in transactions of `per_transaction`; return their ids."""
     ids: list[uuid.UUID] = []
     while len(ids) < count:
-        specs = [
-            EventSpec(event_type, "note", n, {"body": f"note {n}"}, tenant)
+        notes = [
+            event(note_id=str(n), body=f"note {n}")
             for n in range(len(ids), min(len(ids) + per_transaction, count))
         ]
         async with factory() as session, session.begin():
-            ids.extend(await emit_many(session, specs, routes=TEST_ROUTES))
+            ids.extend(await emit_many(session, notes, tenant=tenant))
     return ids
 
 

@@ -47,13 +47,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from socialflow.db.engine import create_engine, create_session_factory, libpq_url
 from socialflow.db.migrate import upgrade_shared
 from socialflow.embedded import EmbeddedRedis
-from socialflow.outbox import EventSpec, emit_many
+from socialflow.outbox import emit_many
 from socialflow.outbox.events import Event
 from socialflow.settings import Settings
 from socialflow.workers.actors import event_actor
 from socialflow.workers.broker import NAMESPACE, create_broker
 from tests.integration.conftest import RelayFactory
-from tests.integration.outbox.support import NOTES_QUEUE, TEST_ROUTES, emit_notes, wait_until
+from tests.integration.outbox.support import (
+    NOTES_QUEUE,
+    NoteAdded,
+    emit_notes,
+    wait_until,
+)
 
 Factory = async_sessionmaker[AsyncSession]
 EFFECTS_DDL = "CREATE TABLE IF NOT EXISTS public.crash_effects (event_id uuid NOT NULL)"
@@ -125,12 +130,12 @@ class Producer:
         self._task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
-        specs = [EventSpec("note.added", "note", n, {"body": f"note {n}"}) for n in range(20)]
+        notes = [NoteAdded(note_id=str(n), body=f"note {n}") for n in range(20)]
         while not self._stop.is_set():
             ids: list[uuid.UUID] = []
             try:
                 async with self.factory() as session, session.begin():
-                    ids = await emit_many(session, specs, routes=TEST_ROUTES)
+                    ids = await emit_many(session, notes, tenant=None)
             except (DBAPIError, psycopg.Error, OSError):
                 self.in_doubt.extend(ids)  # empty unless it failed at COMMIT
                 await asyncio.sleep(0.05)  # the database is down: try again shortly

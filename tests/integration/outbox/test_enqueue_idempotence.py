@@ -14,10 +14,17 @@ from outbox_relay.relay import OutboxRelay
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from socialflow.outbox import EventSpec, OutboxError, emit_many
+from socialflow.outbox import OutboxError, emit_many
 from socialflow.workers.broker import NAMESPACE
 from tests.integration.conftest import RelayFactory
-from tests.integration.outbox.support import NOTES_QUEUE, TEST_ROUTES, emit_notes, queued_messages
+from tests.integration.outbox.support import (
+    NOTES_QUEUE,
+    TEST_ROUTES,
+    NoteAdded,
+    NoteShared,
+    emit_notes,
+    queued_messages,
+)
 
 Factory = async_sessionmaker[AsyncSession]
 
@@ -71,7 +78,7 @@ async def test_a_queue_that_refuses_the_command_dead_letters_its_events_and_spar
 ) -> None:
     # Someone wrote a string where the test_counts queue's list lives: WRONGTYPE, every time.
     redis_client.set(f"{NAMESPACE}:test_counts", "not a list")
-    shared = await emit_notes(session_factory, 3, tenant="alpha", event_type="note.shared")
+    shared = await emit_notes(session_factory, 3, tenant="alpha", event=NoteShared)
     added = await emit_notes(session_factory, 2, tenant="alpha")
     relay = make_relay(max_enqueue_attempts=3, retry_base_s=0.0)
     for _ in range(3):
@@ -114,11 +121,9 @@ async def test_every_outbox_row_carries_its_tenants_id(
 async def test_an_event_naming_no_live_tenant_is_refused(
     clean_outbox: None, session_factory: Factory, pg: psycopg.Connection[Any]
 ) -> None:
-    spec = EventSpec("note.added", "note", 1, {}, "ghost-tenant")
-
     async def emit_in_a_transaction() -> None:
         async with session_factory() as session, session.begin():
-            await emit_many(session, [spec], routes=TEST_ROUTES)
+            await emit_many(session, [NoteAdded(note_id="1")], tenant="ghost-tenant")
 
     with pytest.raises(OutboxError, match="no live tenant 'ghost-tenant'"):
         await emit_in_a_transaction()

@@ -17,6 +17,7 @@ from litestar import Litestar, post
 from litestar.di import NamedDependency
 from litestar.testing import AsyncTestClient
 
+from socialflow.access.guards import authenticated
 from socialflow.access.principal import Principal
 from socialflow.app import create_app
 from socialflow.lib import idempotency
@@ -182,14 +183,14 @@ async def test_a_forbidden_answer_is_not_kept_and_a_validation_error_is(
 GATE: dict[str, asyncio.Event] = {}
 
 
-@post("/test/held")
+@post("/test/held", guards=[authenticated])
 async def held(principal: NamedDependency[Principal]) -> dict[str, str]:
     GATE["entered"].set()
     await GATE["release"].wait()
     return {"done": str(principal.user_id)}
 
 
-@post("/test/flaky")
+@post("/test/flaky", guards=[authenticated])
 async def flaky(principal: NamedDependency[Principal]) -> None:
     raise RuntimeError("a server-side failure")
 

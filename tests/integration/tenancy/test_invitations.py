@@ -13,11 +13,11 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import Envelope, Session
 
-from socialflow.members.tasks import send_invitation_email
-from socialflow.outbox.routing import ROUTES
+from socialflow.event_routing import ROUTES
 from socialflow.settings import Settings
 from socialflow.workers.actors import WorkerDatabase
 from socialflow.workers.broker import create_broker
+from socialflow.workers.testing import bind_event_actors
 from tests.e2e.conftest import free_port
 from tests.integration.conftest import RelayFactory
 from tests.integration.outbox.support import wait_until
@@ -60,10 +60,7 @@ def email_worker(
     })  # fmt: skip
     broker = create_broker(redis_url)
     WorkerDatabase.configure(smtp)
-    dramatiq.actor(
-        send_invitation_email.fn, actor_name="send_invitation_email", queue_name="email",
-        broker=broker, max_retries=0,
-    )  # fmt: skip
+    assert "send_invitation_email" in bind_event_actors(broker, max_retries=0)
     worker = dramatiq.Worker(broker, worker_threads=2, worker_timeout=50)
     worker.start()
     yield

@@ -14,6 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from socialflow.db.session import unit_of_work
+from socialflow.members.events import MemberJoined
 from socialflow.outbox import emit
 from socialflow.outbox.events import Event
 from socialflow.tenancy import services as tenancy_services
@@ -53,11 +54,9 @@ async def test_a_purged_slug_is_provisioned_again_and_old_events_never_run_in_it
     # In flight when the tenant goes: a deferred event, a dead letter, and a message that is
     # already in the broker (its envelope).
     async with unit_of_work(platform.factory) as session:
-        await emit(
-            session, event_type="member.joined", aggregate_type="member", aggregate_id="m",
-            tenant=world.tenant_a, payload={"n": 1},
-            available_at=datetime.now(UTC) + timedelta(days=1),
-        )  # fmt: skip
+        joined = MemberJoined(user_id=uuid.uuid4(), role="viewer")
+        tomorrow = datetime.now(UTC) + timedelta(days=1)
+        await emit(session, joined, tenant=world.tenant_a, available_at=tomorrow)
     pg.execute(
         "INSERT INTO shared.outbox_dead_letter (id, event_id, tenant, tenant_id, aggregate_type, "
         "aggregate_id, event_type, payload, headers, available_at, created_at, error) VALUES "
@@ -109,10 +108,8 @@ async def test_a_purged_slug_is_provisioned_again_and_old_events_never_run_in_it
 
     # An event of the new tenant runs in the new tenant's schema.
     async with unit_of_work(platform.factory) as session:
-        event_id = await emit(
-            session, event_type="member.joined", aggregate_type="member", aggregate_id="m",
-            tenant=world.tenant_a, payload={},
-        )  # fmt: skip
+        joined = MemberJoined(user_id=uuid.uuid4(), role="viewer")
+        event_id = await emit(session, joined, tenant=world.tenant_a)
     row = pg.execute(
         "SELECT tenant_id FROM shared.outbox WHERE event_id = %s", (event_id,)
     ).fetchone()

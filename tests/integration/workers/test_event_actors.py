@@ -18,24 +18,26 @@ from socialflow.outbox import emit
 from socialflow.outbox.routing import Route
 from socialflow.workers.broker import NAMESPACE
 from tests.integration.conftest import RelayFactory
-from tests.integration.outbox.support import NOTES_QUEUE, TEST_ROUTES, wait_until
+from tests.integration.outbox.support import (
+    NOTES_QUEUE,
+    TEST_ROUTES,
+    NoteAdded,
+    NoteDoomed,
+    NoteEvent,
+    NoteShared,
+    wait_until,
+)
 from tests.integration.worker_fixtures import FAILING_QUEUE, RunningWorker
 
 Factory = async_sessionmaker[AsyncSession]
-ROUTES = {**TEST_ROUTES, "note.doomed": (Route("always_fails", FAILING_QUEUE),)}
+ROUTES = {**TEST_ROUTES, NoteDoomed.event_type: (Route("always_fails", FAILING_QUEUE),)}
 
 
-async def _emit(factory: Factory, tenant: str | None, event_type: str = "note.added") -> uuid.UUID:
+async def _emit(
+    factory: Factory, tenant: str | None, event: type[NoteEvent] = NoteAdded
+) -> uuid.UUID:
     async with factory() as session, session.begin():
-        return await emit(
-            session,
-            event_type=event_type,
-            aggregate_type="note",
-            aggregate_id="n",
-            payload={"body": f"for {tenant}"},
-            tenant=tenant,
-            routes=ROUTES,
-        )
+        return await emit(session, event(note_id="n", body=f"for {tenant}"), tenant=tenant)
 
 
 def _notes(pg: psycopg.Connection[Any], tenant: str) -> list[tuple[Any, ...]]:
@@ -160,7 +162,7 @@ async def test_one_event_reaches_each_of_its_actors_once(
     pg: psycopg.Connection[Any],
     redis_client: redis_lib.Redis,
 ) -> None:
-    event_id = await _emit(session_factory, "alpha", event_type="note.shared")
+    event_id = await _emit(session_factory, "alpha", event=NoteShared)
     await make_relay(routes=ROUTES).dispatch_batch()
     await wait_until(
         lambda: (
@@ -183,7 +185,7 @@ async def test_a_failing_actor_retries_then_dead_letters_with_its_event_id(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO)
-    event_id = await _emit(session_factory, "alpha", event_type="note.doomed")
+    event_id = await _emit(session_factory, "alpha", event=NoteDoomed)
     await make_relay(routes=ROUTES).dispatch_batch()
 
     await wait_until(

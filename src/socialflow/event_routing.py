@@ -1,0 +1,97 @@
+"""The routing table: which actors each declared event reaches, on which queue.
+
+Keyed on the event classes the features declare in their `events.py`; the relay reads the
+string-keyed form (`ROUTES`). `check_routing()` runs in a unit test and at worker start-up:
+every route names an actor declared with `event_actor` on the route's queue, every such actor
+is routed, and every declared event type has an entry (an event with no consumer yet is
+routed to nothing).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import pkgutil
+
+import socialflow
+from socialflow.ai.events import AiKeyConfigured, AiKeyRemoved, AiSettingsUpdated
+from socialflow.identity.events import UserIdentityLinked
+from socialflow.members.events import (
+    ApiKeyCreated,
+    ApiKeyRevoked,
+    MemberInvited,
+    MemberJoined,
+    MemberRemoved,
+    MemberRoleChanged,
+)
+from socialflow.outbox.events import DomainEvent, declared_events
+from socialflow.outbox.routing import (
+    EventRoutes,
+    Route,
+    RoutingTable,
+    by_event_type,
+    routing_problems,
+)
+from socialflow.tenancy.events import (
+    AgencyAdminAdded,
+    AgencyCreated,
+    SettingsUpdated,
+    TenantCreated,
+    TenantDeleted,
+    TenantPurged,
+    TenantRestored,
+    TenantResumed,
+    TenantSuspended,
+    TenantUpdated,
+)
+
+# event                 → actors (queue)
+EVENT_ROUTES: EventRoutes = {
+    AgencyCreated: (),
+    AgencyAdminAdded: (),
+    TenantCreated: (),
+    TenantUpdated: (),
+    TenantSuspended: (),
+    TenantResumed: (),
+    TenantDeleted: (),
+    TenantRestored: (),
+    TenantPurged: (),
+    SettingsUpdated: (),
+    MemberInvited: (Route("send_invitation_email", "email"),),
+    MemberJoined: (),
+    MemberRoleChanged: (),
+    MemberRemoved: (),
+    ApiKeyCreated: (),
+    ApiKeyRevoked: (),
+    AiKeyConfigured: (),
+    AiKeyRemoved: (),
+    AiSettingsUpdated: (),
+    UserIdentityLinked: (),
+}
+
+ROUTES: RoutingTable = by_event_type(EVENT_ROUTES)
+
+
+class RoutingError(RuntimeError):
+    """The routing table, the declared actors and the declared events disagree."""
+
+
+def product_events() -> list[type[DomainEvent]]:
+    """Every event the product declares: each feature's `events.py` is imported first, so an
+    event declared where this table does not look is still found (test events are not)."""
+    for feature in pkgutil.iter_modules(socialflow.__path__, "socialflow."):
+        if feature.ispkg and importlib.util.find_spec(f"{feature.name}.events") is not None:
+            importlib.import_module(f"{feature.name}.events")
+    return [e for e in declared_events().values() if e.__module__.startswith("socialflow.")]
+
+
+def check_routing() -> None:
+    """Refuse a routing table that names an undeclared actor or queue, leaves a declared actor
+    unrouted, or misses a declared event type."""
+    from socialflow.workers.registry import event_actor_queues
+
+    problems = routing_problems(EVENT_ROUTES, event_actor_queues(), product_events())
+    if problems:
+        raise RoutingError(
+            "the routing table (socialflow/event_routing.py) does not match the declared "
+            "actors and events:\n  " + "\n  ".join(problems)
+        )
