@@ -6,7 +6,12 @@ from alembic import context
 from sqlalchemy import create_engine, pool, text
 
 from socialflow.db.engine import sqlalchemy_url
-from socialflow.db.tenant_schema import quote_schema, search_path_for, validate_schema_name
+from socialflow.db.tenant_schema import (
+    quote_schema,
+    search_path_for,
+    set_search_path,
+    validate_schema_name,
+)
 from socialflow.tables import TENANT_METADATA
 
 config = context.config
@@ -33,7 +38,7 @@ def run_migrations_online() -> None:
         connection.execute(text(f"CREATE SCHEMA IF NOT EXISTS {quote_schema(schema)}"))
         # Unqualified names in tenant revisions resolve to this schema, types to extensions.
         connection.execute(
-            text("SELECT set_config('search_path', :path, true)"),
+            text(f"SELECT {set_search_path(':path')}"),
             {"path": search_path_for(schema)},
         )
         context.configure(

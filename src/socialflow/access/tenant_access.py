@@ -13,22 +13,20 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from socialflow.access.directory import TenantDirectory, TenantRef
 from socialflow.access.permissions import Permission, Role, allows
 from socialflow.access.principal import Principal
-from socialflow.db.tenant_schema import search_path_for
+from socialflow.db.tenancy import enter_tenant_schema
+from socialflow.db.tenant_schema import search_path_for, set_search_path
 from socialflow.lib.logging import bind_context
 from socialflow.lib.problems import Problem
 from socialflow.lib.rate_limits import hit, remember
 
-ACCESS_SQL = text(
+_ROLE_AND_STANDING = (
     "SELECT (SELECT role FROM shared.memberships WHERE tenant_id = :tenant AND user_id = :user), "
     "EXISTS (SELECT 1 FROM shared.agency_admins WHERE agency_id = :agency AND user_id = :user)"
 )
+ACCESS_SQL = text(_ROLE_AND_STANDING)
 # The same, also pointing the transaction at the tenant's schema (SET LOCAL semantics) in the
 # same round trip. Harmless when access is then refused: the request's transaction rolls back.
-ACCESS_AND_ENTER_SQL = text(
-    "SELECT (SELECT role FROM shared.memberships WHERE tenant_id = :tenant AND user_id = :user), "
-    "EXISTS (SELECT 1 FROM shared.agency_admins WHERE agency_id = :agency AND user_id = :user), "
-    "set_config('search_path', :path, true)"
-)
+ACCESS_AND_ENTER_SQL = text(f"{_ROLE_AND_STANDING}, {set_search_path(':path')}")
 
 
 def tenant_not_found(slug: str) -> Problem:
@@ -119,10 +117,7 @@ async def _api_key_access(
     if tenant.status == "suspended":
         raise Problem(403, "tenant-suspended", f"Tenant {tenant.slug!r} is suspended.")
     if enter_schema:
-        await session.execute(
-            text("SELECT set_config('search_path', :path, true)"),
-            {"path": search_path_for(tenant.schema_name)},
-        )
+        await enter_tenant_schema(session, tenant.schema_name)
     bind_context(tenant=tenant.slug)
     return TenantAccess(tenant, principal, Role(principal.key_role or "viewer"), False)
 

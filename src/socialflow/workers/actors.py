@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from socialflow.db.engine import create_engine, create_session_factory
 from socialflow.db.session import unit_of_work
+from socialflow.db.tenant_schema import set_search_path
 from socialflow.outbox.events import Event
 from socialflow.settings import Settings, get_settings
 
@@ -31,11 +32,8 @@ EventHandler = Callable[[AsyncSession, Event], Awaitable[None]]
 
 # The tenant's status and, in the same round trip, its schema on this transaction's search_path
 # (SET LOCAL semantics), quoted as db.tenant_schema.search_path_for quotes it.
-_ENTER = (
-    "SELECT t.status, set_config('search_path', "
-    "'\"' || replace(t.schema_name, '\"', '\"\"') || '\", extensions', true) "
-    "FROM shared.tenants t WHERE "
-)
+_SCHEMA_PATH = "'\"' || replace(t.schema_name, '\"', '\"\"') || '\", extensions'"
+_ENTER = f"SELECT t.status, {set_search_path(_SCHEMA_PATH)} FROM shared.tenants t WHERE "  # noqa: S608
 ENTER_TENANT_BY_ID = text(_ENTER + "t.id = :id")
 ENTER_TENANT_BY_SLUG = text(_ENTER + "t.slug = :slug AND t.status <> 'purged'")
 LIVE_TENANT_STATUSES = frozenset({"active", "suspended"})
