@@ -11,9 +11,8 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
-from redis.asyncio import Redis
 
-from socialflow.access.directory import TenantDirectory, listening
+from socialflow.access.directory import listening
 from socialflow.access.guards import (
     check_guards,
     count_caller,
@@ -22,7 +21,6 @@ from socialflow.access.guards import (
 )
 from socialflow.ai.controllers import AIController
 from socialflow.audit.controllers import AuditLogController
-from socialflow.db.engine import create_engine, create_session_factory
 from socialflow.db.session import UnitOfWorkMiddleware, provide_session
 from socialflow.health.controllers import HealthController
 from socialflow.identity.auth import authenticate, principal_from_header
@@ -38,37 +36,36 @@ from socialflow.members.controllers import (
     InvitationController,
     MembersController,
 )
+from socialflow.resources import Resources
 from socialflow.settings import Settings, get_settings
 from socialflow.tenancy.controllers import (
     AgencyController,
     TenantController,
     TenantSettingsController,
 )
-from socialflow.vault.service import Vault
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or get_settings()
     configure_logging(settings)
 
-    directory = TenantDirectory(settings.tenant_cache_ttl_s)
-
     @asynccontextmanager
-    async def resources(app: Litestar) -> AsyncIterator[None]:
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
         # The API uses Redis for caches only (rate limits, idempotency, tenant announcements);
         # the broker's Redis is the relay's and the workers'.
-        cache_url = settings.effective_cache_redis_url or ""
-        app.state.engine = create_engine(settings)
-        app.state.session_factory = create_session_factory(app.state.engine)
-        app.state.vault = Vault.from_settings(settings)
-        app.state.redis = Redis.from_url(cache_url, socket_timeout=settings.ready_timeout_s)
-        directory.redis = app.state.redis
+        resources = Resources.open(settings, cache_redis=True)
+        app.state.resources = resources
+        # The names routes and guards read.
+        app.state.engine = resources.engine
+        app.state.session_factory = resources.session_factory
+        app.state.vault = resources.vault
+        app.state.redis = resources.redis
+        app.state.tenant_directory = resources.directory
         try:
-            async with listening(directory, cache_url):
+            async with listening(resources.directory, settings.effective_cache_redis_url or ""):
                 yield
         finally:
-            await app.state.redis.aclose()
-            await app.state.engine.dispose()
+            await resources.close()
 
     if settings.database_url is None or settings.redis_url is None:
         raise RuntimeError(
@@ -103,11 +100,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
             UnitOfWorkMiddleware,
         ],
         guards=[refuse_unsafe_text],  # NUL / invalid UTF-8 in any input: 422
-        lifespan=[resources],
+        lifespan=[lifespan],
         state=State(
             {
                 "settings": settings,
-                "tenant_directory": directory,
                 "resolve_principal": principal_from_header,  # how the guards authenticate
             }
         ),

@@ -199,18 +199,16 @@ def requeue_dead_letters_command(event_ids: tuple[str, ...], requeue_all: bool) 
 
 
 async def _with_session(use_case: Any) -> Any:
-    """Run `use_case(session)` in one unit of work, outside any request."""
-    from socialflow.db.engine import create_engine, create_session_factory
-    from socialflow.db.session import unit_of_work
+    """Run `use_case(session)` in one unit of work, with the resources a request gets."""
+    async with _resources() as resources, resources.unit_of_work() as session:
+        return await use_case(session)
 
-    settings = get_settings()
+
+def _resources() -> Any:
+    from socialflow.resources import opened
+
     _database_url()
-    engine = create_engine(settings)
-    try:
-        async with unit_of_work(create_session_factory(engine)) as session:
-            return await use_case(session)
-    finally:
-        await engine.dispose()
+    return opened(get_settings())
 
 
 @main.group()
@@ -264,13 +262,13 @@ def tenants() -> None:
 @on_services()
 def purge_expired_command() -> None:
     """Drop the schemas of deleted tenants whose retention has passed."""
-    from functools import partial
-
     from socialflow.tenancy.services import purge_expired
-    from socialflow.vault.service import Vault
 
-    vault = Vault.from_settings(get_settings())
-    purged = asyncio.run(_with_session(partial(purge_expired, vault=vault)))
+    async def purge() -> list[str]:
+        async with _resources() as resources, resources.unit_of_work() as session:
+            return await purge_expired(session, resources.vault)
+
+    purged = asyncio.run(purge())
     click.echo(f"purged {len(purged)} tenant(s){': ' + ', '.join(purged) if purged else ''}")
 
 
@@ -346,17 +344,11 @@ def vault() -> None:
 @on_services()
 def rotate_master_command(batch_size: int) -> None:
     """Re-wrap every tenant data key under the active master key (resumable, online)."""
-    from socialflow.db.engine import create_engine, create_session_factory
     from socialflow.vault.rotation import rotate_master
-    from socialflow.vault.service import Vault
 
     async def rotate() -> int:
-        engine = create_engine(get_settings())
-        try:
-            vault = Vault.from_settings(get_settings())
-            return await rotate_master(create_session_factory(engine), vault, batch_size)
-        finally:
-            await engine.dispose()
+        async with _resources() as resources:
+            return await rotate_master(resources.session_factory, resources.vault, batch_size)
 
     _database_url()
     click.echo(f"re-wrapped {asyncio.run(rotate())} data key(s) under the active master key")
@@ -367,25 +359,24 @@ def rotate_master_command(batch_size: int) -> None:
 @on_services()
 def rotate_tenant_key_command(slug: str) -> None:
     """Give a tenant a new data key and re-encrypt its secrets with it."""
-    from socialflow.access.directory import TenantDirectory
     from socialflow.ai.services import reseal_ai_keys
-    from socialflow.db.tenancy import enter_tenant_schema
+    from socialflow.resources import UnknownTenant
     from socialflow.vault.rotation import rotate_tenant_key
-    from socialflow.vault.service import Vault
 
-    async def rotate(session: Any) -> object:
-        tenant = await TenantDirectory(0).find(session, slug)
-        if tenant is None:
-            raise click.UsageError(f"no tenant {slug!r}")
-        vault = Vault.from_settings(get_settings())
-        await enter_tenant_schema(session, tenant.schema_name)
+    async def rotate() -> object:
+        async with _resources() as resources:
+            vault = resources.vault
+            try:
+                async with resources.in_tenant(slug) as (tenant, session):
 
-        async def reencrypt(s: Any, old: int, new: int) -> int:
-            return await reseal_ai_keys(s, vault, tenant.id, old)
+                    async def reencrypt(s: Any, old: int, new: int) -> int:
+                        return await reseal_ai_keys(s, vault, tenant.id, old)
 
-        return await rotate_tenant_key(session, vault, tenant.id, reencrypt)
+                    return await rotate_tenant_key(session, vault, tenant.id, reencrypt)
+            except UnknownTenant:
+                raise click.UsageError(f"no tenant {slug!r}") from None
 
-    click.echo(asyncio.run(_with_session(rotate)))
+    click.echo(asyncio.run(rotate()))
 
 
 @vault.command("new-key")
@@ -401,10 +392,12 @@ def new_key_command() -> None:
 def vault_status_command() -> None:
     """Data keys per master key id: a key with none left can be retired from the ring."""
     from socialflow.vault.rotation import vault_status
-    from socialflow.vault.service import Vault
 
-    counts = asyncio.run(_with_session(vault_status))
-    active = Vault.from_settings(get_settings()).master_keys.active_key_id
+    async def status() -> tuple[dict[str, int], str | None]:
+        async with _resources() as resources, resources.unit_of_work() as session:
+            return await vault_status(session), resources.vault.master_keys.active_key_id
+
+    counts, active = asyncio.run(status())
     for key_id, count in sorted(counts.items()):
         marker = " (active)" if key_id == active else ""
         click.echo(f"{key_id}{marker}: {count} data key(s)")

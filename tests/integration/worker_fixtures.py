@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from socialflow.lib.tracing import current_traceparent, trace_id
 from socialflow.outbox.events import Event
 from socialflow.settings import Settings
-from socialflow.workers.actors import WorkerDatabase, event_actor
+from socialflow.workers.actors import WorkerResources, event_actor
 from socialflow.workers.broker import create_broker
 from tests.integration.outbox.support import NOTES_QUEUE
 
@@ -104,7 +104,7 @@ def test_worker(
     redis_url: str, settings: Settings, redis_client: redis_lib.Redis, tenant_schemas: None
 ) -> Iterator[RunningWorker]:
     broker = create_broker(redis_url)
-    WorkerDatabase.configure(settings)
+    WorkerResources.configure(settings)
     actors = declare_test_actors(broker, redis_client)
     worker = dramatiq.Worker(broker, worker_threads=4, worker_timeout=50)
     worker.start()

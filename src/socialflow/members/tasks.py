@@ -1,4 +1,4 @@
-"""Actors of the identity feature: invitation emails."""
+"""Actors of the members feature: invitation emails."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from socialflow.lib.email import send_email
 from socialflow.members.invitations import mint_token
 from socialflow.outbox.events import Event
-from socialflow.workers.actors import event_actor, worker_settings
+from socialflow.workers.actors import event_actor, worker_resources
 
 EMAIL_QUEUE = "email"
 
@@ -22,7 +22,7 @@ async def send_invitation_email(session: AsyncSession, event: Event) -> None:
     if minted is None:
         return  # accepted, replaced or expired meanwhile
     token, invitation = minted
-    settings = worker_settings()
+    settings = worker_resources().settings
     link = f"{settings.public_base_url}/accept-invitation?token={token}"
     body = (
         f"You are invited to join {invitation.tenant_name} on SocialFlow as {invitation.role}.\n\n"

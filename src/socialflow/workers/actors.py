@@ -18,12 +18,12 @@ import structlog
 from dramatiq.asyncio import get_event_loop_thread
 from prometheus_client import Counter
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from socialflow.db.engine import create_engine, create_session_factory
 from socialflow.db.session import unit_of_work
 from socialflow.db.tenant_schema import set_search_path
 from socialflow.outbox.events import Event
+from socialflow.resources import Resources
 from socialflow.settings import Settings, get_settings
 
 log = structlog.get_logger("socialflow.worker")
@@ -53,12 +53,12 @@ RECORD_PROCESSED_SQL = text(
 )
 
 
-class WorkerDatabase:
-    """The worker process's engine, created on first use inside its event loop."""
+class WorkerResources:
+    """The worker process's `Resources` (what a route gets: settings, database, vault, tenant
+    directory), opened on first use inside the worker's event loop."""
 
     _settings: Settings | None = None
-    _engine: AsyncEngine | None = None
-    _factory: async_sessionmaker[AsyncSession] | None = None
+    _resources: Resources | None = None
 
     @classmethod
     def configure(cls, settings: Settings) -> None:
@@ -66,22 +66,25 @@ class WorkerDatabase:
         cls._settings = settings
 
     @classmethod
+    def get(cls) -> Resources:
+        if cls._resources is None:
+            cls._resources = Resources.open(cls._settings or get_settings())
+        return cls._resources
+
+    @classmethod
     def session_factory(cls) -> async_sessionmaker[AsyncSession]:
-        if cls._factory is None:
-            cls._engine = create_engine(cls._settings or get_settings())
-            cls._factory = create_session_factory(cls._engine)
-        return cls._factory
+        return cls.get().session_factory
 
     @classmethod
     async def dispose(cls) -> None:
-        if cls._engine is not None:
-            await cls._engine.dispose()
-        cls._engine = cls._factory = None
+        if cls._resources is not None:
+            await cls._resources.close()
+        cls._resources = None
 
 
-def worker_settings() -> Settings:
-    """The settings workers run with (those given to WorkerDatabase.configure, else the env)."""
-    return WorkerDatabase._settings or get_settings()
+def worker_resources() -> Resources:
+    """What an actor works with: the same settings, vault and directory a route gets."""
+    return WorkerResources.get()
 
 
 async def record_processed(session: AsyncSession, event_id: uuid.UUID, actor: str) -> bool:
@@ -153,7 +156,7 @@ def event_actor(
     options.setdefault("max_retries", settings.worker_max_retries)
     options.setdefault("min_backoff", settings.worker_min_backoff_ms)
     options.setdefault("max_backoff", settings.worker_max_backoff_ms)
-    sessions = session_factory or WorkerDatabase.session_factory
+    sessions = session_factory or WorkerResources.session_factory
 
     def decorator(handler: EventHandler) -> dramatiq.Actor[[dict[str, Any]], None]:
         name = actor_name or handler.__name__

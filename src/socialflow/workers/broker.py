@@ -24,7 +24,7 @@ from dramatiq.middleware import (
     TimeLimit,
 )
 
-from socialflow.workers.middleware import EventContext, WorkerDatabaseLifecycle
+from socialflow.workers.middleware import EventContext, WorkerResourcesLifecycle
 
 # Dramatiq's Redis keys live under this prefix; the relay writes messages under it too.
 NAMESPACE = "dramatiq"
@@ -138,7 +138,7 @@ def create_broker(redis_url: str) -> RedisBroker:
         Retries(),
         CurrentMessage(),
         AsyncIO(),
-        WorkerDatabaseLifecycle(),
+        WorkerResourcesLifecycle(),
     ]
     return RecoveringRedisBroker(url=redis_url, namespace=NAMESPACE, middleware=middleware)
 

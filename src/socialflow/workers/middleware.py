@@ -74,16 +74,16 @@ class EventContext(Middleware):
         clear_context()
 
 
-class WorkerDatabaseLifecycle(Middleware):
-    """Closes the worker process's database pool while its event loop still runs."""
+class WorkerResourcesLifecycle(Middleware):
+    """Closes the worker process's resources (its database pool) while its event loop still runs."""
 
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         # After-hooks run in reverse: this one runs after the worker threads are joined and
         # before the AsyncIO middleware stops the event loop.
         from dramatiq.asyncio import get_event_loop_thread
 
-        from socialflow.workers.actors import WorkerDatabase
+        from socialflow.workers.actors import WorkerResources
 
         loop_thread = get_event_loop_thread()
         if loop_thread is not None:
-            loop_thread.run_coroutine(WorkerDatabase.dispose())
+            loop_thread.run_coroutine(WorkerResources.dispose())

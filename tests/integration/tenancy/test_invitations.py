@@ -15,7 +15,7 @@ from aiosmtpd.smtp import Envelope, Session
 
 from socialflow.event_routing import ROUTES
 from socialflow.settings import Settings
-from socialflow.workers.actors import WorkerDatabase
+from socialflow.workers.actors import WorkerResources
 from socialflow.workers.broker import create_broker
 from socialflow.workers.testing import bind_event_actors
 from tests.e2e.conftest import free_port
@@ -59,13 +59,13 @@ def email_worker(
         "smtp_security": "none",
     })  # fmt: skip
     broker = create_broker(redis_url)
-    WorkerDatabase.configure(smtp)
+    WorkerResources.configure(smtp)
     assert "send_invitation_email" in bind_event_actors(broker, max_retries=0)
     worker = dramatiq.Worker(broker, worker_threads=2, worker_timeout=50)
     worker.start()
     yield
     worker.stop()
-    WorkerDatabase.configure(settings)
+    WorkerResources.configure(settings)
 
 
 async def _mailed(box: Mailbox, pg: psycopg.Connection[Any], email: str) -> None:
