@@ -19,6 +19,13 @@ config = context.config
 target_metadata = TENANT_METADATA
 
 
+def not_the_version_table(
+    obj: object, name: str | None, type_: str, reflected: bool, compare_to: object
+) -> bool:
+    # The schema's own Alembic version table is Alembic's, not a declared table.
+    return not (type_ == "table" and name == "alembic_version")
+
+
 def tenant_schema() -> str:
     name = config.attributes.get("tenant_schema") or context.get_x_argument(as_dictionary=True).get(
         "tenant_schema"
@@ -46,6 +53,7 @@ def run_migrations_online() -> None:
             target_metadata=target_metadata,
             version_table_schema=schema,
             transaction_per_migration=False,
+            include_object=not_the_version_table,
         )
         context.run_migrations()
     engine.dispose()

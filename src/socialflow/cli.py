@@ -324,6 +324,17 @@ def migrate_tenants(  # noqa: PLR0917 - one CLI option each
     sys.exit(asyncio.run(run_migrate(migrator, target, only, canary=canary, fail_fast=fail_fast)))
 
 
+@tenants.command("revision")
+@click.argument("message")
+@click.option("--autogenerate", is_flag=True, help="the operations the declared tenant tables add")
+@on_services()
+def tenant_revision_command(message: str, autogenerate: bool) -> None:
+    """Write the next tenant revision in tenant_migrations/versions (review it, then commit)."""
+    from socialflow.db.migrate import new_tenant_revision
+
+    click.echo(new_tenant_revision(_migration_url(), message, autogenerate=autogenerate))
+
+
 @tenants.command("status")
 @on_services()
 def tenants_status() -> None:
