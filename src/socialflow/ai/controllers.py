@@ -42,8 +42,8 @@ class AIController(Controller):
         cursor: FromQuery[str | None] = None,
     ) -> Response[AIKeyList]:
         page = page_request(limit, cursor)
-        rows = await services.list_keys(session, page)
-        return page_response(request, rows, page, ("provider",), AIKeyList)
+        keys = await services.list_keys(session, page)
+        return page_response(request, keys, page, ("provider",), AIKeyList)
 
     @put("/keys/{provider:str}", summary="Store or replace a provider key")
     async def put_key(
@@ -54,12 +54,11 @@ class AIController(Controller):
         session: NamedDependency[AsyncSession],
         state: State,
     ) -> AIKeyOut:
-        stored = await services.put_key(
+        return await services.put_key(
             session, state.vault, state.settings, access, services.parse_provider(provider),
             api_key=data.api_key, label=data.label, base_url=data.base_url,
             api_version=data.api_version,
         )  # fmt: skip
-        return msgspec.convert(stored, AIKeyOut)
 
     @delete("/keys/{provider:str}", summary="Remove a provider key")
     async def delete_key(
@@ -79,17 +78,16 @@ class AIController(Controller):
         state: State,
         data: JSONBody[AIKeyTest | None] = None,
     ) -> AIKeyTestResult:
-        outcome = await services.test_key(
+        return await services.test_key(
             session, state.vault, state.settings, access, services.parse_provider(provider),
             model=data.model if data else None,
         )  # fmt: skip
-        return msgspec.convert(outcome, AIKeyTestResult)
 
     @get("/settings", summary="Caption and embedding models")
     async def read_settings(
         self, access: NamedDependency[TenantAccess], session: NamedDependency[AsyncSession]
     ) -> AISettingsOut:
-        return msgspec.convert(await services.read_settings(session), AISettingsOut)
+        return await services.read_settings(session)
 
     @put("/settings", summary="Change the caption and embedding models")
     async def write_settings(
@@ -99,6 +97,4 @@ class AIController(Controller):
         session: NamedDependency[AsyncSession],
     ) -> AISettingsOut:
         changes = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not None}
-        return msgspec.convert(
-            await services.update_settings(session, access, changes), AISettingsOut
-        )
+        return await services.update_settings(session, access, changes)

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sqlalchemy import text
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from socialflow.access.directory import TenantRef
+from socialflow.ai.models import AIProviderKey
 from socialflow.ai.providers import Provider
 from socialflow.lib.problems import Problem
 from socialflow.settings import Settings
@@ -39,14 +40,10 @@ async def credentials_for(
     provider: Provider,
 ) -> ProviderCredentials:
     """Credentials for one AI call of `tenant`; the session must be in the tenant's schema."""
-    row = (
-        await session.execute(
-            text(
-                "SELECT sealed_key, base_url, api_version FROM ai_provider_keys WHERE provider = :p"
-            ),
-            {"p": provider.value},
-        )
-    ).one_or_none()
+    own_key = select(
+        AIProviderKey.sealed_key, AIProviderKey.base_url, AIProviderKey.api_version
+    ).where(AIProviderKey.provider == provider.value)
+    row = (await session.execute(own_key)).one_or_none()
     if row is not None:
         api_key = await vault.decrypt(
             session, tenant.id, KEY_PURPOSE, key_record(provider),

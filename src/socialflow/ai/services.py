@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import text
+import msgspec
+from sqlalchemy import Boolean, Text, cast, delete, func, literal_column, select, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from socialflow.access.tenant_access import TenantAccess
+from socialflow.ai.bodies import AIKeyOut, AIKeyTestResult, AISettingsOut
 from socialflow.ai.credentials import KEY_PURPOSE, credentials_for, key_record
 from socialflow.ai.events import AiKeyConfigured, AiKeyRemoved, AiSettingsUpdated
 from socialflow.ai.key_check import try_credentials
+from socialflow.ai.models import AIProviderKey, AISettings
 from socialflow.ai.providers import TEST_MODELS, Provider
 from socialflow.audit.record import record_change
 from socialflow.lib.outbound import check_outbound_url
@@ -20,22 +24,30 @@ from socialflow.settings import Settings
 from socialflow.tenancy.settings_rows import SettingsRow
 from socialflow.vault.service import Vault, fingerprint, last4
 
-KEY_COLUMNS = (
-    "provider, label, last4, fingerprint, base_url, api_version, created_at, "
-    "created_by::text AS created_by, updated_at, updated_by::text AS updated_by"
+# A key as shown (never the sealed key); the people who set it as text, as AIKeyOut has them.
+KEY_OUT = (
+    AIProviderKey.provider,
+    AIProviderKey.label,
+    AIProviderKey.last4,
+    AIProviderKey.fingerprint,
+    AIProviderKey.base_url,
+    AIProviderKey.api_version,
+    AIProviderKey.created_at,
+    cast(AIProviderKey.created_by, Text).label("created_by"),
+    AIProviderKey.updated_at,
+    cast(AIProviderKey.updated_by, Text).label("updated_by"),
 )
-UPSERT_KEY = text("""
-INSERT INTO ai_provider_keys (provider, label, base_url, api_version, sealed_key, key_version,
-                              last4, fingerprint, created_by, updated_by)
-VALUES (:provider, :label, :base_url, :api_version, :sealed_key, :key_version, :last4,
-        :fingerprint, :by, :by)
-ON CONFLICT (provider) DO UPDATE SET
-    label = EXCLUDED.label, base_url = EXCLUDED.base_url, api_version = EXCLUDED.api_version,
-    sealed_key = EXCLUDED.sealed_key, key_version = EXCLUDED.key_version,
-    last4 = EXCLUDED.last4, fingerprint = EXCLUDED.fingerprint,
-    updated_at = now(), updated_by = EXCLUDED.updated_by
-RETURNING (xmax = 0) AS created
-""")
+# What storing a key again replaces; created_* stay the first store's.
+REPLACED_ON_PUT = (
+    "label",
+    "base_url",
+    "api_version",
+    "sealed_key",
+    "key_version",
+    "last4",
+    "fingerprint",
+    "updated_by",
+)
 
 
 def parse_provider(value: str) -> Provider:
@@ -46,16 +58,12 @@ def parse_provider(value: str) -> Provider:
         raise Problem(404, "not-found", f"Unknown AI provider {value!r}; one of {known}.") from exc
 
 
-async def list_keys(session: AsyncSession, page: PageRequest) -> list[dict[str, Any]]:
-    """The tenant's provider keys by provider; one row more than the page."""
-    rows = await session.execute(
-        text(
-            f"SELECT {KEY_COLUMNS} FROM ai_provider_keys "  # noqa: S608
-            "WHERE CAST(:after AS text) IS NULL OR provider > :after ORDER BY provider LIMIT :limit"
-        ),
-        {"after": page.after[0] if page.after else None, "limit": page.limit + 1},
-    )
-    return [dict(r._mapping) for r in rows]
+async def list_keys(session: AsyncSession, page: PageRequest) -> list[AIKeyOut]:
+    """The tenant's provider keys by provider; one more than the page."""
+    query = select(*KEY_OUT).order_by(AIProviderKey.provider).limit(page.limit + 1)
+    if page.after:
+        query = query.where(AIProviderKey.provider > page.after[0])
+    return msgspec.convert((await session.execute(query)).mappings().all(), list[AIKeyOut])
 
 
 async def put_key(
@@ -69,7 +77,7 @@ async def put_key(
     label: str | None,
     base_url: str | None,
     api_version: str | None,
-) -> dict[str, Any]:
+) -> AIKeyOut:
     api_key = api_key.strip()
     if provider.needs_base_url and not base_url:
         raise Problem(
@@ -81,17 +89,29 @@ async def put_key(
     sealed = await vault.encrypt(
         session, access.tenant.id, KEY_PURPOSE, key_record(provider), api_key
     )
-    created = (
-        await session.execute(
-            UPSERT_KEY,
-            {
-                "provider": provider.value, "label": label, "base_url": base_url,
-                "api_version": api_version, "sealed_key": sealed.to_bytes(),
-                "key_version": sealed.key_version, "last4": last4(api_key),
-                "fingerprint": fingerprint(api_key), "by": access.principal.user_id,
-            },
-        )
-    ).scalar_one()  # fmt: skip
+    stored = insert(AIProviderKey).values(
+        provider=provider.value,
+        label=label,
+        base_url=base_url,
+        api_version=api_version,
+        sealed_key=sealed.to_bytes(),
+        key_version=sealed.key_version,
+        last4=last4(api_key),
+        fingerprint=fingerprint(api_key),
+        created_by=access.principal.user_id,
+        updated_by=access.principal.user_id,
+    )
+    upsert = stored.on_conflict_do_update(
+        index_elements=[AIProviderKey.provider],
+        set_={
+            **{name: stored.excluded[name] for name in REPLACED_ON_PUT},
+            "updated_at": func.now(),
+        },
+    ).returning(
+        # xmax is 0 in a row this statement inserted, not in one it updated.
+        literal_column("xmax = 0", Boolean)
+    )
+    created = (await session.execute(upsert)).scalar_one()
     configured = AiKeyConfigured(
         provider=provider.value,
         label=label,
@@ -104,28 +124,22 @@ async def put_key(
     return await get_key(session, provider)
 
 
-async def get_key(session: AsyncSession, provider: Provider) -> dict[str, Any]:
-    row = (
-        await session.execute(
-            text(f"SELECT {KEY_COLUMNS} FROM ai_provider_keys WHERE provider = :p"),  # noqa: S608
-            {"p": provider.value},
-        )
-    ).one_or_none()
+async def get_key(session: AsyncSession, provider: Provider) -> AIKeyOut:
+    query = select(*KEY_OUT).where(AIProviderKey.provider == provider.value)
+    row = (await session.execute(query)).mappings().one_or_none()
     if row is None:
         raise Problem(404, "not-found", f"No {provider.value} key is configured.")
-    return dict(row._mapping)
+    return msgspec.convert(row, AIKeyOut)
 
 
 async def delete_key(session: AsyncSession, access: TenantAccess, provider: Provider) -> None:
-    before = await get_key(session, provider)
-    await session.execute(
-        text("DELETE FROM ai_provider_keys WHERE provider = :p"), {"p": provider.value}
-    )
+    before = await get_key(session, provider)  # 404 when there is none
+    await session.execute(delete(AIProviderKey).where(AIProviderKey.provider == provider.value))
     removed = AiKeyRemoved(
         provider=provider.value,
-        label=before["label"],
-        last4=before["last4"],
-        fingerprint=before["fingerprint"],
+        label=before.label,
+        last4=before.last4,
+        fingerprint=before.fingerprint,
     )
     await record_change(session, access.principal, removed, tenant=access.tenant.slug)
 
@@ -138,30 +152,31 @@ async def test_key(
     provider: Provider,
     *,
     model: str | None,
-) -> dict[str, Any]:
+) -> AIKeyTestResult:
     await get_key(session, provider)  # 404 when the tenant has no key of its own
     credentials = await credentials_for(session, vault, settings, access.tenant, provider)
     if model is None:
         ai = await read_settings(session)
-        model = TEST_MODELS.get(provider) or str(ai["caption_model"]).split("/", 1)[-1]
+        model = TEST_MODELS.get(provider) or ai.caption_model.split("/", 1)[-1]
     outcome = await try_credentials(credentials, model, settings)
-    return {"provider": provider.value, **outcome}
+    return msgspec.convert({"provider": provider.value, **outcome}, AIKeyTestResult)
 
 
 AI_SETTINGS = SettingsRow(
-    "ai_settings",
+    AISettings,
     ("caption_model", "embedding_model", "embedding_dimension"),
+    out=AISettingsOut,
     event=AiSettingsUpdated,
 )
 
 
-async def read_settings(session: AsyncSession) -> dict[str, Any]:
+async def read_settings(session: AsyncSession) -> AISettingsOut:
     return await AI_SETTINGS.read(session)
 
 
 async def update_settings(
     session: AsyncSession, access: TenantAccess, changes: dict[str, Any]
-) -> dict[str, Any]:
+) -> AISettingsOut:
     return await AI_SETTINGS.update(session, access, changes)
 
 
@@ -172,8 +187,9 @@ async def reseal_ai_keys(
     (a `rotate_tenant_key` callback; the session is in the tenant's schema)."""
     rows = (
         await session.execute(
-            text("SELECT provider, sealed_key FROM ai_provider_keys WHERE key_version = :v"),
-            {"v": old_version},
+            select(AIProviderKey.provider, AIProviderKey.sealed_key).where(
+                AIProviderKey.key_version == old_version
+            )
         )
     ).all()
     for provider, sealed in rows:
@@ -181,9 +197,8 @@ async def reseal_ai_keys(
             session, tenant_id, KEY_PURPOSE, key_record(Provider(provider)), bytes(sealed)
         )
         await session.execute(
-            text(
-                "UPDATE ai_provider_keys SET sealed_key = :s, key_version = :v WHERE provider = :p"
-            ),
-            {"s": resealed.to_bytes(), "v": resealed.key_version, "p": provider},
+            update(AIProviderKey)
+            .where(AIProviderKey.provider == provider)
+            .values(sealed_key=resealed.to_bytes(), key_version=resealed.key_version)
         )
     return len(rows)

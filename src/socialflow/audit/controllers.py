@@ -36,5 +36,5 @@ class AuditLogController(Controller):
         action: FromQuery[str | None] = None,
     ) -> Response[AuditList]:
         page = page_request(limit, cursor, AUDIT_ORDER)
-        rows = await services.list_audit(session, page, action=action)
-        return page_response(request, rows, page, AUDIT_ORDER, AuditList)
+        entries = await services.list_audit(session, page, action=action)
+        return page_response(request, entries, page, AUDIT_ORDER, AuditList)

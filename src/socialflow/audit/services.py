@@ -2,27 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from sqlalchemy import text
+import msgspec
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from socialflow.audit.bodies import AuditEntryOut
+from socialflow.audit.models import TenantAuditEntry
 from socialflow.lib.pagination import PageRequest
+
+_ENTRY = TenantAuditEntry.__table__.c
 
 
 async def list_audit(
     session: AsyncSession, page: PageRequest, *, action: str | None = None
-) -> list[dict[str, Any]]:
-    """The tenant's audit log, newest first; one row more than the page."""
-    rows = await session.execute(
-        text(
-            "SELECT id, at, actor, action, target_type, target_id, request_id, before, after "
-            "FROM audit_log "
-            "WHERE (CAST(:action AS text) IS NULL OR action = :action) "
-            "AND (CAST(:after AS bigint) IS NULL OR id < CAST(:after AS bigint)) "
-            "ORDER BY id DESC LIMIT :limit"
-        ),
-        {"action": action, "after": page.after[0] if page.after else None,
-         "limit": page.limit + 1},
-    )  # fmt: skip
-    return [dict(row._mapping) for row in rows]
+) -> list[AuditEntryOut]:
+    """The tenant's audit log, newest first; one entry more than the page."""
+    query = (
+        select(*(_ENTRY[name] for name in AuditEntryOut.__struct_fields__))
+        .order_by(_ENTRY.id.desc())
+        .limit(page.limit + 1)
+    )
+    if action is not None:
+        query = query.where(_ENTRY.action == action)
+    if page.after:
+        query = query.where(_ENTRY.id < page.after[0])
+    rows = await session.execute(query)
+    return msgspec.convert(rows.mappings().all(), list[AuditEntryOut])

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
@@ -107,7 +106,7 @@ class MeController(Controller):
     async def me(
         self, principal: NamedDependency[Principal], session: NamedDependency[AsyncSession]
     ) -> Me:
-        return msgspec.convert(await services.profile(session, principal), Me)
+        return await services.profile(session, principal)
 
     @post(
         "/identities",

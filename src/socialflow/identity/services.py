@@ -6,12 +6,14 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum
-from typing import Any
 
+import msgspec
 from sqlalchemy import func, select, text, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from socialflow.access.principal import Principal, unauthorized
+from socialflow.identity.bodies import AgencyRole, Me, Membership
 from socialflow.identity.models import RefreshToken, User
 from socialflow.identity.passwords import (
     MAX_PASSWORD_LENGTH,
@@ -108,13 +110,8 @@ async def get_or_create_user(session: AsyncSession, email: str) -> tuple[User, b
     if existing is not None:
         return existing, False
     # Concurrent creation of one email: the unique index decides, the loser reads the winner.
-    result = await session.execute(
-        text(
-            "INSERT INTO shared.users (id, email) VALUES (:id, :email) "
-            "ON CONFLICT DO NOTHING RETURNING id"
-        ),
-        {"id": uuid.uuid4(), "email": normalise_email(email)},
-    )
+    new_user = insert(User).values(id=uuid.uuid4(), email=normalise_email(email))
+    result = await session.execute(new_user.on_conflict_do_nothing().returning(User.id))
     created = result.scalar_one_or_none() is not None
     user = await find_user_by_email(session, email)
     assert user is not None
@@ -209,34 +206,31 @@ async def revoke_user_refresh_tokens(session: AsyncSession, user_id: uuid.UUID) 
     )
 
 
-async def profile(session: AsyncSession, principal: Principal) -> dict[str, Any]:
+# Memberships and agencies are tables of the layers above identity (members, tenancy): named in
+# SQL here, not imported.
+MEMBERSHIPS = text(
+    "SELECT t.slug AS tenant, t.name AS tenant_name, t.status, m.role FROM shared.memberships m "
+    "JOIN shared.tenants t ON t.id = m.tenant_id "
+    "WHERE m.user_id = :u AND t.status IN ('active', 'suspended') ORDER BY t.slug"
+)
+AGENCY_ROLES = text(
+    "SELECT a.slug AS agency, a.name FROM shared.agency_admins aa "
+    "JOIN shared.agencies a ON a.id = aa.agency_id WHERE aa.user_id = :u ORDER BY a.slug"
+)
+
+
+async def profile(session: AsyncSession, principal: Principal) -> Me:
     """The caller, their tenant memberships and their agency roles."""
     user = await session.get(User, principal.user_id)
     if user is None or not user.is_active:
         raise unauthorized("This account no longer exists.")
-    memberships = await session.execute(
-        text(
-            "SELECT t.slug, t.name, t.status, m.role FROM shared.memberships m "
-            "JOIN shared.tenants t ON t.id = m.tenant_id "
-            "WHERE m.user_id = :u AND t.status IN ('active', 'suspended') ORDER BY t.slug"
-        ),
-        {"u": user.id},
+    memberships = await session.execute(MEMBERSHIPS, {"u": user.id})
+    agencies = await session.execute(AGENCY_ROLES, {"u": user.id})
+    return Me(
+        id=str(user.id),
+        email=user.email,
+        name=user.name,
+        is_operator=user.is_operator,
+        memberships=msgspec.convert(memberships.mappings().all(), list[Membership]),
+        agency_roles=[AgencyRole(r.agency, r.name, role="admin") for r in agencies],
     )
-    agencies = await session.execute(
-        text(
-            "SELECT a.slug, a.name FROM shared.agency_admins aa "
-            "JOIN shared.agencies a ON a.id = aa.agency_id WHERE aa.user_id = :u ORDER BY a.slug"
-        ),
-        {"u": user.id},
-    )
-    return {
-        "id": str(user.id),
-        "email": user.email,
-        "name": user.name,
-        "is_operator": user.is_operator,
-        "memberships": [
-            {"tenant": r.slug, "tenant_name": r.name, "status": r.status, "role": r.role}
-            for r in memberships
-        ],
-        "agency_roles": [{"agency": r.slug, "name": r.name, "role": "admin"} for r in agencies],
-    }

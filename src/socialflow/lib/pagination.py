@@ -8,7 +8,7 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 from urllib.parse import urlencode
 
 import msgspec
@@ -17,6 +17,7 @@ from litestar import Request, Response
 from socialflow.lib.problems import Problem
 
 T = TypeVar("T")
+S = TypeVar("S", bound=msgspec.Struct)  # an item of a list: a response struct
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
@@ -130,20 +131,21 @@ def decode_cursor(cursor: str) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
-class Page:
-    items: list[dict[str, Any]]
+class Page(Generic[S]):
+    items: list[S]
     next_cursor: str | None
 
 
-def paginate(rows: list[dict[str, Any]], page: PageRequest, key: tuple[str, ...]) -> Page:
-    """`rows` fetched with LIMIT page.limit + 1; the extra row only says a next page exists."""
-    more = len(rows) > page.limit
-    items = rows[: page.limit]
-    cursor = encode_cursor(tuple(items[-1][k] for k in key)) if more and items else None
-    return Page(items=items, next_cursor=cursor)
+def paginate(items: list[S], page: PageRequest, key: tuple[str, ...]) -> Page[S]:
+    """`items` fetched with LIMIT page.limit + 1; the extra one only says a next page exists.
+    The cursor is the last kept item's sort key, read from its attributes of those names."""
+    more = len(items) > page.limit
+    kept = items[: page.limit]
+    cursor = encode_cursor(tuple(getattr(kept[-1], k) for k in key)) if more and kept else None
+    return Page(items=kept, next_cursor=cursor)
 
 
-def link_header(request: Request[Any, Any, Any], page: Page, limit: int) -> dict[str, str]:
+def link_header(request: Request[Any, Any, Any], page: Page[Any], limit: int) -> dict[str, str]:
     if page.next_cursor is None:
         return {}
     params = {k: v for k, v in request.query_params.items() if k not in {"cursor", "limit"}}
@@ -153,17 +155,15 @@ def link_header(request: Request[Any, Any, Any], page: Page, limit: int) -> dict
 
 def page_response(
     request: Request[Any, Any, Any],
-    rows: list[dict[str, Any]],
+    items: list[S],
     page: PageRequest,
     key: SortKey | tuple[str, ...],
     body_type: type[T],
 ) -> Response[T]:
     """A list endpoint's answer: `{items, next_cursor}` as `body_type`, with the Link header.
 
-    UUID values become strings, as the response structs carry ids as text.
+    `items` are the structs the service returned (one more than the page when another follows).
     """
-    result = paginate(rows, page, key.names if isinstance(key, SortKey) else key)
-    items = [{k: str(v) if isinstance(v, uuid.UUID) else v for k, v in row.items()}
-             for row in result.items]  # fmt: skip
-    body = msgspec.convert({"items": items, "next_cursor": result.next_cursor}, body_type)
+    result = paginate(items, page, key.names if isinstance(key, SortKey) else key)
+    body = msgspec.convert({"items": result.items, "next_cursor": result.next_cursor}, body_type)
     return Response(body, headers=link_header(request, result, page.limit))

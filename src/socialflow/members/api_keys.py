@@ -5,22 +5,34 @@ from __future__ import annotations
 import secrets
 import uuid
 from datetime import UTC, datetime
-from typing import Any
 
-from sqlalchemy import text
+import msgspec
+from sqlalchemy import Text, cast, func, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from socialflow.access.permissions import Role
 from socialflow.access.tenant_access import TenantAccess
 from socialflow.audit.record import record_change
 from socialflow.identity.auth import API_KEY_PREFIX
+from socialflow.identity.models import ApiKey
 from socialflow.identity.tokens import hash_token
 from socialflow.lib.pagination import PageRequest
 from socialflow.lib.problems import Problem
+from socialflow.members import bodies
 from socialflow.members.events import ApiKeyCreated, ApiKeyRevoked
 from socialflow.members.services import check_grant
 
-COLUMNS = "id, name, prefix, role, created_at, expires_at, last_used_at, revoked_at"
+# A key as shown (never its hash): its id as text, as ApiKeyOut has it.
+KEY_OUT = (
+    cast(ApiKey.id, Text).label("id"),
+    ApiKey.name,
+    ApiKey.prefix,
+    ApiKey.role,
+    ApiKey.created_at,
+    ApiKey.expires_at,
+    ApiKey.last_used_at,
+    ApiKey.revoked_at,
+)
 
 
 async def create_key(
@@ -30,7 +42,7 @@ async def create_key(
     name: str,
     role: Role,
     expires_at: datetime | None,
-) -> dict[str, Any]:
+) -> bodies.ApiKeyCreated:
     assert access.role is not None
     check_grant(access.role, None, role)
     if expires_at is not None and (expires_at.tzinfo is None or expires_at <= datetime.now(UTC)):
@@ -40,48 +52,46 @@ async def create_key(
         )  # fmt: skip
     secret = API_KEY_PREFIX + secrets.token_urlsafe(32)
     key_id = uuid.uuid4()
-    row = (
-        await session.execute(
-            text(
-                "INSERT INTO shared.api_keys (id, tenant_id, name, prefix, key_hash, role, "  # noqa: S608
-                "created_by, expires_at) VALUES (:id, :t, :name, :prefix, :hash, :role, :by, "
-                f":expires) RETURNING {COLUMNS}"
-            ),
-            {"id": key_id, "t": access.tenant.id, "name": name, "prefix": secret[:12],
-             "hash": hash_token(secret), "role": role.value, "by": access.principal.user_id,
-             "expires": expires_at},
-        )
-    ).one()  # fmt: skip
+    new_key = insert(ApiKey).values(
+        id=key_id,
+        tenant_id=access.tenant.id,
+        name=name,
+        prefix=secret[:12],
+        key_hash=hash_token(secret),
+        role=role.value,
+        created_by=access.principal.user_id,
+        expires_at=expires_at,
+    )
+    row = (await session.execute(new_key.returning(*KEY_OUT))).mappings().one()
     created = ApiKeyCreated(id=key_id, name=name, prefix=secret[:12], role=role.value)
     await record_change(session, access.principal, created, tenant=access.tenant.slug)
-    return {**dict(row._mapping), "key": secret}
+    return msgspec.convert({**row, "key": secret}, bodies.ApiKeyCreated)
 
 
 async def list_keys(
     session: AsyncSession, access: TenantAccess, page: PageRequest
-) -> list[dict[str, Any]]:
-    """The tenant's keys by creation (then id); one row more than the page."""
-    after_at, after_id = page.after if page.after else (None, None)
-    rows = await session.execute(
-        text(
-            f"SELECT {COLUMNS} FROM shared.api_keys WHERE tenant_id = :t "  # noqa: S608
-            "AND (CAST(:after_at AS timestamptz) IS NULL OR (created_at, id) > "
-            "     (CAST(:after_at AS timestamptz), CAST(:after_id AS uuid))) "
-            "ORDER BY created_at, id LIMIT :limit"
-        ),
-        {"t": access.tenant.id, "after_at": after_at, "after_id": after_id,
-         "limit": page.limit + 1},
-    )  # fmt: skip
-    return [dict(r._mapping) for r in rows]
+) -> list[bodies.ApiKeyOut]:
+    """The tenant's keys by creation (then id); one more than the page."""
+    query = (
+        select(*KEY_OUT)
+        .where(ApiKey.tenant_id == access.tenant.id)
+        .order_by(ApiKey.created_at, ApiKey.id)
+        .limit(page.limit + 1)
+    )
+    if page.after:
+        query = query.where(tuple_(ApiKey.created_at, ApiKey.id) > page.after)
+    rows = await session.execute(query)
+    return msgspec.convert(rows.mappings().all(), list[bodies.ApiKeyOut])
 
 
 async def revoke_key(session: AsyncSession, access: TenantAccess, key_id: uuid.UUID) -> None:
     revoked = await session.execute(
-        text(
-            "UPDATE shared.api_keys SET revoked_at = now() WHERE id = :id AND tenant_id = :t "
-            "AND revoked_at IS NULL RETURNING name, role"
-        ),
-        {"id": key_id, "t": access.tenant.id},
+        update(ApiKey)
+        .where(
+            ApiKey.id == key_id, ApiKey.tenant_id == access.tenant.id, ApiKey.revoked_at.is_(None)
+        )
+        .values(revoked_at=func.now())
+        .returning(ApiKey.name, ApiKey.role)
     )
     row = revoked.one_or_none()
     if row is None:

@@ -6,7 +6,6 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
@@ -56,8 +55,8 @@ class MembersController(Controller):
         role: FromQuery[str | None] = None,
     ) -> Response[MemberList]:
         page = page_request(limit, cursor, MEMBERS_ORDER)
-        rows = await services.list_members(session, access, page, role=role)
-        return page_response(request, rows, page, MEMBERS_ORDER, MemberList)
+        members = await services.list_members(session, access, page, role=role)
+        return page_response(request, members, page, MEMBERS_ORDER, MemberList)
 
     @post(
         "",
@@ -71,10 +70,9 @@ class MembersController(Controller):
         session: NamedDependency[AsyncSession],
         state: State,
     ) -> InvitationOut:
-        invited = await services.invite_member(
+        return await services.invite_member(
             session, state.settings, access, data.email, Role(data.role)
         )
-        return msgspec.convert(invited, InvitationOut)
 
     @patch(
         "/{user_id:uuid}",
@@ -89,8 +87,7 @@ class MembersController(Controller):
         access: NamedDependency[TenantAccess],
         session: NamedDependency[AsyncSession],
     ) -> MemberRoleOut:
-        changed = await services.change_role(session, access, user_id, Role(data.role))
-        return msgspec.convert(changed, MemberRoleOut)
+        return await services.change_role(session, access, user_id, Role(data.role))
 
     @delete(
         "/{user_id:uuid}",
@@ -135,8 +132,8 @@ class ApiKeysController(Controller):
         cursor: FromQuery[str | None] = None,
     ) -> Response[ApiKeyList]:
         page = page_request(limit, cursor, API_KEYS_ORDER)
-        rows = await api_keys.list_keys(session, access, page)
-        return page_response(request, rows, page, API_KEYS_ORDER, ApiKeyList)
+        keys = await api_keys.list_keys(session, access, page)
+        return page_response(request, keys, page, API_KEYS_ORDER, ApiKeyList)
 
     @post(
         "",
@@ -150,10 +147,9 @@ class ApiKeysController(Controller):
         access: NamedDependency[TenantAccess],
         session: NamedDependency[AsyncSession],
     ) -> ApiKeyCreated:
-        created = await api_keys.create_key(
+        return await api_keys.create_key(
             session, access, name=data.name, role=Role(data.role), expires_at=data.expires_at
         )
-        return msgspec.convert({**created, "id": str(created["id"])}, ApiKeyCreated)
 
     @delete("/{key_id:uuid}", summary="Revoke an API key (refused at once)")
     async def revoke_api_key(
@@ -184,7 +180,6 @@ class InvitationController(Controller):
     ) -> InvitationAccepted:
         account = hash_token(data.token)
         async with sign_in_attempt(request, state, endpoint="invitation", account=account):
-            accepted = await accept_invitation(
+            return await accept_invitation(
                 session, state.settings, token=data.token, name=data.name, password=data.password
             )
-        return InvitationAccepted(str(accepted.user_id), accepted.tenant, accepted.role)

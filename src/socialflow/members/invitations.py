@@ -6,11 +6,11 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-from sqlalchemy import select, text
+import msgspec
+from sqlalchemy import delete, func, select, text, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from socialflow.access.permissions import Role
@@ -22,9 +22,23 @@ from socialflow.identity.models import User
 from socialflow.identity.passwords import verify_password
 from socialflow.identity.tokens import hash_token
 from socialflow.lib.problems import Problem
+from socialflow.members.bodies import InvitationAccepted
 from socialflow.members.events import MemberInvited, MemberJoined
-from socialflow.members.models import Invitation
+from socialflow.members.models import Invitation, Membership
 from socialflow.settings import Settings
+
+# shared.tenants belongs to tenancy, a layer above members: named in SQL here, not imported.
+PENDING_INVITATION = text("""
+SELECT u.email, t.name AS tenant_name, i.role, i.expires_at
+FROM shared.invitations i JOIN shared.users u ON u.id = i.user_id
+JOIN shared.tenants t ON t.id = i.tenant_id
+WHERE i.id = :id AND i.accepted_at IS NULL AND i.expires_at > now()
+FOR UPDATE OF i
+""")
+LIVE_TENANT = text(
+    "SELECT slug, schema_name FROM shared.tenants WHERE id = :id "
+    "AND status IN ('active', 'suspended')"
+)
 
 TOKEN_PREFIX = "sfi_"  # noqa: S105 - a prefix, not a secret
 
@@ -47,11 +61,11 @@ async def create_invitation(
     """A pending invitation (replacing an earlier pending one), its `member.invited` event and
     its entry in the tenant's audit log (the session is in the tenant's schema)."""
     await session.execute(
-        text(
-            "DELETE FROM shared.invitations WHERE tenant_id = :t AND user_id = :u "
-            "AND accepted_at IS NULL"
-        ),
-        {"t": tenant_id, "u": user.id},
+        delete(Invitation).where(
+            Invitation.tenant_id == tenant_id,
+            Invitation.user_id == user.id,
+            Invitation.accepted_at.is_(None),
+        )
     )
     invitation = Invitation(
         id=uuid.uuid4(), tenant_id=tenant_id, user_id=user.id, role=role.value,
@@ -65,41 +79,35 @@ async def create_invitation(
     return invitation.id
 
 
-async def mint_token(session: AsyncSession, invitation_id: uuid.UUID) -> tuple[str, Any] | None:
+class MintedInvitation(msgspec.Struct, frozen=True):
+    """What the invitation email says: a fresh token, whom it invites, to what, until when."""
+
+    token: str
+    email: str
+    tenant_name: str
+    role: str
+    expires_at: datetime
+
+
+async def mint_token(session: AsyncSession, invitation_id: uuid.UUID) -> MintedInvitation | None:
     """The email job's step: a fresh token for a pending invitation (its hash stored), or None
     when the invitation is gone, accepted or expired."""
-    row = (
-        await session.execute(
-            text(
-                "SELECT i.id, u.email, t.name AS tenant_name, t.slug, i.role, i.expires_at "
-                "FROM shared.invitations i JOIN shared.users u ON u.id = i.user_id "
-                "JOIN shared.tenants t ON t.id = i.tenant_id "
-                "WHERE i.id = :id AND i.accepted_at IS NULL AND i.expires_at > now() "
-                "FOR UPDATE OF i"
-            ),
-            {"id": invitation_id},
-        )
-    ).one_or_none()
+    pending = await session.execute(PENDING_INVITATION, {"id": invitation_id})
+    row = pending.mappings().one_or_none()
     if row is None:
         return None
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     await session.execute(
-        text("UPDATE shared.invitations SET token_hash = :h, sent_at = now() WHERE id = :id"),
-        {"h": hash_token(token), "id": invitation_id},
+        update(Invitation)
+        .where(Invitation.id == invitation_id)
+        .values(token_hash=hash_token(token), sent_at=func.now())
     )
-    return token, row
-
-
-@dataclass(frozen=True)
-class Accepted:
-    user_id: uuid.UUID
-    tenant: str
-    role: str
+    return msgspec.convert({**row, "token": token}, MintedInvitation)
 
 
 async def accept_invitation(
     session: AsyncSession, settings: Settings, *, token: str, name: str | None, password: str
-) -> Accepted:
+) -> InvitationAccepted:
     """Join the tenant: single use, before expiry; a new account sets its password here."""
     invitation = (
         await session.execute(
@@ -117,27 +125,21 @@ async def accept_invitation(
         user.name = name or user.name
     elif not await verify_password(settings, user.password_hash, password):
         raise Problem(401, "unauthorized", "Give this account's current password to accept.")
-    tenant = (
-        await session.execute(
-            text(
-                "SELECT slug, schema_name FROM shared.tenants WHERE id = :id "
-                "AND status IN ('active', 'suspended')"
-            ),
-            {"id": invitation.tenant_id},
-        )
-    ).one_or_none()
+    tenant = (await session.execute(LIVE_TENANT, {"id": invitation.tenant_id})).one_or_none()
     if tenant is None:
         raise Problem(404, "invalid-invitation", "This invitation's tenant no longer exists.")
     invitation.accepted_at = datetime.now(UTC)
+    joining = insert(Membership).values(
+        tenant_id=invitation.tenant_id, user_id=user.id, role=invitation.role
+    )
     await session.execute(
-        text(
-            "INSERT INTO shared.memberships (tenant_id, user_id, role) VALUES (:t, :u, :r) "
-            "ON CONFLICT (tenant_id, user_id) DO UPDATE SET role = EXCLUDED.role"
-        ),
-        {"t": invitation.tenant_id, "u": user.id, "r": invitation.role},
+        joining.on_conflict_do_update(
+            index_elements=[Membership.tenant_id, Membership.user_id],
+            set_={"role": joining.excluded.role},
+        )
     )
     await enter_tenant_schema(session, tenant.schema_name)
     joiner = Principal(user_id=user.id, email=user.email, is_operator=user.is_operator)
     joined = MemberJoined(user_id=user.id, role=invitation.role)
     await record_change(session, joiner, joined, tenant=tenant.slug)
-    return Accepted(user.id, tenant.slug, invitation.role)
+    return InvitationAccepted(str(user.id), tenant.slug, invitation.role)

@@ -7,30 +7,37 @@ owner can neither be demoted nor removed (nor leave).
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
-from sqlalchemy import text
+import msgspec
+from sqlalchemy import ColumnElement, Text, cast, delete, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from socialflow.access.permissions import Role
 from socialflow.access.tenant_access import TenantAccess
 from socialflow.audit.record import record_change
 from socialflow.identity import services as identity
+from socialflow.identity.models import User
 from socialflow.lib.pagination import PageRequest
 from socialflow.lib.problems import Problem
+from socialflow.members.bodies import InvitationOut, MemberOut, MemberRoleOut
 from socialflow.members.events import MemberRemoved, MemberRoleChanged
 from socialflow.members.invitations import create_invitation
+from socialflow.members.models import Membership
 from socialflow.settings import Settings
-
-LOCK_MEMBERS = text(
-    "SELECT user_id, role FROM shared.memberships WHERE tenant_id = :tenant FOR UPDATE"
-)
 
 
 async def _roles(session: AsyncSession, access: TenantAccess) -> dict[uuid.UUID, Role]:
     """Every member's role, locked: concurrent changes cannot both remove the last owner."""
-    rows = await session.execute(LOCK_MEMBERS, {"tenant": access.tenant.id})
-    return {row.user_id: Role(row.role) for row in rows}
+    members = (
+        select(Membership.user_id, Membership.role)
+        .where(Membership.tenant_id == access.tenant.id)
+        .with_for_update()
+    )
+    return {row.user_id: Role(row.role) for row in await session.execute(members)}
+
+
+def _membership_of(access: TenantAccess, user_id: uuid.UUID) -> list[ColumnElement[bool]]:
+    return [Membership.tenant_id == access.tenant.id, Membership.user_id == user_id]
 
 
 def check_grant(actor: Role, current: Role | None, wanted: Role | None) -> None:
@@ -51,7 +58,7 @@ def _check_not_last_owner(roles: dict[uuid.UUID, Role], user_id: uuid.UUID) -> N
 
 async def invite_member(
     session: AsyncSession, settings: Settings, access: TenantAccess, email: str, role: Role
-) -> dict[str, Any]:
+) -> InvitationOut:
     """Invite `email` with `role` (the account is created if new); the email job mails it."""
     assert access.role is not None
     check_grant(access.role, None, role)
@@ -67,12 +74,12 @@ async def invite_member(
         user=user,
         role=role,
     )
-    return {"invitation_id": str(invitation_id), "email": user.email, "role": role.value}
+    return InvitationOut(str(invitation_id), user.email, role.value)
 
 
 async def change_role(
     session: AsyncSession, access: TenantAccess, user_id: uuid.UUID, role: Role
-) -> dict[str, Any]:
+) -> MemberRoleOut:
     assert access.role is not None
     roles = await _roles(session, access)
     current = roles.get(user_id)
@@ -80,16 +87,15 @@ async def change_role(
         raise Problem(404, "not-found", "No such member.")
     check_grant(access.role, current, role)
     if current is role:
-        return {"user_id": str(user_id), "role": role.value}
+        return MemberRoleOut(str(user_id), role.value)
     if current is Role.OWNER:
         _check_not_last_owner(roles, user_id)
     await session.execute(
-        text("UPDATE shared.memberships SET role = :r WHERE tenant_id = :t AND user_id = :u"),
-        {"r": role.value, "t": access.tenant.id, "u": user_id},
+        update(Membership).where(*_membership_of(access, user_id)).values(role=role.value)
     )
     changed = MemberRoleChanged(user_id=user_id, before=current.value, after=role.value)
     await record_change(session, access.principal, changed, tenant=access.tenant.slug)
-    return {"user_id": str(user_id), "role": role.value}
+    return MemberRoleOut(str(user_id), role.value)
 
 
 async def remove_member(session: AsyncSession, access: TenantAccess, user_id: uuid.UUID) -> None:
@@ -103,31 +109,36 @@ async def remove_member(session: AsyncSession, access: TenantAccess, user_id: uu
         check_grant(access.role, current, None)
     if current is Role.OWNER:
         _check_not_last_owner(roles, user_id)
-    await session.execute(
-        text("DELETE FROM shared.memberships WHERE tenant_id = :t AND user_id = :u"),
-        {"t": access.tenant.id, "u": user_id},
-    )
+    await session.execute(delete(Membership).where(*_membership_of(access, user_id)))
     removed = MemberRemoved(user_id=user_id, role=current.value, left=leaving)
     await record_change(session, access.principal, removed, tenant=access.tenant.slug)
 
 
+# A member as shown: its user id as text, as MemberOut has it.
+MEMBER_OUT = (
+    cast(Membership.user_id, Text).label("user_id"),
+    User.email,
+    User.name,
+    Membership.role,
+    Membership.created_at.label("joined_at"),
+)
+
+
 async def list_members(
     session: AsyncSession, access: TenantAccess, page: PageRequest, *, role: str | None = None
-) -> list[dict[str, Any]]:
-    """Members by the time they joined (then user id); one row more than the page."""
-    after_at, after_id = page.after if page.after else (None, None)
-    rows = await session.execute(
-        text(
-            "SELECT u.id AS user_id, u.email, u.name, m.role, m.created_at AS joined_at "
-            "FROM shared.memberships m JOIN shared.users u ON u.id = m.user_id "
-            "WHERE m.tenant_id = :tenant "
-            "AND (CAST(:role AS text) IS NULL OR m.role = :role) "
-            "AND (CAST(:after_at AS timestamptz) IS NULL "
-            "     OR (m.created_at, m.user_id) > (CAST(:after_at AS timestamptz), "
-            "                                     CAST(:after_id AS uuid))) "
-            "ORDER BY m.created_at, m.user_id LIMIT :limit"
-        ),
-        {"tenant": access.tenant.id, "role": role, "after_at": after_at, "after_id": after_id,
-         "limit": page.limit + 1},
-    )  # fmt: skip
-    return [dict(row._mapping) for row in rows]
+) -> list[MemberOut]:
+    """Members by the time they joined (then user id); one more than the page."""
+    query = (
+        select(*MEMBER_OUT)
+        .select_from(Membership)
+        .join(User, User.id == Membership.user_id)
+        .where(Membership.tenant_id == access.tenant.id)
+        .order_by(Membership.created_at, Membership.user_id)
+        .limit(page.limit + 1)
+    )
+    if role is not None:
+        query = query.where(Membership.role == role)
+    if page.after:
+        query = query.where(tuple_(Membership.created_at, Membership.user_id) > page.after)
+    rows = await session.execute(query)
+    return msgspec.convert(rows.mappings().all(), list[MemberOut])

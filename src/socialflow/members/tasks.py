@@ -18,10 +18,10 @@ EMAIL_QUEUE = "email"
 async def send_invitation_email(session: AsyncSession, event: Event) -> None:
     """Mint the invitation's token and mail it. Sending happens before the commit: if the
     commit fails, the retry mints a new token, so the first email's link simply stops working."""
-    minted = await mint_token(session, uuid.UUID(event.payload["invitation_id"]))
-    if minted is None:
+    invitation = await mint_token(session, uuid.UUID(event.payload["invitation_id"]))
+    if invitation is None:
         return  # accepted, replaced or expired meanwhile
-    token, invitation = minted
+    token = invitation.token
     settings = worker_resources().settings
     link = f"{settings.public_base_url}/accept-invitation?token={token}"
     body = (

@@ -41,10 +41,6 @@ from socialflow.tenancy.bodies import (
 BY_SLUG = SortKey.of(slug=str)
 
 
-def _tenant_out(row: dict[str, Any]) -> TenantOut:
-    return msgspec.convert({**row, "id": str(row["id"])}, TenantOut)
-
-
 class AgencyController(Controller):
     path = "/api/v1/agencies"
     tags = ["agencies"]  # noqa: RUF012 - Litestar reads this class attribute
@@ -57,8 +53,7 @@ class AgencyController(Controller):
         principal: NamedDependency[Principal],
         session: NamedDependency[AsyncSession],
     ) -> AgencyOut:
-        agency = await services.create_agency(session, principal, slug=data.slug, name=data.name)
-        return AgencyOut(str(agency.id), agency.slug, agency.name, agency.created_at)
+        return await services.create_agency(session, principal, slug=data.slug, name=data.name)
 
     @get("", summary="List agencies (operators), by slug, paginated")
     async def list_agencies(
@@ -70,8 +65,8 @@ class AgencyController(Controller):
         cursor: FromQuery[str | None] = None,
     ) -> Response[AgencyList]:
         page = page_request(limit, cursor, BY_SLUG)
-        rows = await services.list_agencies(session, principal, page)
-        return page_response(request, rows, page, BY_SLUG, AgencyList)
+        agencies = await services.list_agencies(session, principal, page)
+        return page_response(request, agencies, page, BY_SLUG, AgencyList)
 
     @post(
         "/{agency:str}/admins",
@@ -85,11 +80,10 @@ class AgencyController(Controller):
         session: NamedDependency[AsyncSession],
         state: State,
     ) -> AgencyAdminOut:
-        user_id, created = await services.add_agency_admin(
+        return await services.add_agency_admin(
             session, state.settings, principal,
             agency_slug=agency, email=data.email, password=data.password,
         )  # fmt: skip
-        return AgencyAdminOut(str(user_id), data.email, agency, created)
 
 
 class TenantController(Controller):
@@ -109,17 +103,13 @@ class TenantController(Controller):
         session: NamedDependency[AsyncSession],
         state: State,
     ) -> Response[TenantOut]:
-        result = await services.provision_tenant(
+        tenant = await services.provision_tenant(
             session, state.settings, principal, slug=data.slug, name=data.name,
             agency_slug=data.agency, plan=data.plan, owner_email=data.owner_email,
             directory=state.tenant_directory,
         )  # fmt: skip
-        t = result.tenant
-        body = TenantOut(
-            str(t.id), t.slug, t.name, result.agency_slug, t.plan, t.status, t.created_at,
-            t.updated_at,
-        )  # fmt: skip
-        return Response(body, status_code=201, headers={"Location": f"{self.path}/{t.slug}"})
+        location = f"{self.path}/{tenant.slug}"
+        return Response(tenant, status_code=201, headers={"Location": location})
 
     @get("", guards=[authenticated], summary="The tenants the caller can see, by slug, paginated")
     async def list_tenants(
@@ -133,10 +123,10 @@ class TenantController(Controller):
         agency: FromQuery[str | None] = None,
     ) -> Response[TenantList]:
         page = page_request(limit, cursor, BY_SLUG)
-        rows = await services.visible_tenants(
+        tenants = await services.visible_tenants(
             session, principal, page, status=status, agency=agency
         )
-        return page_response(request, rows, page, BY_SLUG, TenantList)
+        return page_response(request, tenants, page, BY_SLUG, TenantList)
 
     @get(
         "/{tenant:str}",
@@ -146,7 +136,7 @@ class TenantController(Controller):
     async def read(
         self, access: NamedDependency[TenantAccess], session: NamedDependency[AsyncSession]
     ) -> TenantOut:
-        return _tenant_out(await services.tenant_metadata(session, access))
+        return await services.tenant_metadata(session, access)
 
     @patch(
         "/{tenant:str}",
@@ -161,10 +151,9 @@ class TenantController(Controller):
         session: NamedDependency[AsyncSession],
         state: State,
     ) -> TenantOut:
-        await services.update_tenant(
+        return await services.update_tenant(
             session, state.settings, state.tenant_directory, access, name=data.name, plan=data.plan
         )
-        return _tenant_out(await services.tenant_metadata(session, access))
 
     @delete(
         "/{tenant:str}",
@@ -224,10 +213,9 @@ class TenantController(Controller):
     async def _transition(
         access: TenantAccess, session: AsyncSession, state: State, transition: str
     ) -> TenantOut:
-        await services.change_status(
+        return await services.change_status(
             session, state.settings, state.tenant_directory, access, transition
         )
-        return _tenant_out(await services.tenant_metadata(session, access))
 
 
 class TenantSettingsController(Controller):
@@ -240,7 +228,7 @@ class TenantSettingsController(Controller):
     async def read_settings(
         self, access: NamedDependency[TenantAccess], session: NamedDependency[AsyncSession]
     ) -> TenantSettingsOut:
-        return msgspec.convert(await tenant_settings.read_settings(session), TenantSettingsOut)
+        return await tenant_settings.read_settings(session)
 
     @put("", guards=[requires(Permission.SETTINGS_WRITE)], summary="Change settings")
     async def write_settings(
@@ -250,6 +238,4 @@ class TenantSettingsController(Controller):
         session: NamedDependency[AsyncSession],
     ) -> TenantSettingsOut:
         changes = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not None}
-        return msgspec.convert(
-            await tenant_settings.update_settings(session, access, changes), TenantSettingsOut
-        )
+        return await tenant_settings.update_settings(session, access, changes)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-from sqlalchemy import select, text
+import msgspec
+from sqlalchemy import Text, and_, cast, delete, exists, func, or_, select, text
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -24,7 +24,9 @@ from socialflow.lib.pagination import PageRequest
 from socialflow.lib.problems import Problem
 from socialflow.members.invitations import create_invitation
 from socialflow.members.models import Membership
+from socialflow.outbox.models import OutboxDeadLetter, OutboxEvent
 from socialflow.settings import Settings
+from socialflow.tenancy.bodies import AgencyAdminOut, AgencyOut, TenantOut
 from socialflow.tenancy.events import (
     AgencyAdminAdded,
     AgencyCreated,
@@ -38,15 +40,20 @@ from socialflow.tenancy.events import (
     TenantUpdated,
 )
 from socialflow.tenancy.fleet.ddl import create_tenant_schema
+from socialflow.tenancy.fleet.models import TenantSchemaMigration
 from socialflow.tenancy.models import Agency, AgencyAdmin, Tenant
 from socialflow.vault.service import Vault
 
 # -- agencies -------------------------------------------------------------------------------
 
 
+def _agency_out(agency: Agency) -> AgencyOut:
+    return AgencyOut(str(agency.id), agency.slug, agency.name, agency.created_at)
+
+
 async def create_agency(
     session: AsyncSession, principal: Principal, *, slug: str, name: str
-) -> Agency:
+) -> AgencyOut:
     validate_new_slug(slug, what="agency")
     if (await session.execute(select(Agency).where(Agency.slug == slug))).first():
         raise Problem(409, "slug-taken", f"An agency {slug!r} exists.")
@@ -55,19 +62,17 @@ async def create_agency(
     await session.flush()
     created = AgencyCreated(agency_id=agency.id, slug=slug, name=name)
     await record_change(session, principal, created, tenant=None, agency_id=agency.id)
-    return agency
+    return _agency_out(agency)
 
 
 async def list_agencies(
     session: AsyncSession, principal: Principal, page: PageRequest
-) -> list[dict[str, Any]]:
+) -> list[AgencyOut]:
+    """Agencies by slug; one more than the page."""
     query = select(Agency).order_by(Agency.slug).limit(page.limit + 1)
     if page.after:
         query = query.where(Agency.slug > page.after[0])
-    return [
-        {"id": str(a.id), "slug": a.slug, "name": a.name, "created_at": a.created_at}
-        for a in (await session.execute(query)).scalars()
-    ]
+    return [_agency_out(agency) for agency in (await session.execute(query)).scalars()]
 
 
 async def add_agency_admin(
@@ -78,8 +83,8 @@ async def add_agency_admin(
     agency_slug: str,
     email: str,
     password: str | None,
-) -> tuple[uuid.UUID, bool]:
-    """Make `email` an admin of the agency, creating the account if new; (user id, created)."""
+) -> AgencyAdminOut:
+    """Make `email` an admin of the agency, creating the account if new (`created`)."""
     agency = await _agency_by_slug(session, agency_slug)
     if agency is None:
         raise Problem(404, "not-found", f"No agency {agency_slug!r}.")
@@ -87,18 +92,14 @@ async def add_agency_admin(
     created = user is None
     if user is None:
         user = await identity.create_user(session, settings, email=email, password=password)
-    await session.execute(
-        text(
-            "INSERT INTO shared.agency_admins (agency_id, user_id) VALUES (:a, :u) "
-            "ON CONFLICT DO NOTHING"
-        ),
-        {"a": agency.id, "u": user.id},
-    )
+    admin = insert(AgencyAdmin).values(agency_id=agency.id, user_id=user.id)
+    await session.execute(admin.on_conflict_do_nothing())
     added = AgencyAdminAdded(
         agency_id=agency.id, user_id=user.id, email=user.email, account_created=created
     )
     await record_change(session, principal, added, tenant=None, agency_id=agency.id)
-    return user.id, created
+    # The address as the caller wrote it (the account's may differ in case).
+    return AgencyAdminOut(str(user.id), email, agency_slug, created)
 
 
 async def _agency_by_slug(session: AsyncSession, slug: str) -> Agency | None:
@@ -117,21 +118,14 @@ async def _is_agency_admin(session: AsyncSession, agency_id: uuid.UUID, user_id:
 # -- provisioning ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ProvisionedTenant:
-    tenant: Tenant
-    agency_slug: str
-    owner_id: uuid.UUID
-    owner_created: bool
-
-
 DUPLICATE_SCHEMA = "42P06"
-INSERT_TENANT = text("""
-INSERT INTO shared.tenants (id, slug, name, agency_id, plan, schema_name)
-VALUES (:id, :slug, :name, :agency_id, :plan, :schema_name)
-ON CONFLICT (slug) WHERE status <> 'purged' DO NOTHING
-RETURNING id
-""")
+# The partial unique index that keeps a slug taken until its tenant is purged, as the model
+# declares it: ON CONFLICT takes its columns and its predicate from it.
+LIVE_SLUG = next(
+    index
+    for index in Tenant.metadata.tables["shared.tenants"].indexes
+    if index.name == "uq_tenants_slug_live"
+)
 
 
 async def provision_tenant(
@@ -145,7 +139,7 @@ async def provision_tenant(
     plan: str,
     owner_email: str,
     directory: TenantDirectory | None = None,
-) -> ProvisionedTenant:
+) -> TenantOut:
     """Tenant row, schema with every tenant table at head, owner membership and invitation,
     `tenant.created` and the audit entry — all in the caller's one transaction.
 
@@ -169,11 +163,12 @@ async def provision_tenant(
     tenant_id = uuid.uuid4()
     # The row first: it takes the slug's unique-index lock, so of concurrent requests for one
     # slug the first proceeds and the rest wait, then find the slug taken.
+    new_tenant = insert(Tenant).values(
+        id=tenant_id, slug=slug, name=name, agency_id=agency.id, plan=plan, schema_name=schema
+    )
     inserted = await session.execute(
-        INSERT_TENANT,
-        {"id": tenant_id, "slug": slug, "name": name, "agency_id": agency.id, "plan": plan,
-         "schema_name": schema},
-    )  # fmt: skip
+        new_tenant.on_conflict_do_nothing(constraint=LIVE_SLUG).returning(Tenant.id)
+    )
     if inserted.scalar_one_or_none() is None:
         raise Problem(409, "slug-taken", f"The slug {slug!r} is taken.")
     try:
@@ -188,14 +183,12 @@ async def provision_tenant(
             "remove it before this slug can be provisioned.",
         ) from exc  # fmt: skip
     await session.execute(
-        text(
-            "INSERT INTO shared.tenant_schema_migrations (schema_name, tenant_id, revision, "
-            "last_run_at) VALUES (:schema, :tenant, :revision, now())"
-        ),
-        {"schema": schema, "tenant": tenant_id, "revision": revision},
+        insert(TenantSchemaMigration).values(
+            schema_name=schema, tenant_id=tenant_id, revision=revision, last_run_at=func.now()
+        )
     )
 
-    owner, owner_created = await identity.get_or_create_user(session, owner_email)
+    owner, _ = await identity.get_or_create_user(session, owner_email)
     session.add(Membership(tenant_id=tenant_id, user_id=owner.id, role=Role.OWNER.value))
     await session.flush()
 
@@ -225,12 +218,26 @@ async def provision_tenant(
         )
     if directory is not None:
         directory.changed(session, slug)
-    tenant = await session.get(Tenant, tenant_id)
-    assert tenant is not None
-    return ProvisionedTenant(tenant, agency.slug, owner.id, owner_created)
+    return await _tenant_out(session, tenant_id)
 
 
 # -- listing --------------------------------------------------------------------------------
+
+
+# A tenant as shown: its agency by slug, its id as text (as TenantOut has them).
+TENANT_OUT = (
+    cast(Tenant.id, Text).label("id"),
+    Tenant.slug,
+    Tenant.name,
+    Agency.slug.label("agency"),
+    Tenant.plan,
+    Tenant.status,
+    Tenant.created_at,
+    Tenant.updated_at,
+    Tenant.deleted_at,
+    Tenant.purge_after,
+)
+TENANTS = select(*TENANT_OUT).select_from(Tenant).join(Agency, Agency.id == Tenant.agency_id)
 
 
 async def visible_tenants(
@@ -240,46 +247,35 @@ async def visible_tenants(
     *,
     status: str | None = None,
     agency: str | None = None,
-) -> list[dict[str, Any]]:
+) -> list[TenantOut]:
     """Tenants the caller may see (members: live ones; managers: deleted ones too), by slug;
-    one row more than the page asks, to tell whether another page follows."""
-    rows = await session.execute(
-        text("""
-        SELECT t.id, t.slug, t.name, a.slug AS agency, t.plan, t.status, t.created_at,
-               t.updated_at, t.deleted_at, t.purge_after
-        FROM shared.tenants t JOIN shared.agencies a ON a.id = t.agency_id
-        WHERE t.status <> 'purged' AND (
-            :operator
-            OR EXISTS (SELECT 1 FROM shared.agency_admins aa
-                       WHERE aa.agency_id = t.agency_id AND aa.user_id = :user)
-            OR (t.status <> 'deleted' AND EXISTS (
-                SELECT 1 FROM shared.memberships m WHERE m.tenant_id = t.id AND m.user_id = :user))
+    one more than the page asks, to tell whether another page follows."""
+    query = TENANTS.where(Tenant.status != "purged").order_by(Tenant.slug)
+    if not principal.is_operator:
+        administers = exists().where(
+            AgencyAdmin.agency_id == Tenant.agency_id, AgencyAdmin.user_id == principal.user_id
         )
-        AND (CAST(:after AS text) IS NULL OR t.slug > :after)
-        AND (CAST(:status AS text) IS NULL OR t.status = :status)
-        AND (CAST(:agency AS text) IS NULL OR a.slug = :agency)
-        ORDER BY t.slug
-        LIMIT :limit
-        """),
-        {"operator": principal.is_operator, "user": principal.user_id,
-         "after": page.after[0] if page.after else None, "status": status, "agency": agency,
-         "limit": page.limit + 1},
-    )  # fmt: skip
-    return [dict(row._mapping) for row in rows]
+        belongs = exists().where(
+            Membership.tenant_id == Tenant.id, Membership.user_id == principal.user_id
+        )
+        query = query.where(or_(administers, and_(Tenant.status != "deleted", belongs)))
+    if page.after:
+        query = query.where(Tenant.slug > page.after[0])
+    if status is not None:
+        query = query.where(Tenant.status == status)
+    if agency is not None:
+        query = query.where(Agency.slug == agency)
+    rows = await session.execute(query.limit(page.limit + 1))
+    return msgspec.convert(rows.mappings().all(), list[TenantOut])
 
 
-async def tenant_metadata(session: AsyncSession, access: TenantAccess) -> dict[str, Any]:
-    row = (
-        await session.execute(
-            text(
-                "SELECT t.id, t.slug, t.name, a.slug AS agency, t.plan, t.status, t.created_at, "
-                "t.updated_at, t.deleted_at, t.purge_after FROM shared.tenants t "
-                "JOIN shared.agencies a ON a.id = t.agency_id WHERE t.id = :id"
-            ),
-            {"id": access.tenant.id},
-        )
-    ).one()
-    return dict(row._mapping)
+async def tenant_metadata(session: AsyncSession, access: TenantAccess) -> TenantOut:
+    return await _tenant_out(session, access.tenant.id)
+
+
+async def _tenant_out(session: AsyncSession, tenant_id: uuid.UUID) -> TenantOut:
+    row = (await session.execute(TENANTS.where(Tenant.id == tenant_id))).mappings().one()
+    return msgspec.convert(row, TenantOut)
 
 
 # -- lifecycle ------------------------------------------------------------------------------
@@ -299,7 +295,7 @@ async def change_status(
     directory: TenantDirectory,
     access: TenantAccess,
     transition: str,
-) -> None:
+) -> TenantOut:
     sources, target, event = TRANSITIONS[transition]
     tenant = await _locked_tenant(session, access.tenant)
     if tenant.status not in sources:
@@ -317,6 +313,7 @@ async def change_status(
     changed = event(tenant_id=tenant.id, slug=tenant.slug, before=before, after={"status": target})
     await _record_tenant_change(session, access.principal, tenant, changed)
     directory.changed(session, tenant.slug)
+    return await tenant_metadata(session, access)
 
 
 async def update_tenant(
@@ -327,7 +324,7 @@ async def update_tenant(
     *,
     name: str | None,
     plan: str | None,
-) -> None:
+) -> TenantOut:
     if plan is not None and plan not in settings.plans:
         raise Problem(422, "invalid-plan", f"Plan must be one of {', '.join(settings.plans)}.")
     tenant = await _locked_tenant(session, access.tenant)
@@ -338,11 +335,12 @@ async def update_tenant(
     tenant.plan = plan if plan is not None else tenant.plan
     after = {"name": tenant.name, "plan": tenant.plan}
     if after == before:
-        return
+        return await tenant_metadata(session, access)
     tenant.updated_at = datetime.now(UTC)
     changed = TenantUpdated(tenant_id=tenant.id, slug=tenant.slug, before=before, after=after)
     await _record_tenant_change(session, access.principal, tenant, changed)
     directory.changed(session, tenant.slug)
+    return await tenant_metadata(session, access)
 
 
 async def _locked_tenant(session: AsyncSession, ref: TenantRef) -> Tenant:
@@ -364,11 +362,8 @@ async def _record_tenant_change(
 
 
 SYSTEM_PURGE = "system:purge"  # the actor of purges: a scheduled job, not a person
-PURGE_TENANT_ROWS = (
-    text("DELETE FROM shared.outbox WHERE tenant_id = :tenant"),
-    text("DELETE FROM shared.outbox_dead_letter WHERE tenant_id = :tenant"),
-    text("DELETE FROM shared.tenant_schema_migrations WHERE tenant_id = :tenant"),
-)
+# Shared rows that name a tenant and go with it when it is purged.
+PURGED_WITH_TENANT = (OutboxEvent, OutboxDeadLetter, TenantSchemaMigration)
 
 
 async def purge_expired(
@@ -385,14 +380,15 @@ async def purge_expired(
     ).scalars()
     purged = []
     for tenant in due:
+        # DDL takes no parameters: the name is validated and quoted by quote_schema.
         await session.execute(
             text(f"DROP SCHEMA IF EXISTS {quote_schema(tenant.schema_name)} CASCADE")
         )
         # Its pending and dead events and its fleet ledger row go too, so the slug (and schema
         # name) can be provisioned again; messages already in the broker name this tenant's
         # id, which workers find purged and drop.
-        for statement in PURGE_TENANT_ROWS:
-            await session.execute(statement, {"tenant": tenant.id})
+        for model in PURGED_WITH_TENANT:
+            await session.execute(delete(model).where(model.tenant_id == tenant.id))
         await vault.shred_tenant(session, tenant.id)
         tenant.status = "purged"
         tenant.updated_at = datetime.now(UTC)

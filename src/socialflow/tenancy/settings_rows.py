@@ -4,51 +4,57 @@ audit entry."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from sqlalchemy import text
+import msgspec
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from socialflow.access.tenant_access import TenantAccess
 from socialflow.audit.record import record_change
+from socialflow.db.base import TenantBase
 from socialflow.tenancy.events import SettingsChange
+
+S = TypeVar("S", bound=msgspec.Struct)
 
 
 @dataclass(frozen=True)
-class SettingsRow:
-    """A table holding one row (id = 1) of a tenant's settings; names are fixed, never input."""
+class SettingsRow(Generic[S]):
+    """A declared table holding one row (id = 1) of a tenant's settings, read as `out` (its
+    fields name the columns read); `columns` are those a tenant may change."""
 
-    table: str
+    model: type[TenantBase]
     columns: tuple[str, ...]
+    out: type[S]
     event: type[SettingsChange]
 
-    async def read(self, session: AsyncSession) -> dict[str, Any]:
-        selected = ", ".join((*self.columns, "updated_at"))
-        row = (
-            await session.execute(text(f"SELECT {selected} FROM {self.table} WHERE id = 1"))  # noqa: S608
-        ).one()
-        return dict(row._mapping)
+    def _read_columns(self) -> list[ColumnElement[Any]]:
+        return [self.model.__table__.c[name] for name in self.out.__struct_fields__]
+
+    async def read(self, session: AsyncSession) -> S:
+        the_row = select(*self._read_columns()).where(self.model.__table__.c.id == 1)
+        return msgspec.convert((await session.execute(the_row)).mappings().one(), self.out)
 
     async def update(
         self, session: AsyncSession, access: TenantAccess, changes: dict[str, Any]
-    ) -> dict[str, Any]:
+    ) -> S:
         unknown = set(changes) - set(self.columns)
         if unknown:
-            raise ValueError(f"not columns of {self.table}: {sorted(unknown)}")
+            raise ValueError(f"not columns of {self.model.__tablename__}: {sorted(unknown)}")
         before = await self.read(session)
         if not changes:
             return before
-        assignments = ", ".join(f"{column} = :{column}" for column in sorted(changes))
-        await session.execute(
-            text(
-                f"UPDATE {self.table} SET {assignments}, updated_at = now(), "  # noqa: S608
-                "updated_by = :by WHERE id = 1"
-            ),
-            {**changes, "by": access.principal.user_id},
+        table = self.model.__table__
+        changed_row = (
+            update(self.model)
+            .where(table.c.id == 1)
+            .values(**changes, updated_at=func.now(), updated_by=access.principal.user_id)
+            .returning(*self._read_columns())
         )
-        after = await self.read(session)
+        after = msgspec.convert((await session.execute(changed_row)).mappings().one(), self.out)
         changed = self.event(
-            before={k: before[k] for k in changes}, after={k: after[k] for k in changes}
+            before={k: getattr(before, k) for k in changes},
+            after={k: getattr(after, k) for k in changes},
         )
         await record_change(session, access.principal, changed, tenant=access.tenant.slug)
         return after

@@ -148,7 +148,7 @@ async def test_wrong_passwords_on_an_invitation_throttle_it_and_it_stays_pending
     async with unit_of_work(session_factory) as session:
         minted = await mint_token(session, invitation_id)  # what the email job does
     assert minted is not None
-    token = minted[0]
+    token = minted.token
 
     client, _ = await serve(signin_failures_per_account=2)
     wrong = {"token": token, "password": "not this account's password"}

@@ -210,7 +210,7 @@ async def _tenant_with_invited_owner(
         )
         minted = await mint_token(session, invitation.scalar_one())
     assert minted is not None
-    acceptance = {"token": minted[0], "name": "Owner", "password": PASSWORD}
+    acceptance = {"token": minted.token, "name": "Owner", "password": PASSWORD}
     await call("POST", "/api/v1/invitations/accept", {}, acceptance)
     return slug, await platform.login(owner_email)
 
