@@ -153,8 +153,12 @@ def verify_catalog(database_url: str, size: int, audit_rows: int) -> dict[str, i
     check(with_column == size, f"{size - with_column} schemas lack audit_log.source")
     check(with_index == size, f"{size - with_index} schemas lack a valid ix_audit_log_source")
     check(full == size, f"{size - full} indexes do not hold {audit_rows} entries")
-    return {"schemas": len(rows), "with_column": with_column, "with_index": with_index,
-            "indexes_full": full}  # fmt: skip
+    return {
+        "schemas": len(rows),
+        "with_column": with_column,
+        "with_index": with_index,
+        "indexes_full": full,
+    }
 
 
 async def measure(

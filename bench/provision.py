@@ -113,9 +113,15 @@ async def seed_tenants(app: Litestar, settings: Settings, operator: Principal, u
     async def create(i: int) -> None:
         async with unit_of_work(factory) as session:
             await provision_tenant(
-                session, settings, operator, slug=f"seed-{i:06d}", name=f"Seed {i}",
-                agency_slug=AGENCY, plan="pro", owner_email=f"seed-{i:06d}@example.com",
-            )  # fmt: skip
+                session,
+                settings,
+                operator,
+                slug=f"seed-{i:06d}",
+                name=f"Seed {i}",
+                agency_slug=AGENCY,
+                plan="pro",
+                owner_email=f"seed-{i:06d}@example.com",
+            )
 
     next_index = present
     while next_index < upto:
@@ -134,8 +140,13 @@ async def measure_provisioning(
     timings, slugs = [], []
     for _ in range(samples):
         slug = f"bench-{uuid.uuid4().hex[:12]}"
-        body = {"slug": slug, "name": slug, "agency": AGENCY, "plan": "pro",
-                "owner_email": f"{slug}@example.com"}  # fmt: skip
+        body = {
+            "slug": slug,
+            "name": slug,
+            "agency": AGENCY,
+            "plan": "pro",
+            "owner_email": f"{slug}@example.com",
+        }
         started = time.perf_counter()
         response = await client.post("/api/v1/tenants", json=body, headers=headers)
         timings.append((time.perf_counter() - started) * 1000)
@@ -182,8 +193,11 @@ async def verify_provisioned(
         if (row.status, row.tables, row.revision, row.owners, row.events)
         != ("active", tables, head, 1, 1)
     ]
-    check(not wrong, f"{len(wrong)} sample tenants incomplete, e.g. {wrong[:1]} "
-          f"(want active, {tables} tables, {head}, 1 owner, 1 event)")  # fmt: skip
+    check(
+        not wrong,
+        f"{len(wrong)} sample tenants incomplete, e.g. {wrong[:1]} "
+        f"(want active, {tables} tables, {head}, 1 owner, 1 event)",
+    )
 
 
 async def measure_overhead(
@@ -223,13 +237,19 @@ async def measure_overhead(
 
 
 async def measure_sizes(
-    app: Litestar, settings: Settings, operator: Principal, client: httpx.AsyncClient,
-    headers: dict[str, str], args: argparse.Namespace,
-) -> tuple[dict[str, Any], dict[str, tuple[int, int]]]:  # fmt: skip
+    app: Litestar,
+    settings: Settings,
+    operator: Principal,
+    client: httpx.AsyncClient,
+    headers: dict[str, str],
+    args: argparse.Namespace,
+) -> tuple[dict[str, Any], dict[str, tuple[int, int]]]:
     """Provisioning percentiles per size, and the tenants present before and after sampling."""
     result: dict[str, Any] = {
-        "provision_p50_ms": {}, "provision_p95_ms": {}, "provision_p99_ms": {},
-    }  # fmt: skip
+        "provision_p50_ms": {},
+        "provision_p95_ms": {},
+        "provision_p99_ms": {},
+    }
     present: dict[str, tuple[int, int]] = {}
     factory = app.state.session_factory
     for size in [int(s) for s in args.sizes.split(",")]:
@@ -274,10 +294,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             # A tenant the operator is a member of, for the tenant-scoped GET.
             owned = await client.post(
                 "/api/v1/tenants",
-                json={"slug": "bench-owned", "name": "Owned", "agency": AGENCY, "plan": "pro",
-                      "owner_email": "bench-operator@example.com"},
+                json={
+                    "slug": "bench-owned",
+                    "name": "Owned",
+                    "agency": AGENCY,
+                    "plan": "pro",
+                    "owner_email": "bench-operator@example.com",
+                },
                 headers=headers,
-            )  # fmt: skip
+            )
             check(owned.status_code == 201, owned.text)
             overhead = await measure_overhead(client, headers, "bench-owned", args.overhead_s)
     result["tenancy_overhead_pct"] = round(overhead["overhead_pct"], 2)

@@ -228,8 +228,11 @@ def verify_delivered(database_url: str, redis_url: str, committed: set[str]) -> 
     wanted = {f"{event_id}.{ACTOR}" for event_id in committed}
     unique = set(queued)
     check(len(queued) == len(unique), f"{len(queued) - len(unique)} duplicates in the queue")
-    check(unique == wanted, f"{len(wanted - unique)} committed events missing from the queue, "
-          f"{len(unique - wanted)} unexpected")  # fmt: skip
+    check(
+        unique == wanted,
+        f"{len(wanted - unique)} committed events missing from the queue, "
+        f"{len(unique - wanted)} unexpected",
+    )
     check(stored == len(wanted), f"{stored} stored messages for {len(wanted)} events")
     with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
         left = conn.execute("SELECT count(*) FROM shared.outbox").fetchone()
@@ -326,8 +329,10 @@ async def measure_sustained(
     produced.set()
     samples = await sampler
     await relay.until(lambda: len(relay.acked) >= len(committed), timeout_s=300)
-    check(len(relay.acked) == len(committed),
-          f"dispatched {len(relay.acked)} != committed {len(committed)}")  # fmt: skip
+    check(
+        len(relay.acked) == len(committed),
+        f"dispatched {len(relay.acked)} != committed {len(committed)}",
+    )
     verify_delivered(servers.database_url, servers.redis_url, set(committed))
     window = end - start
     in_window = [n for t, n in samples if start <= t <= end] or [0]
@@ -351,8 +356,10 @@ async def measure_latency(
     relay = RunningRelay(servers, batch, concurrency)
     start, end, committed = await Producers(servers.database_url, producers, load).collect()
     await relay.until(lambda: len(relay.acked) >= len(committed), timeout_s=120)
-    check(len(relay.acked) == len(committed),
-          f"dispatched {len(relay.acked)} != committed {len(committed)}")  # fmt: skip
+    check(
+        len(relay.acked) == len(committed),
+        f"dispatched {len(relay.acked)} != committed {len(committed)}",
+    )
     verify_delivered(servers.database_url, servers.redis_url, set(committed))
     # Two bounds of one delay, neither clamped. From COMMIT sent: includes the commit's own
     # flush (an upper bound). From COMMIT returned: the producer may resume after the relay
@@ -444,36 +451,66 @@ def table_rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
     back = latency["from_return"]
     behind_ms = 1000 / max(sustained["produced_per_s"], 1e-9)
     rows = [
-        ("sustained: enqueued while producers ran", f"{result['sustained_events_per_s']:,}/s",
-         ">= 5,000"),
+        (
+            "sustained: enqueued while producers ran",
+            f"{result['sustained_events_per_s']:,}/s",
+            ">= 5,000",
+        ),
         ("  committed by producers in that window", f"{sustained['produced_per_s']:,.0f}/s", ""),
-        ("  outbox backlog in the window, max", f"{sustained['backlog_max']:,} events",
-         f"= {sustained['backlog_max'] * behind_ms:,.0f} ms of production"),
-        ("  outbox backlog at the window's end", f"{sustained['backlog_final']:,} events",
-         f"= {sustained['backlog_final'] * behind_ms:,.0f} ms of production"),
-        ("  dispatched == committed (Redis read)", f"{sustained['dispatched']:,}",
-         f"== {sustained['events']:,}"),
-        (f"drain of a backlog, batch {args['batch']}", f"{result['drain_events_per_s']:,}/s",
-         ">= 20,000"),
-    ]  # fmt: skip
+        (
+            "  outbox backlog in the window, max",
+            f"{sustained['backlog_max']:,} events",
+            f"= {sustained['backlog_max'] * behind_ms:,.0f} ms of production",
+        ),
+        (
+            "  outbox backlog at the window's end",
+            f"{sustained['backlog_final']:,} events",
+            f"= {sustained['backlog_final'] * behind_ms:,.0f} ms of production",
+        ),
+        (
+            "  dispatched == committed (Redis read)",
+            f"{sustained['dispatched']:,}",
+            f"== {sustained['events']:,}",
+        ),
+        (
+            f"drain of a backlog, batch {args['batch']}",
+            f"{result['drain_events_per_s']:,}/s",
+            ">= 20,000",
+        ),
+    ]
     if detail["tuned_drain_events_per_s"] is not None:
-        rows.append((
-            f"  tuned variant, batch {args['tuned_drain_batch']:,} (not the default)",
-            f"{detail['tuned_drain_events_per_s']:,.0f}/s", "",
-        ))  # fmt: skip
+        rows.append(
+            (
+                f"  tuned variant, batch {args['tuned_drain_batch']:,} (not the default)",
+                f"{detail['tuned_drain_events_per_s']:,.0f}/s",
+                "",
+            )
+        )
     rows += [
-        (f"latency p50 @ {latency['rate_per_s']:,.0f}/s reached", f"{result['latency_p50_ms']} ms",
-         "<= 5 @ 1,000/s"),
+        (
+            f"latency p50 @ {latency['rate_per_s']:,.0f}/s reached",
+            f"{result['latency_p50_ms']} ms",
+            "<= 5 @ 1,000/s",
+        ),
         ("latency p95", f"{result['latency_p95_ms']} ms", ""),
         ("latency p99", f"{result['latency_p99_ms']} ms", "<= 25 @ 1,000/s"),
         ("latency min / max", f"{latency['min_ms']:.2f} / {latency['max_ms']:.2f} ms", ""),
-        ("  negative (clock or ordering fault)", f"{latency['negative']:,} of "
-         f"{latency['events']:,}", "kept in the percentiles, not clamped"),
-        ("  from COMMIT returned: p50 / p99", f"{back['p50_ms']:.2f} / {back['p99_ms']:.2f} ms",
-         "a lower bound"),
-        ("  from COMMIT returned: negative", f"{back['negative']:,} of {latency['events']:,}",
-         "acked before the producer resumed; kept"),
-    ]  # fmt: skip
+        (
+            "  negative (clock or ordering fault)",
+            f"{latency['negative']:,} of {latency['events']:,}",
+            "kept in the percentiles, not clamped",
+        ),
+        (
+            "  from COMMIT returned: p50 / p99",
+            f"{back['p50_ms']:.2f} / {back['p99_ms']:.2f} ms",
+            "a lower bound",
+        ),
+        (
+            "  from COMMIT returned: negative",
+            f"{back['negative']:,} of {latency['events']:,}",
+            "acked before the producer resumed; kept",
+        ),
+    ]
     return rows
 
 

@@ -79,9 +79,16 @@ class MessageEncoder:
         for (queue, prefix), actor in zip(targets, self._actors[row.event_type], strict=True):
             redis_message_id = f"{row.event_id}.{actor}"
             data = b"".join(
-                (prefix, arg, b'],"kwargs":{},"options":', context,
-                 b',"redis_message_id":"', redis_message_id.encode(), tail)
-            )  # fmt: skip
+                (
+                    prefix,
+                    arg,
+                    b'],"kwargs":{},"options":',
+                    context,
+                    b',"redis_message_id":"',
+                    redis_message_id.encode(),
+                    tail,
+                )
+            )
             if len(data) > MAX_MESSAGE_BYTES:
                 raise UndeliverableError(
                     f"message is {len(data)} bytes, over the {MAX_MESSAGE_BYTES}-byte limit"

@@ -351,10 +351,14 @@ class OutboxRelay:
         self, conn: psycopg.AsyncConnection[tuple[object, ...]], rows: list[tuple[OutboxRow, str]]
     ) -> None:
         params = [
-            {**row._asdict(), "attempts": row.attempts + 1, "error": error,
-             "delay_s": min(60.0, self.retry_base_s * 2.0**row.attempts)}
+            {
+                **row._asdict(),
+                "attempts": row.attempts + 1,
+                "error": error,
+                "delay_s": min(60.0, self.retry_base_s * 2.0**row.attempts),
+            }
             for row, error in rows
-        ]  # fmt: skip
+        ]
         async with conn.cursor() as cursor:
             await cursor.executemany(RETRY_LATER_SQL, params)
         metrics.EVENTS_RETRIED.inc(len(rows))

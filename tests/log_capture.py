@@ -70,9 +70,10 @@ class ProcessOutput:
     def assert_logged(self, event: str, **fields: Any) -> dict[str, Any]:
         """The positive control: a line with this event (and fields) was printed and recorded."""
         printed = [
-            line for line in self.lines()
+            line
+            for line in self.lines()
             if line.get("event") == event and all(line.get(k) == v for k, v in fields.items())
-        ]  # fmt: skip
+        ]
         assert printed, f"no printed {event} {fields} in:\n{self.printed()[-3000:]}"
         recorded = [r for r in self.caplog.records if event in r.getMessage()]
         assert recorded, f"no recorded {event}"

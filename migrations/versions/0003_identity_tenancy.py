@@ -60,16 +60,20 @@ def upgrade() -> None:
     op.create_table(
         "agency_admins",
         sa.Column(
-            "agency_id", UUID(as_uuid=True), sa.ForeignKey(f"{S}.agencies.id", ondelete="CASCADE"),
+            "agency_id",
+            UUID(as_uuid=True),
+            sa.ForeignKey(f"{S}.agencies.id", ondelete="CASCADE"),
             primary_key=True,
         ),
         sa.Column(
-            "user_id", UUID(as_uuid=True), sa.ForeignKey(f"{S}.users.id", ondelete="CASCADE"),
+            "user_id",
+            UUID(as_uuid=True),
+            sa.ForeignKey(f"{S}.users.id", ondelete="CASCADE"),
             primary_key=True,
         ),
         _created(),
         schema=S,
-    )  # fmt: skip
+    )
     op.create_index("ix_agency_admins_user_id", "agency_admins", ["user_id"], schema=S)
 
     op.create_table(
@@ -95,19 +99,27 @@ def upgrade() -> None:
         schema=S,
     )
     op.create_index(
-        "uq_tenants_slug_live", "tenants", ["slug"], unique=True, schema=S,
+        "uq_tenants_slug_live",
+        "tenants",
+        ["slug"],
+        unique=True,
+        schema=S,
         postgresql_where=sa.text("status <> 'purged'"),
-    )  # fmt: skip
+    )
     op.create_index("ix_tenants_agency_id", "tenants", ["agency_id"], schema=S)
 
     op.create_table(
         "memberships",
         sa.Column(
-            "tenant_id", UUID(as_uuid=True), sa.ForeignKey(f"{S}.tenants.id", ondelete="CASCADE"),
+            "tenant_id",
+            UUID(as_uuid=True),
+            sa.ForeignKey(f"{S}.tenants.id", ondelete="CASCADE"),
             primary_key=True,
         ),
         sa.Column(
-            "user_id", UUID(as_uuid=True), sa.ForeignKey(f"{S}.users.id", ondelete="CASCADE"),
+            "user_id",
+            UUID(as_uuid=True),
+            sa.ForeignKey(f"{S}.users.id", ondelete="CASCADE"),
             primary_key=True,
         ),
         sa.Column("role", sa.String(16), nullable=False),
@@ -116,7 +128,7 @@ def upgrade() -> None:
             "role IN ('owner', 'admin', 'editor', 'viewer')", name="ck_memberships_role"
         ),
         schema=S,
-    )  # fmt: skip
+    )
     op.create_index("ix_memberships_user_id", "memberships", ["user_id"], schema=S)
 
     op.create_table(
@@ -124,8 +136,11 @@ def upgrade() -> None:
         sa.Column("id", UUID(as_uuid=True), primary_key=True),
         sa.Column("family_id", UUID(as_uuid=True), nullable=False, index=True),
         sa.Column(
-            "user_id", UUID(as_uuid=True), sa.ForeignKey(f"{S}.users.id", ondelete="CASCADE"),
-            nullable=False, index=True,
+            "user_id",
+            UUID(as_uuid=True),
+            sa.ForeignKey(f"{S}.users.id", ondelete="CASCADE"),
+            nullable=False,
+            index=True,
         ),
         sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
@@ -133,17 +148,21 @@ def upgrade() -> None:
         sa.Column("revoked_at", sa.DateTime(timezone=True)),
         _created(),
         schema=S,
-    )  # fmt: skip
+    )
 
     op.create_table(
         "invitations",
         _uuid_pk(),
         sa.Column(
-            "tenant_id", UUID(as_uuid=True), sa.ForeignKey(f"{S}.tenants.id", ondelete="CASCADE"),
+            "tenant_id",
+            UUID(as_uuid=True),
+            sa.ForeignKey(f"{S}.tenants.id", ondelete="CASCADE"),
             nullable=False,
         ),
         sa.Column(
-            "user_id", UUID(as_uuid=True), sa.ForeignKey(f"{S}.users.id", ondelete="CASCADE"),
+            "user_id",
+            UUID(as_uuid=True),
+            sa.ForeignKey(f"{S}.users.id", ondelete="CASCADE"),
             nullable=False,
         ),
         sa.Column("role", sa.String(16), nullable=False),
@@ -152,7 +171,7 @@ def upgrade() -> None:
         sa.Column("accepted_at", sa.DateTime(timezone=True)),
         _created(),
         schema=S,
-    )  # fmt: skip
+    )
 
     op.create_table(
         "platform_audit_log",
@@ -173,7 +192,13 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     for table in (
-        "platform_audit_log", "invitations", "refresh_tokens", "memberships", "tenants",
-        "agency_admins", "agencies", "users",
-    ):  # fmt: skip
+        "platform_audit_log",
+        "invitations",
+        "refresh_tokens",
+        "memberships",
+        "tenants",
+        "agency_admins",
+        "agencies",
+        "users",
+    ):
         op.drop_table(table, schema=S)

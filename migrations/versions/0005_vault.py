@@ -23,8 +23,10 @@ def upgrade() -> None:
     op.create_table(
         "tenant_data_keys",
         sa.Column(
-            "tenant_id", UUID(as_uuid=True),
-            sa.ForeignKey("shared.tenants.id", ondelete="CASCADE"), primary_key=True,
+            "tenant_id",
+            UUID(as_uuid=True),
+            sa.ForeignKey("shared.tenants.id", ondelete="CASCADE"),
+            primary_key=True,
         ),
         sa.Column("version", sa.Integer(), primary_key=True),
         sa.Column("master_key_id", sa.Text(), nullable=False),
@@ -34,7 +36,7 @@ def upgrade() -> None:
         ),
         sa.CheckConstraint("version >= 1", name="ck_tenant_data_keys_version_positive"),
         schema="shared",
-    )  # fmt: skip
+    )
     # Master key rotation looks rows up by the master key that wraps them.
     op.create_index(
         "ix_tenant_data_keys_master_key_id", "tenant_data_keys", ["master_key_id"], schema="shared"

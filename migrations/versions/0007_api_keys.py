@@ -24,8 +24,11 @@ def upgrade() -> None:
         "api_keys",
         sa.Column("id", UUID(as_uuid=True), primary_key=True),
         sa.Column(
-            "tenant_id", UUID(as_uuid=True), sa.ForeignKey("shared.tenants.id", ondelete="CASCADE"),
-            nullable=False, index=True,
+            "tenant_id",
+            UUID(as_uuid=True),
+            sa.ForeignKey("shared.tenants.id", ondelete="CASCADE"),
+            nullable=False,
+            index=True,
         ),
         sa.Column("name", sa.String(100), nullable=False),
         sa.Column("prefix", sa.String(16), nullable=False),
@@ -42,7 +45,7 @@ def upgrade() -> None:
             "role IN ('owner', 'admin', 'editor', 'viewer')", name="ck_api_keys_role"
         ),
         schema="shared",
-    )  # fmt: skip
+    )
 
 
 def downgrade() -> None:

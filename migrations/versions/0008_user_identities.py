@@ -25,14 +25,17 @@ def upgrade() -> None:
         sa.Column("issuer", sa.String(500), primary_key=True),
         sa.Column("subject", sa.String(255), primary_key=True),
         sa.Column(
-            "user_id", UUID(as_uuid=True), sa.ForeignKey("shared.users.id", ondelete="CASCADE"),
-            nullable=False, index=True,
+            "user_id",
+            UUID(as_uuid=True),
+            sa.ForeignKey("shared.users.id", ondelete="CASCADE"),
+            nullable=False,
+            index=True,
         ),
         sa.Column(
             "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
         ),
         schema="shared",
-    )  # fmt: skip
+    )
 
 
 def downgrade() -> None:

@@ -15,8 +15,14 @@ from socialflow.tenancy.fleet import models as fleet_models
 from socialflow.vault import models as vault_models
 
 MODEL_MODULES = (
-    ai_models, audit_models, fleet_models, identity_models, members_models, outbox_models,
-    tenancy_models, vault_models,
-)  # fmt: skip
+    ai_models,
+    audit_models,
+    fleet_models,
+    identity_models,
+    members_models,
+    outbox_models,
+    tenancy_models,
+    vault_models,
+)
 SHARED_METADATA = SharedBase.metadata
 TENANT_METADATA = TenantBase.metadata

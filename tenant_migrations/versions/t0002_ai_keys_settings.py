@@ -50,7 +50,9 @@ def upgrade() -> None:
             "caption_model", sa.String(200), nullable=False, server_default="openai/gpt-4o-mini"
         ),
         sa.Column(
-            "embedding_model", sa.String(200), nullable=False,
+            "embedding_model",
+            sa.String(200),
+            nullable=False,
             server_default="openai/text-embedding-3-small",
         ),
         sa.Column("embedding_dimension", sa.Integer(), nullable=False, server_default="1536"),
@@ -60,7 +62,7 @@ def upgrade() -> None:
         sa.Column("updated_by", UUID(as_uuid=True)),
         sa.CheckConstraint("id = 1", name="single_row"),
         sa.CheckConstraint("embedding_dimension BETWEEN 1 AND 16000", name="dimension_range"),
-    )  # fmt: skip
+    )
     op.execute("INSERT INTO ai_settings (id) VALUES (1)")
 
 

@@ -118,11 +118,13 @@ def test_operator_commands_start_the_embedded_servers_of_data_dir_and_stop_them_
     assert "shared schema at head" in socialflow("migrate")
     assert not _servers_of(data_dir)
 
-    created = _user_id(socialflow("admin", "create-user", "--email", "ann@example.com",
-                                  "--password", PASSWORD))  # fmt: skip
+    created = _user_id(
+        socialflow("admin", "create-user", "--email", "ann@example.com", "--password", PASSWORD)
+    )
     # A second command finds the account the first one created: the same database.
-    promoted = _user_id(socialflow("admin", "create-operator", "--email", "ann@example.com",
-                                   "--password", PASSWORD))  # fmt: skip
+    promoted = _user_id(
+        socialflow("admin", "create-operator", "--email", "ann@example.com", "--password", PASSWORD)
+    )
     assert promoted == created
 
     assert "tenant schemas" in socialflow("tenants", "status")
@@ -170,8 +172,13 @@ def test_operator_commands_attach_to_a_running_socialflow_dev_and_leave_it_runni
     # The API of `socialflow dev` sees the accounts the commands created, and the reverse.
     operator = _token(base, "op@example.com")
     _api(base, "POST", "/api/v1/agencies", {"slug": "acme", "name": "Acme"}, operator)
-    tenant = {"slug": "shop", "name": "Shop", "agency": "acme", "plan": "pro",
-              "owner_email": "owner@example.com"}  # fmt: skip
+    tenant = {
+        "slug": "shop",
+        "name": "Shop",
+        "agency": "acme",
+        "plan": "pro",
+        "owner_email": "owner@example.com",
+    }
     _api(base, "POST", "/api/v1/tenants", tenant, operator)
     owner = _token(base, "owner@example.com")
     _api(base, "PUT", "/api/v1/tenants/shop/ai/keys/openai", {"api_key": "sk-" + "k" * 40}, owner)
@@ -243,8 +250,9 @@ def test_the_relay_warns_at_start_when_the_broker_redis_may_lose_events(
     run_command: Callable[..., CommandRun], database_url: str, redis_url: str
 ) -> None:
     # The suite's throwaway Redis keeps nothing on disk.
-    relay = run_command(["relay"], DATABASE_URL=database_url, REDIS_URL=redis_url,
-                        RELAY_REDIS_MIN_REPLICAS="0")  # fmt: skip
+    relay = run_command(
+        ["relay"], DATABASE_URL=database_url, REDIS_URL=redis_url, RELAY_REDIS_MIN_REPLICAS="0"
+    )
     relay.wait_for_output("relay.started")
     relay.signal(signal.SIGTERM)
     assert relay.wait() == 0

@@ -78,10 +78,15 @@ class Stack:
         slug = unique("t")
         response = self.api.post(
             "/api/v1/tenants",
-            json={"slug": slug, "name": f"Tenant {slug}", "agency": self.agency, "plan": "pro",
-                  "owner_email": owner_email},
+            json={
+                "slug": slug,
+                "name": f"Tenant {slug}",
+                "agency": self.agency,
+                "plan": "pro",
+                "owner_email": owner_email,
+            },
             headers=self.operator,
-        )  # fmt: skip
+        )
         assert response.status_code == 201, response.text
         return slug
 
@@ -149,8 +154,9 @@ def stack(
             assert token.status_code == 200, token.text
             operator = {"Authorization": f"Bearer {token.json()['access_token']}"}
             agency = unique("agency")
-            made = api.post("/api/v1/agencies", json={"slug": agency, "name": agency},
-                            headers=operator)  # fmt: skip
+            made = api.post(
+                "/api/v1/agencies", json={"slug": agency, "name": agency}, headers=operator
+            )
             assert made.status_code == 201, made.text
             yield Stack(env, data_dir, api, operator, agency, database_url)
     finally:
@@ -250,9 +256,10 @@ def test_an_invitation_made_over_http_is_mailed_by_the_real_actor_through_relay_
     # The owner invites a member over HTTP; the member's email arrives the same way.
     member_email = f"{unique('member')}@example.com"
     invited = stack.api.post(
-        f"/api/v1/tenants/{slug}/members", json={"email": member_email, "role": "editor"},
+        f"/api/v1/tenants/{slug}/members",
+        json={"email": member_email, "role": "editor"},
         headers=owner,
-    )  # fmt: skip
+    )
     assert invited.status_code == 201, invited.text
     wait_for(lambda: mailed_to(stack.data_dir, member_email), "the member's invitation email")
     (member_mail,) = mailed_to(stack.data_dir, member_email)
@@ -282,9 +289,12 @@ def test_the_api_finishes_a_request_in_flight_when_sigterm_arrives(
         # The test holds the tenant's row: the rename waits on it inside the API.
         holder.execute("SELECT 1 FROM shared.tenants WHERE slug = %s FOR UPDATE", (slug,))
         request = pool.submit(
-            httpx.patch, f"{base_url}/api/v1/tenants/{slug}", json={"name": new_name},
-            headers=stack.operator, timeout=30,
-        )  # fmt: skip
+            httpx.patch,
+            f"{base_url}/api/v1/tenants/{slug}",
+            json={"name": new_name},
+            headers=stack.operator,
+            timeout=30,
+        )
         wait_for(
             lambda: (
                 pg.execute(
@@ -405,9 +415,13 @@ class SlowMailServer:
         self._released = threading.Event()
 
     async def handle_RCPT(
-        self, server: SMTP, session: Session, envelope: Envelope, address: str,
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
         rcpt_options: list[str],
-    ) -> str:  # fmt: skip
+    ) -> str:
         if address == self.slow_for and not self._released.is_set():
             self.holding.set()
             await asyncio.get_running_loop().run_in_executor(None, self._released.wait)
@@ -433,8 +447,12 @@ def slow_mail() -> Iterator[tuple[SlowMailServer, dict[str, str]]]:
     port = free_port()
     controller = Controller(server, hostname="127.0.0.1", port=port)
     controller.start()
-    env = {"EMAIL_BACKEND": "smtp", "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(port),
-           "SMTP_SECURITY": "none"}  # fmt: skip
+    env = {
+        "EMAIL_BACKEND": "smtp",
+        "SMTP_HOST": "127.0.0.1",
+        "SMTP_PORT": str(port),
+        "SMTP_SECURITY": "none",
+    }
     try:
         yield server, env
     finally:
@@ -470,9 +488,12 @@ def requeue_messages_of_dead_workers(redis_url: str, queue: str) -> None:
     workers whose heartbeat stopped back to their queue. Dramatiq waits 60 s for a heartbeat
     and runs this on about one broker command in a thousand; here it runs at once, after 1 s."""
     janitor = RedisBroker(  # type: ignore[no-untyped-call]
-        url=redis_url, namespace=NAMESPACE, heartbeat_timeout=1_000,
-        maintenance_chance=MAINTENANCE_SCALE, middleware=[],
-    )  # fmt: skip
+        url=redis_url,
+        namespace=NAMESPACE,
+        heartbeat_timeout=1_000,
+        maintenance_chance=MAINTENANCE_SCALE,
+        middleware=[],
+    )
     try:
         janitor.do_qsize(queue)
     finally:

@@ -49,9 +49,12 @@ def _imported_parts(path: Path) -> set[str]:
     parts = set()
     for node in ast.walk(ast.parse(path.read_text())):
         names = (
-            [node.module] if isinstance(node, ast.ImportFrom) and node.module
-            else [a.name for a in node.names] if isinstance(node, ast.Import) else []
-        )  # fmt: skip
+            [node.module]
+            if isinstance(node, ast.ImportFrom) and node.module
+            else [a.name for a in node.names]
+            if isinstance(node, ast.Import)
+            else []
+        )
         parts |= {n.split(".")[1] for n in names if n.startswith("socialflow.")}
     return parts
 

@@ -165,9 +165,12 @@ def test_processes_starting_together_share_one_dev_key(tmp_path: Path) -> None:
 def test_production_never_generates_a_master_key(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="VAULT_MASTER_KEYS or VAULT_KMS_KEY_ID"):
         Settings(
-            env=Environment.PRODUCTION, database_url="postgresql://u@db/app",
-            redis_url="redis://r", jwt_signing_key=SecretStr("k" * 40), _env_file=None,
-        )  # fmt: skip
+            env=Environment.PRODUCTION,
+            database_url="postgresql://u@db/app",
+            redis_url="redis://r",
+            jwt_signing_key=SecretStr("k" * 40),
+            _env_file=None,
+        )
     # Even a settings object that skipped validation gets no generated key.
     production = settings_for(tmp_path).model_copy(update={"env": Environment.PRODUCTION})
     with pytest.raises(VaultConfigError):
@@ -188,9 +191,10 @@ def test_the_factory_picks_kms_and_keeps_the_ring_for_older_data_keys(
     assert provider.active_key_id == "kms:alias/socialflow"
 
     both = settings_for(
-        tmp_path, vault_kms_key_id="alias/socialflow",
+        tmp_path,
+        vault_kms_key_id="alias/socialflow",
         vault_master_keys={"a": SecretStr(new_master_key()), "b": SecretStr(new_master_key())},
-    )  # fmt: skip
+    )
     chain = master_keys_from_settings(both)
     assert isinstance(chain, MasterKeyChain)
     assert chain.active_key_id == "kms:alias/socialflow"

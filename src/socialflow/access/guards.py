@@ -132,23 +132,33 @@ async def _check_manages_tenant(connection: Connection) -> None:
 TENANT_REFUSALS = frozenset({401, 403, 404})
 
 authenticated = RouteGuard(
-    name="authenticated", check=_authenticate, who="any authenticated caller",
-    problems=frozenset({401}), provides=frozenset({PRINCIPAL}),
-)  # fmt: skip
+    name="authenticated",
+    check=_authenticate,
+    who="any authenticated caller",
+    problems=frozenset({401}),
+    provides=frozenset({PRINCIPAL}),
+)
 operator_only = RouteGuard(
-    name="operator_only", check=_check_operator, who="platform operators",
-    problems=frozenset({401, 403}), provides=frozenset({PRINCIPAL}),
-)  # fmt: skip
+    name="operator_only",
+    check=_check_operator,
+    who="platform operators",
+    problems=frozenset({401, 403}),
+    provides=frozenset({PRINCIPAL}),
+)
 sees_tenant = RouteGuard(
-    name="sees_tenant", check=_check_sees_tenant,
+    name="sees_tenant",
+    check=_check_sees_tenant,
     who="the tenant's members (any role), its agency's admins and platform operators",
-    problems=TENANT_REFUSALS, provides=frozenset({PRINCIPAL, ACCESS}),
-)  # fmt: skip
+    problems=TENANT_REFUSALS,
+    provides=frozenset({PRINCIPAL, ACCESS}),
+)
 manages_tenant = RouteGuard(
-    name="manages_tenant", check=_check_manages_tenant,
+    name="manages_tenant",
+    check=_check_manages_tenant,
     who="the tenant's agency admins and platform operators",
-    problems=TENANT_REFUSALS, provides=frozenset({PRINCIPAL, ACCESS}),
-)  # fmt: skip
+    problems=TENANT_REFUSALS,
+    provides=frozenset({PRINCIPAL, ACCESS}),
+)
 
 
 @functools.cache
@@ -162,11 +172,13 @@ def requires(permission: Permission) -> RouteGuard:
 
     roles = ", ".join(role.value for role, granted in PERMISSIONS.items() if permission in granted)
     return RouteGuard(
-        name=f"requires({permission})", check=check,
+        name=f"requires({permission})",
+        check=check,
         who=f"the tenant's members whose role has `{permission}` ({roles})",
-        problems=TENANT_REFUSALS, provides=frozenset({PRINCIPAL, ACCESS}),
+        problems=TENANT_REFUSALS,
+        provides=frozenset({PRINCIPAL, ACCESS}),
         permission=permission.value,
-    )  # fmt: skip
+    )
 
 
 async def provide_principal(

@@ -39,15 +39,23 @@ class Permission(StrEnum):
 
 
 _VIEWER = frozenset(
-    {Permission.TENANT_READ, Permission.SETTINGS_READ, Permission.MEMBERS_READ,
-     Permission.CONTENT_READ}
-)  # fmt: skip
+    {
+        Permission.TENANT_READ,
+        Permission.SETTINGS_READ,
+        Permission.MEMBERS_READ,
+        Permission.CONTENT_READ,
+    }
+)
 _EDITOR = _VIEWER | {Permission.CONTENT_WRITE}
 _ADMIN = _EDITOR | {
-    Permission.SETTINGS_WRITE, Permission.MEMBERS_MANAGE, Permission.API_KEYS_MANAGE,
-    Permission.AUDIT_READ, Permission.AI_KEYS_MANAGE, Permission.CONTENT_APPROVE,
+    Permission.SETTINGS_WRITE,
+    Permission.MEMBERS_MANAGE,
+    Permission.API_KEYS_MANAGE,
+    Permission.AUDIT_READ,
+    Permission.AI_KEYS_MANAGE,
+    Permission.CONTENT_APPROVE,
     Permission.PUBLISH,
-}  # fmt: skip
+}
 _OWNER = _ADMIN | {Permission.OWNERSHIP_MANAGE}
 
 #   role    → permissions (each role has everything of the roles below it)

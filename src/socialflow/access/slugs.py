@@ -9,12 +9,38 @@ from socialflow.lib.problems import Problem
 SLUG_PATTERN = re.compile(r"[a-z](?:[a-z0-9]|-(?=[a-z0-9])){2,39}")
 RESERVED_SLUGS = frozenset(
     {
-        "admin", "api", "app", "assets", "auth", "billing", "default", "docs", "extensions",
-        "health", "help", "internal", "me", "new", "null", "operator", "platform", "public",
-        "ready", "root", "schema", "shared", "socialflow", "static", "status", "support",
-        "system", "tenant", "tenants", "www",
+        "admin",
+        "api",
+        "app",
+        "assets",
+        "auth",
+        "billing",
+        "default",
+        "docs",
+        "extensions",
+        "health",
+        "help",
+        "internal",
+        "me",
+        "new",
+        "null",
+        "operator",
+        "platform",
+        "public",
+        "ready",
+        "root",
+        "schema",
+        "shared",
+        "socialflow",
+        "static",
+        "status",
+        "support",
+        "system",
+        "tenant",
+        "tenants",
+        "www",
     }
-)  # fmt: skip
+)
 
 
 def is_valid_slug(slug: str) -> bool:

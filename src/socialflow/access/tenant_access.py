@@ -84,8 +84,10 @@ async def resolve_access(
     if principal.kind == "api_key":
         return await _api_key_access(session, tenant, principal, enter_schema=enter_schema)
     params: dict[str, object] = {
-        "tenant": tenant.id, "agency": tenant.agency_id, "user": principal.user_id
-    }  # fmt: skip
+        "tenant": tenant.id,
+        "agency": tenant.agency_id,
+        "user": principal.user_id,
+    }
     statement = ACCESS_SQL
     if enter_schema:
         params["path"] = search_path_for(tenant.schema_name)

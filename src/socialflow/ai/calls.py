@@ -53,9 +53,13 @@ MESSAGES = {
     "provider_error": "The provider answered with an error.",
 }
 _BY_STATUS = {
-    400: "bad_request", 401: "authentication_error", 403: "permission_denied",
-    404: "not_found", 422: "bad_request", 429: "rate_limited",
-}  # fmt: skip
+    400: "bad_request",
+    401: "authentication_error",
+    403: "permission_denied",
+    404: "not_found",
+    422: "bad_request",
+    429: "rate_limited",
+}
 
 
 @dataclass(frozen=True)
@@ -88,10 +92,17 @@ async def acompletion(
     async with litellm_client(credentials, settings, resolver=resolver) as client:
         # `timeout_s` bounds each read and, in the guarded transport, the whole answer.
         return await litellm.acompletion(
-            model=name, messages=messages, api_key=credentials.api_key,
-            api_base=credentials.base_url, api_version=credentials.api_version,
-            timeout=timeout_s, num_retries=0, max_retries=0, client=client, **params,
-        )  # fmt: skip
+            model=name,
+            messages=messages,
+            api_key=credentials.api_key,
+            api_base=credentials.base_url,
+            api_version=credentials.api_version,
+            timeout=timeout_s,
+            num_retries=0,
+            max_retries=0,
+            client=client,
+            **params,
+        )
 
 
 @asynccontextmanager
@@ -112,17 +123,21 @@ async def litellm_client(
         sdk_http: Any = http
         if credentials.provider in _OPENAI_SDK:
             yield openai.AsyncOpenAI(
-                api_key=credentials.api_key, base_url=credentials.base_url,
-                http_client=sdk_http, max_retries=0,
-            )  # fmt: skip
+                api_key=credentials.api_key,
+                base_url=credentials.base_url,
+                http_client=sdk_http,
+                max_retries=0,
+            )
         elif credentials.provider is Provider.AZURE:
             if credentials.base_url is None:
                 raise UnguardedPath("an Azure key needs its endpoint")
             yield openai.AsyncAzureOpenAI(
-                api_key=credentials.api_key, azure_endpoint=credentials.base_url,
+                api_key=credentials.api_key,
+                azure_endpoint=credentials.base_url,
                 api_version=credentials.api_version or _azure_default_version(),
-                http_client=sdk_http, max_retries=0,
-            )  # fmt: skip
+                http_client=sdk_http,
+                max_retries=0,
+            )
         else:
             # The handler rebuilds its client around `transport` after a connection error.
             handler = AsyncHTTPHandler(
@@ -201,7 +216,10 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
 def log_failure(credentials: ProviderCredentials, failure: CallFailure, exc: BaseException) -> None:
     # The exception's text can quote the key or the provider's body: only its class is logged.
     log.info(
-        "ai.call_failed", provider=credentials.provider.value, source=credentials.source,
-        error_type=failure.error_type, status_code=failure.status_code,
+        "ai.call_failed",
+        provider=credentials.provider.value,
+        source=credentials.source,
+        error_type=failure.error_type,
+        status_code=failure.status_code,
         exception_class=type(exc).__name__,
-    )  # fmt: skip
+    )

@@ -55,10 +55,16 @@ class AIController(Controller):
         state: State,
     ) -> AIKeyOut:
         return await services.put_key(
-            session, state.vault, state.settings, access, services.parse_provider(provider),
-            api_key=data.api_key, label=data.label, base_url=data.base_url,
+            session,
+            state.vault,
+            state.settings,
+            access,
+            services.parse_provider(provider),
+            api_key=data.api_key,
+            label=data.label,
+            base_url=data.base_url,
             api_version=data.api_version,
-        )  # fmt: skip
+        )
 
     @delete("/keys/{provider:str}", summary="Remove a provider key")
     async def delete_key(
@@ -79,9 +85,13 @@ class AIController(Controller):
         data: JSONBody[AIKeyTest | None] = None,
     ) -> AIKeyTestResult:
         return await services.test_key(
-            session, state.vault, state.settings, access, services.parse_provider(provider),
+            session,
+            state.vault,
+            state.settings,
+            access,
+            services.parse_provider(provider),
             model=data.model if data else None,
-        )  # fmt: skip
+        )
 
     @get("/settings", summary="Caption and embedding models")
     async def read_settings(

@@ -46,9 +46,12 @@ async def credentials_for(
     row = (await session.execute(own_key)).one_or_none()
     if row is not None:
         api_key = await vault.decrypt(
-            session, tenant.id, KEY_PURPOSE, key_record(provider),
+            session,
+            tenant.id,
+            KEY_PURPOSE,
+            key_record(provider),
             SealedSecret.from_bytes(row.sealed_key),
-        )  # fmt: skip
+        )
         return ProviderCredentials(provider, api_key, "tenant", row.base_url, row.api_version)
     platform_key = settings.ai_platform_keys.get(provider.value)
     if platform_key is not None and tenant.plan in settings.ai_platform_key_plans:

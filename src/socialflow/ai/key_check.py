@@ -24,10 +24,14 @@ async def try_credentials(
     started = time.perf_counter()
     try:
         await acompletion(
-            credentials, settings, model=model, resolver=resolver,
-            messages=[{"role": "user", "content": "ping"}], max_tokens=1,
+            credentials,
+            settings,
+            model=model,
+            resolver=resolver,
+            messages=[{"role": "user", "content": "ping"}],
+            max_tokens=1,
             timeout_s=settings.ai_test_timeout_s,
-        )  # fmt: skip
+        )
     except Exception as exc:
         failure = summarise(exc)
         log_failure(credentials, failure, exc)

@@ -81,9 +81,11 @@ async def put_key(
     api_key = api_key.strip()
     if provider.needs_base_url and not base_url:
         raise Problem(
-            422, "validation-error", f"The {provider.value} provider needs a base_url.",
+            422,
+            "validation-error",
+            f"The {provider.value} provider needs a base_url.",
             errors=[{"field": "base_url", "message": "required for this provider"}],
-        )  # fmt: skip
+        )
     if base_url:
         base_url = await check_outbound_url(base_url, settings)
     sealed = await vault.encrypt(

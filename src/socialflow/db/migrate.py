@@ -88,9 +88,12 @@ def new_tenant_revision(
         config.attributes["tenant_schema"] = SCRATCH_SCHEMA
     try:
         script = command.revision(
-            config, message=message, autogenerate=autogenerate, rev_id=rev_id,
+            config,
+            message=message,
+            autogenerate=autogenerate,
+            rev_id=rev_id,
             version_path=str(version_path) if version_path else None,
-        )  # fmt: skip
+        )
     finally:
         if autogenerate:
             drop_scratch()

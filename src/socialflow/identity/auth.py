@@ -142,6 +142,10 @@ async def _api_key_principal(session: AsyncSession, token: str) -> Principal:
             text("UPDATE shared.api_keys SET last_used_at = now() WHERE id = :id"), {"id": key.id}
         )
     return Principal(
-        user_id=key.id, email="", is_operator=False, kind="api_key",
-        tenant_id=key.tenant_id, key_role=key.role,
-    )  # fmt: skip
+        user_id=key.id,
+        email="",
+        is_operator=False,
+        kind="api_key",
+        tenant_id=key.tenant_id,
+        key_role=key.role,
+    )

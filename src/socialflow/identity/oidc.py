@@ -67,9 +67,13 @@ async def verified_claims(settings: Settings, token: str) -> dict[str, Any]:
     try:
         key = await asyncio.to_thread(client.get_signing_key_from_jwt, token)
         claims: dict[str, Any] = jwt.decode(
-            token, key.key, algorithms=ALGORITHMS, issuer=settings.oidc_issuer,
-            audience=settings.oidc_audience, options={"require": ["exp", "iat", "sub", "iss"]},
-        )  # fmt: skip
+            token,
+            key.key,
+            algorithms=ALGORITHMS,
+            issuer=settings.oidc_issuer,
+            audience=settings.oidc_audience,
+            options={"require": ["exp", "iat", "sub", "iss"]},
+        )
     except (jwt.PyJWTError, jwt.PyJWKClientError) as exc:
         raise unauthorized("The identity provider's token is invalid.") from exc
     return claims
@@ -106,11 +110,12 @@ async def _linked_user(
         raise unauthorized("The identity provider's token has no usable email.") from exc
     if not created and not await _may_link_automatically(session, settings, issuer, user):
         raise Problem(
-            401, "identity-link-required",
+            401,
+            "identity-link-required",
             f"An account with this email exists. Sign in to it and link this identity with "
             f"{LINK_ROUTE}.",
             headers={"WWW-Authenticate": 'Bearer realm="socialflow"'},
-        )  # fmt: skip
+        )
     inserted = await session.execute(_INSERT_LINK, {"i": issuer, "s": subject, "u": user.id})
     if inserted.scalar_one_or_none() is None:  # linked concurrently: that link wins
         winner = await _user_of_identity(session, issuer, subject)

@@ -74,9 +74,11 @@ async def _bounded(settings: Settings, compute: Callable[[], T]) -> T:
             await slots.acquire()
     except TimeoutError:
         raise Problem(
-            503, "busy", "Too many sign-ins are being checked at once; retry shortly.",
+            503,
+            "busy",
+            "Too many sign-ins are being checked at once; retry shortly.",
             headers={"Retry-After": str(BUSY_RETRY_AFTER_S)},
-        ) from None  # fmt: skip
+        ) from None
     # The slot is freed when the computation ends, not when a cancelled caller stops waiting:
     # the thread keeps its memory until argon2 returns.
     running = asyncio.ensure_future(asyncio.to_thread(LOAD.run, compute))

@@ -70,9 +70,12 @@ async def sign_in_attempt(
     )
     remember(request.scope, window)  # type: ignore[arg-type]
     reservation = await _reserve(
-        state.redis, endpoint, account, settings.signin_failures_per_account,
+        state.redis,
+        endpoint,
+        account,
+        settings.signin_failures_per_account,
         settings.signin_failure_window_s,
-    )  # fmt: skip
+    )
     try:
         yield
     except Problem as exc:
@@ -96,10 +99,11 @@ async def _reserve(
         return None
     if counted.count > limit:
         raise Problem(
-            429, "rate-limited",
+            429,
+            "rate-limited",
             f"Too many failed attempts for this account; retry in {counted.reset_s} s.",
             headers={"Retry-After": str(counted.reset_s)},
-        )  # fmt: skip
+        )
     return _Reservation(counted.key, window_s)
 
 

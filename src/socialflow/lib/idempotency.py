@@ -54,9 +54,13 @@ KEY_PREFIX = "socialflow:idempotency:"
 _KEY = re.compile(r"[\x21-\x7e]{1,255}")
 # Per-response headers that must not be replayed (content-length: a withheld field changes it).
 _NOT_REPLAYED = {
-    b"x-request-id", b"ratelimit-limit", b"ratelimit-remaining", b"ratelimit-reset", b"date",
+    b"x-request-id",
+    b"ratelimit-limit",
+    b"ratelimit-remaining",
+    b"ratelimit-reset",
+    b"date",
     b"content-length",
-}  # fmt: skip
+}
 # Client errors that a retry of the same request would meet again. 401/403/404/409/429 and
 # the like depend on the moment (credentials, membership, concurrent changes): not kept.
 _KEPT_CLIENT_ERRORS = frozenset({400, 405, 410, 413, 415, 422})
@@ -159,9 +163,12 @@ class IdempotencyMiddleware(MiddlewareProtocol):
             return
         if not _KEY.fullmatch(key):
             await _problem(
-                scope, send, 400, "invalid-idempotency-key",
+                scope,
+                send,
+                400,
+                "invalid-idempotency-key",
                 detail="Idempotency-Key must be 1 to 255 visible ASCII characters.",
-            )  # fmt: skip
+            )
             return
         if not facts_of(scope["route_handler"]).authenticated:
             # Sign-in and invitation routes answer anyone: nothing to key a record on, and
@@ -177,9 +184,12 @@ class IdempotencyMiddleware(MiddlewareProtocol):
             body = await _read_body(scope, receive, limit)
         except _BodyTooLarge:
             await _problem(
-                scope, send, 413, "request-entity-too-large",
+                scope,
+                send,
+                413,
+                "request-entity-too-large",
                 detail=f"The request body is larger than {limit} bytes.",
-            )  # fmt: skip
+            )
             return
         except _Disconnected:
             return
@@ -195,9 +205,13 @@ class IdempotencyMiddleware(MiddlewareProtocol):
             await self.callers.count(state, scope, principal)
         except Problem as refused:
             await _problem(
-                scope, send, refused.status, refused.kind, detail=refused.detail,
+                scope,
+                send,
+                refused.status,
+                refused.kind,
+                detail=refused.detail,
                 headers=[(k.lower().encode(), v.encode()) for k, v in refused.headers.items()],
-            )  # fmt: skip
+            )
             return
         digest = hashlib.sha256(key.encode()).hexdigest()
         slot = _Slot(
@@ -299,12 +313,18 @@ async def _keep(slot: _Slot, response: dict[str, Any], withheld: tuple[str, ...]
     if withheld and 200 <= response["status"] < 300:
         body, present = _without(body, withheld)
     record = {
-        "state": "done", "body": slot.fingerprint, "owner": slot.owner,
-        "status": response["status"], "withheld": present,
-        "headers": [(k.decode("latin-1"), v.decode("latin-1")) for k, v in response["headers"]
-                    if k.lower() not in _NOT_REPLAYED],
+        "state": "done",
+        "body": slot.fingerprint,
+        "owner": slot.owner,
+        "status": response["status"],
+        "withheld": present,
+        "headers": [
+            (k.decode("latin-1"), v.decode("latin-1"))
+            for k, v in response["headers"]
+            if k.lower() not in _NOT_REPLAYED
+        ],
         "response": base64.b64encode(body).decode(),
-    }  # fmt: skip
+    }
     try:
         await slot.if_owner(json.dumps(record), TTL_S * 1000)
     except (RedisError, OSError) as exc:
@@ -334,16 +354,22 @@ async def _answer_from(scope: Scope, send: Send, stored: bytes | str | None, slo
     )
     if record["body"] != slot.fingerprint:
         await _problem(
-            scope, send, 422, "idempotency-key-reused",
+            scope,
+            send,
+            422,
+            "idempotency-key-reused",
             detail="This Idempotency-Key was used with another request body.",
-        )  # fmt: skip
+        )
         return
     if record["state"] == "running":
         await _problem(
-            scope, send, 409, "idempotency-in-progress",
+            scope,
+            send,
+            409,
+            "idempotency-in-progress",
             detail="A request with this Idempotency-Key is still running; retry shortly.",
             headers=[(b"retry-after", b"1")],
-        )  # fmt: skip
+        )
         return
     body = base64.b64decode(record["response"])
     headers = [(str(k).encode(), str(v).encode()) for k, v in record["headers"]]
@@ -357,10 +383,13 @@ async def _answer_from(scope: Scope, send: Send, stored: bytes | str | None, slo
 async def _unavailable(scope: Scope, send: Send, exc: BaseException) -> None:
     log.warning("idempotency.unavailable", error_type=type(exc).__name__)
     await _problem(
-        scope, send, 503, "idempotency-unavailable",
+        scope,
+        send,
+        503,
+        "idempotency-unavailable",
         detail="Idempotency keys cannot be checked right now; retry shortly.",
         headers=[(b"retry-after", b"2")],
-    )  # fmt: skip
+    )
 
 
 async def _problem(
@@ -372,14 +401,25 @@ async def _problem(
     detail: str,
     headers: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
-    body = json.dumps({
-        "type": f"/problems/{kind}", "title": kind.replace("-", " ").capitalize(),
-        "status": status, "detail": detail, "instance": scope["path"],
-        "request_id": current_request_id(scope),
-    }).encode()  # fmt: skip
-    await send({
-        "type": "http.response.start", "status": status,
-        "headers": [(b"content-type", b"application/problem+json"),
-                    (b"content-length", str(len(body)).encode()), *(headers or [])],
-    })  # fmt: skip
+    body = json.dumps(
+        {
+            "type": f"/problems/{kind}",
+            "title": kind.replace("-", " ").capitalize(),
+            "status": status,
+            "detail": detail,
+            "instance": scope["path"],
+            "request_id": current_request_id(scope),
+        }
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/problem+json"),
+                (b"content-length", str(len(body)).encode()),
+                *(headers or []),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

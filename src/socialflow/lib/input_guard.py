@@ -24,10 +24,12 @@ _JSON_NUL_ESCAPE = b"\\u0000"  # the only way a JSON string can hold NUL
 
 def refused_text(source: str, field: str, message: str) -> Problem:
     return Problem(
-        422, "invalid-text", f"The {source} value {field!r} {message}.",
+        422,
+        "invalid-text",
+        f"The {source} value {field!r} {message}.",
         title="Invalid text in the request",
         errors=[{"field": field, "source": source, "message": message}],
-    )  # fmt: skip
+    )
 
 
 def _check(source: str, field: str, raw: bytes) -> None:
@@ -76,10 +78,12 @@ def check_json_body(body: bytes) -> None:
             document = msgspec.json.decode(body)
         except RecursionError:
             raise Problem(
-                400, "validation-error", "The JSON body nests too deeply.",
+                400,
+                "validation-error",
+                "The JSON body nests too deeply.",
                 title="Request validation failed",
                 errors=[{"field": "body", "source": "body", "message": "nested too deeply"}],
-            ) from None  # fmt: skip
+            ) from None
         except msgspec.DecodeError:
             return  # not JSON: the body's own validation answers that
     if _JSON_NUL_ESCAPE not in body:

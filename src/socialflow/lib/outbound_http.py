@@ -34,8 +34,13 @@ from socialflow.settings import Settings
 
 # Headers that carry a credential: never sent on to another origin by a redirect.
 CREDENTIAL_HEADERS = (
-    "authorization", "proxy-authorization", "cookie", "x-api-key", "api-key", "x-goog-api-key",
-)  # fmt: skip
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "x-api-key",
+    "api-key",
+    "x-goog-api-key",
+)
 _ORIGIN = "socialflow.outbound.origin"  # request extensions: a redirect hop carries them on
 _HOPS = "socialflow.outbound.hops"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -237,9 +242,12 @@ def guarded_client(
     """
     if transport is None:
         transport = guarded_transport(
-            settings, resolver=resolver, max_redirects=max_redirects,
-            max_response_bytes=max_response_bytes, ssl_context=ssl_context,
-        )  # fmt: skip
+            settings,
+            resolver=resolver,
+            max_redirects=max_redirects,
+            max_response_bytes=max_response_bytes,
+            ssl_context=ssl_context,
+        )
     policy = transport.policy
     return httpx.AsyncClient(
         transport=transport,

@@ -85,9 +85,11 @@ def page_request(limit: int | None, cursor: str | None, key: SortKey | None = No
         limit = DEFAULT_LIMIT
     if not 1 <= limit <= MAX_LIMIT:
         raise Problem(
-            422, "validation-error", f"limit must be between 1 and {MAX_LIMIT}.",
+            422,
+            "validation-error",
+            f"limit must be between 1 and {MAX_LIMIT}.",
             errors=[{"field": "limit", "source": "query", "message": f"1 to {MAX_LIMIT}"}],
-        )  # fmt: skip
+        )
     if not cursor:
         return PageRequest(limit=limit, after=None)
     parts = decode_cursor(cursor)
@@ -101,9 +103,11 @@ def page_request(limit: int | None, cursor: str | None, key: SortKey | None = No
 
 def _invalid_cursor() -> Problem:
     return Problem(
-        422, "invalid-cursor", "The cursor is not one this API returned.",
+        422,
+        "invalid-cursor",
+        "The cursor is not one this API returned.",
         errors=[{"field": "cursor", "source": "query", "message": "invalid"}],
-    )  # fmt: skip
+    )
 
 
 def encode_cursor(key: tuple[Any, ...]) -> str:

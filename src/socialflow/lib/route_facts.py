@@ -13,9 +13,20 @@ from litestar.handlers import BaseRouteHandler, HTTPRouteHandler
 
 # Handler parameters Litestar fills itself; every other name is a dependency or a parameter.
 RESERVED_NAMES = frozenset(
-    {"request", "socket", "state", "scope", "headers", "cookies", "query", "body", "data",
-     "receive", "send"}
-)  # fmt: skip
+    {
+        "request",
+        "socket",
+        "state",
+        "scope",
+        "headers",
+        "cookies",
+        "query",
+        "body",
+        "data",
+        "receive",
+        "send",
+    }
+)
 
 Connection = ASGIConnection[Any, Any, Any, Any]
 

@@ -47,9 +47,11 @@ async def create_key(
     check_grant(access.role, None, role)
     if expires_at is not None and (expires_at.tzinfo is None or expires_at <= datetime.now(UTC)):
         raise Problem(
-            422, "validation-error", "expires_at must be a future time with a time zone.",
+            422,
+            "validation-error",
+            "expires_at must be a future time with a time zone.",
             errors=[{"field": "expires_at", "message": "future, timezone-aware"}],
-        )  # fmt: skip
+        )
     secret = API_KEY_PREFIX + secrets.token_urlsafe(32)
     key_id = uuid.uuid4()
     new_key = insert(ApiKey).values(

@@ -68,10 +68,14 @@ async def create_invitation(
         )
     )
     invitation = Invitation(
-        id=uuid.uuid4(), tenant_id=tenant_id, user_id=user.id, role=role.value,
-        token_hash=_placeholder_hash(), invited_by=inviter.user_id,
+        id=uuid.uuid4(),
+        tenant_id=tenant_id,
+        user_id=user.id,
+        role=role.value,
+        token_hash=_placeholder_hash(),
+        invited_by=inviter.user_id,
         expires_at=datetime.now(UTC) + timedelta(hours=settings.invitation_ttl_hours),
-    )  # fmt: skip
+    )
     session.add(invitation)
     await session.flush()
     invited = MemberInvited(invitation_id=invitation.id, email=user.email, role=role.value)

@@ -30,5 +30,6 @@ async def send_invitation_email(session: AsyncSession, event: Event) -> None:
         f"or POST {settings.public_base_url}/api/v1/invitations/accept with this token:\n"
         f"{token}\n\nThe invitation expires at {invitation.expires_at:%Y-%m-%d %H:%M} UTC.\n"
     )
-    await send_email(settings, invitation.email, f"Join {invitation.tenant_name} on SocialFlow",
-                     body)  # fmt: skip
+    await send_email(
+        settings, invitation.email, f"Join {invitation.tenant_name} on SocialFlow", body
+    )

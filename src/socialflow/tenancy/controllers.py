@@ -81,9 +81,13 @@ class AgencyController(Controller):
         state: State,
     ) -> AgencyAdminOut:
         return await services.add_agency_admin(
-            session, state.settings, principal,
-            agency_slug=agency, email=data.email, password=data.password,
-        )  # fmt: skip
+            session,
+            state.settings,
+            principal,
+            agency_slug=agency,
+            email=data.email,
+            password=data.password,
+        )
 
 
 class TenantController(Controller):
@@ -104,10 +108,16 @@ class TenantController(Controller):
         state: State,
     ) -> Response[TenantOut]:
         tenant = await services.provision_tenant(
-            session, state.settings, principal, slug=data.slug, name=data.name,
-            agency_slug=data.agency, plan=data.plan, owner_email=data.owner_email,
+            session,
+            state.settings,
+            principal,
+            slug=data.slug,
+            name=data.name,
+            agency_slug=data.agency,
+            plan=data.plan,
+            owner_email=data.owner_email,
             directory=state.tenant_directory,
-        )  # fmt: skip
+        )
         location = f"{self.path}/{tenant.slug}"
         return Response(tenant, status_code=201, headers={"Location": location})
 

@@ -148,9 +148,11 @@ async def provision_tenant(
     validate_new_slug(slug)
     if plan not in settings.plans:
         raise Problem(
-            422, "invalid-plan", f"Plan must be one of {', '.join(settings.plans)}.",
+            422,
+            "invalid-plan",
+            f"Plan must be one of {', '.join(settings.plans)}.",
             errors=[{"field": "plan", "message": "unknown plan"}],
-        )  # fmt: skip
+        )
     agency = await _agency_by_slug(session, agency_slug)
     if agency is None or not (
         principal.is_operator or await _is_agency_admin(session, agency.id, principal.user_id)
@@ -179,9 +181,11 @@ async def provision_tenant(
         # A schema of that name outside any live tenant (left by hand, or restored from a
         # backup): refuse, and the transaction rolls back whole.
         raise Problem(
-            409, "schema-exists", f"A schema for {slug!r} exists already; an operator must "
+            409,
+            "schema-exists",
+            f"A schema for {slug!r} exists already; an operator must "
             "remove it before this slug can be provisioned.",
-        ) from exc  # fmt: skip
+        ) from exc
     await session.execute(
         insert(TenantSchemaMigration).values(
             schema_name=schema, tenant_id=tenant_id, revision=revision, last_run_at=func.now()

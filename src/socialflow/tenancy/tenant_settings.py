@@ -33,7 +33,9 @@ async def update_settings(
 ) -> TenantSettingsOut:
     if "timezone" in changes and changes["timezone"] not in available_timezones():
         raise Problem(
-            422, "invalid-timezone", f"Unknown time zone {changes['timezone']!r}.",
+            422,
+            "invalid-timezone",
+            f"Unknown time zone {changes['timezone']!r}.",
             errors=[{"field": "timezone", "message": "unknown IANA time zone"}],
-        )  # fmt: skip
+        )
     return await GENERAL_SETTINGS.update(session, access, changes)

@@ -66,9 +66,13 @@ async def rotate_master(
                         f"re-wrapping produced {wrapped.master_key_id!r}, not {active!r}"
                     )
                 updates.append(
-                    {"tenant_id": row.tenant_id, "version": row.version,
-                     "master_key_id": wrapped.master_key_id, "wrapped_key": wrapped.blob}
-                )  # fmt: skip
+                    {
+                        "tenant_id": row.tenant_id,
+                        "version": row.version,
+                        "master_key_id": wrapped.master_key_id,
+                        "wrapped_key": wrapped.blob,
+                    }
+                )
             if updates:
                 await session.execute(_REWRAP, updates)
         if not claimed:
@@ -142,9 +146,12 @@ async def rotate_tenant_key(
         raise
     vault.invalidate(tenant_id)
     log.info(
-        "vault.tenant_key_rotated", tenant_id=str(tenant_id), version=new_version,
-        retired=versions, reencrypted=reencrypted,
-    )  # fmt: skip
+        "vault.tenant_key_rotated",
+        tenant_id=str(tenant_id),
+        version=new_version,
+        retired=versions,
+        reencrypted=reencrypted,
+    )
     return TenantKeyRotation(tenant_id, new_version, tuple(versions), reencrypted)
 
 

@@ -288,9 +288,13 @@ class Vault:
         if row is None:
             self._cache.drop(tenant_id)
             log.warning(
-                "vault.secret_refused", reason="data_key_missing", purpose=purpose,
-                record_id=str(record_id), tenant_id=str(tenant_id), version=sealed.key_version,
-            )  # fmt: skip
+                "vault.secret_refused",
+                reason="data_key_missing",
+                purpose=purpose,
+                record_id=str(record_id),
+                tenant_id=str(tenant_id),
+                version=sealed.key_version,
+            )
             raise VaultError(
                 f"cannot open the {what}: data key version {sealed.key_version} does not exist "
                 "(rotated away or shredded)"
@@ -302,9 +306,13 @@ class Vault:
             if opened is not None:
                 return _text(opened, what)
         log.warning(
-            "vault.secret_refused", reason="does_not_open", purpose=purpose,
-            record_id=str(record_id), tenant_id=str(tenant_id), version=sealed.key_version,
-        )  # fmt: skip
+            "vault.secret_refused",
+            reason="does_not_open",
+            purpose=purpose,
+            record_id=str(record_id),
+            tenant_id=str(tenant_id),
+            version=sealed.key_version,
+        )
         raise VaultError(
             f"cannot open the {what}: altered, or sealed for another tenant, purpose or record"
         )
@@ -335,9 +343,13 @@ class Vault:
         )
         inserted = await session.execute(
             _INSERT_KEY,
-            {"tenant": tenant_id, "version": version, "master_key_id": wrapped.master_key_id,
-             "wrapped_key": wrapped.blob},
-        )  # fmt: skip
+            {
+                "tenant": tenant_id,
+                "version": version,
+                "master_key_id": wrapped.master_key_id,
+                "wrapped_key": wrapped.blob,
+            },
+        )
         if inserted.first() is None:
             return False
         self._cache.put(tenant_id, version, wrapped.blob, AESGCM(data_key))

@@ -121,8 +121,9 @@ class _RecoveringConsumer(_RedisConsumer):
         except redis.ConnectionError as exc:
             raise ConnectionClosed(exc) from None
         if stranded:
-            log.warning("worker.stranded_messages_requeued", queue=self.queue_name,
-                        count=len(stranded))  # fmt: skip
+            log.warning(
+                "worker.stranded_messages_requeued", queue=self.queue_name, count=len(stranded)
+            )
 
 
 def create_broker(redis_url: str) -> RedisBroker:

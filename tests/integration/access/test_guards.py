@@ -151,9 +151,12 @@ def _path_values(world: World) -> dict[str, str]:
 
 
 def _refused_caller(
-    access: list[str], permission: str | None, world: World, team: dict[str, Account],
+    access: list[str],
+    permission: str | None,
+    world: World,
+    team: dict[str, Account],
     outsider: Account,
-) -> tuple[Account | None, int, str]:  # fmt: skip
+) -> tuple[Account | None, int, str]:
     """Who the route's declared guard must turn away, and with which status and problem."""
     (guard,) = access
     if guard == "authenticated":
@@ -204,9 +207,12 @@ async def test_every_route_refuses_whom_its_declared_guard_refuses_before_the_ha
 
 
 async def test_refused_and_unreadable_requests_leave_no_connection_or_transaction_open(
-    app: Litestar, platform: Platform, world: World, team: dict[str, Account],
+    app: Litestar,
+    platform: Platform,
+    world: World,
+    team: dict[str, Account],
     pg: psycopg.Connection[Any],
-) -> None:  # fmt: skip
+) -> None:
     base = f"/api/v1/tenants/{world.tenant_a}"
     owner, viewer = team["owner"].headers, team["viewer"].headers
     editor = _user_id(pg, team["editor"])

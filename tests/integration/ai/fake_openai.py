@@ -61,10 +61,14 @@ class _Handler(BaseHTTPRequestHandler):
         body = json.loads(raw or b"{}")
         url = urlsplit(self.path)
         key = self._key(url.query)
-        provider.calls.append({
-            "path": url.path, "model": body.get("model"), "key": key,
-            "host": self.headers.get("Host"),
-        })  # fmt: skip
+        provider.calls.append(
+            {
+                "path": url.path,
+                "model": body.get("model"),
+                "key": key,
+                "host": self.headers.get("Host"),
+            }
+        )
         api = _api(url.path)
         if api is None:
             self._send(404, {"error": {"message": f"not found {RAW_BODY_MARKER}"}})
@@ -79,10 +83,17 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, _answer(api, body, url.path))
         elif key != GOOD_KEY:
             # Like OpenAI, the error quotes the key it was given.
-            self._send(401, {"error": {
-                "message": f"Incorrect API key provided: {key}. {RAW_BODY_MARKER}",
-                "type": "invalid_request_error", "param": None, "code": "invalid_api_key",
-            }})  # fmt: skip
+            self._send(
+                401,
+                {
+                    "error": {
+                        "message": f"Incorrect API key provided: {key}. {RAW_BODY_MARKER}",
+                        "type": "invalid_request_error",
+                        "param": None,
+                        "code": "invalid_api_key",
+                    }
+                },
+            )
         else:
             self._send(200, _answer(api, body, url.path))
 
@@ -151,26 +162,45 @@ def _api(path: str) -> str | None:
 def _answer(api: str, body: dict[str, Any], path: str) -> dict[str, object]:
     if api == "anthropic":
         return {
-            "id": "msg_test", "type": "message", "role": "assistant",
-            "model": body.get("model", "test"), "content": [{"type": "text", "text": "p"}],
-            "stop_reason": "max_tokens", "stop_sequence": None,
+            "id": "msg_test",
+            "type": "message",
+            "role": "assistant",
+            "model": body.get("model", "test"),
+            "content": [{"type": "text", "text": "p"}],
+            "stop_reason": "max_tokens",
+            "stop_sequence": None,
             "usage": {"input_tokens": 1, "output_tokens": 1},
-        }  # fmt: skip
+        }
     if api == "gemini":
         return {
-            "candidates": [{"content": {"parts": [{"text": "p"}], "role": "model"},
-                            "finishReason": "MAX_TOKENS", "index": 0}],
-            "usageMetadata": {"promptTokenCount": 1, "candidatesTokenCount": 1,
-                              "totalTokenCount": 2},
+            "candidates": [
+                {
+                    "content": {"parts": [{"text": "p"}], "role": "model"},
+                    "finishReason": "MAX_TOKENS",
+                    "index": 0,
+                }
+            ],
+            "usageMetadata": {
+                "promptTokenCount": 1,
+                "candidatesTokenCount": 1,
+                "totalTokenCount": 2,
+            },
             "modelVersion": path.rsplit("/", 1)[-1].split(":", 1)[0],
-        }  # fmt: skip
+        }
     return {
-        "id": "chatcmpl-test", "object": "chat.completion", "created": int(time.time()),
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "created": int(time.time()),
         "model": body.get("model", "test"),
-        "choices": [{"index": 0, "finish_reason": "length",
-                     "message": {"role": "assistant", "content": "p"}}],
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "length",
+                "message": {"role": "assistant", "content": "p"},
+            }
+        ],
         "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-    }  # fmt: skip
+    }
 
 
 @contextmanager

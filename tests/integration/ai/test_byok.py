@@ -85,11 +85,14 @@ async def test_a_key_is_stored_sealed_and_only_ever_shown_masked(
     for text in (
         put.text,
         listing.text,
-        str(pg.execute("SELECT payload FROM shared.outbox WHERE tenant = %s",
-                       (world.tenant_a,)).fetchall()),
+        str(
+            pg.execute(
+                "SELECT payload FROM shared.outbox WHERE tenant = %s", (world.tenant_a,)
+            ).fetchall()
+        ),
         str(pg.execute(f'SELECT before, after FROM "{schema}".audit_log').fetchall()),
         _everything_logged(caplog),
-    ):  # fmt: skip
+    ):
         assert secret not in text
         assert secret[:-4] not in text
     assert "ai_key.configured" in _event_types(pg, world.tenant_a)
@@ -100,8 +103,9 @@ async def test_removing_a_key_emits_its_event_and_it_is_gone(
 ) -> None:
     url = f"/api/v1/tenants/{world.tenant_a}/ai/keys/anthropic"
     headers = world.owner_a.headers
-    await platform.client.put(url, json={"api_key": "sk-ant-api03-abcdefghijklmnopq"},
-                              headers=headers)  # fmt: skip
+    await platform.client.put(
+        url, json={"api_key": "sk-ant-api03-abcdefghijklmnopq"}, headers=headers
+    )
     assert (await platform.client.delete(url, headers=headers)).status_code == 204
     assert (await platform.client.delete(url, headers=headers)).status_code == 404
     assert (await platform.client.post(f"{url}/test", headers=headers)).status_code == 404
@@ -113,8 +117,9 @@ async def test_an_unknown_provider_is_404_and_azure_needs_a_base_url(
 ) -> None:
     url = f"/api/v1/tenants/{world.tenant_a}/ai/keys"
     headers = world.owner_a.headers
-    unknown = await platform.client.put(f"{url}/mistral", json={"api_key": "x" * 20},
-                                        headers=headers)  # fmt: skip
+    unknown = await platform.client.put(
+        f"{url}/mistral", json={"api_key": "x" * 20}, headers=headers
+    )
     assert unknown.status_code == 404
     azure = await platform.client.put(f"{url}/azure", json={"api_key": "x" * 32}, headers=headers)
     assert azure.status_code == 422
@@ -189,8 +194,10 @@ async def test_a_rejected_key_is_reported_without_echoing_it(
     )
     body = result.json()
     assert (body["ok"], body["error_type"], body["status_code"]) == (
-        False, "authentication_error", 401,
-    )  # fmt: skip
+        False,
+        "authentication_error",
+        401,
+    )
     assert BAD_KEY not in result.text
     assert BAD_KEY[:-4] not in result.text
     assert BAD_KEY not in _everything_logged(caplog)
@@ -211,8 +218,10 @@ async def test_the_key_test_never_echoes_the_providers_error_body(
     assert calls, "the provider was called and answered with its error body"
     body = result.json()
     assert (body["ok"], body["error_type"], body["status_code"]) == (
-        False, "authentication_error", 401,
-    )  # fmt: skip
+        False,
+        "authentication_error",
+        401,
+    )
     assert RAW_BODY_MARKER not in result.text
     assert body["message"] == "The provider did not accept the key."
 
@@ -241,8 +250,10 @@ async def test_a_provider_redirect_to_an_address_not_allowed_is_refused_not_foll
     )
     body = result.json()
     assert (body["ok"], body["error_type"], body["status_code"]) == (
-        False, "url_not_allowed", None,
-    )  # fmt: skip
+        False,
+        "url_not_allowed",
+        None,
+    )
     assert len(provider.calls) == 1
     assert internal.connections == []
 
@@ -286,8 +297,9 @@ async def test_only_admins_manage_keys(
     editor = await platform.member(world.tenant_a, "editor")
     url = f"/api/v1/tenants/{world.tenant_a}/ai"
     assert (await platform.client.get(f"{url}/keys", headers=editor.headers)).status_code == 403
-    put = await platform.client.put(f"{url}/keys/openai", json={"api_key": "sk-" + "a" * 30},
-                                    headers=editor.headers)  # fmt: skip
+    put = await platform.client.put(
+        f"{url}/keys/openai", json={"api_key": "sk-" + "a" * 30}, headers=editor.headers
+    )
     assert put.status_code == 403
     assert (
         await platform.client.get(f"{url}/keys", headers=world.owner_b.headers)
@@ -312,6 +324,7 @@ async def test_ai_settings_are_read_and_changed_per_tenant(
         )
     ).json()
     assert other["embedding_dimension"] == 1536
-    bad = await platform.client.put(url, json={"embedding_dimension": 0},
-                                    headers=world.owner_a.headers)  # fmt: skip
+    bad = await platform.client.put(
+        url, json={"embedding_dimension": 0}, headers=world.owner_a.headers
+    )
     assert bad.status_code == 400

@@ -45,12 +45,21 @@ async def test_rotating_a_tenants_data_key_reencrypts_its_keys(
     )
     before, version_before = _sealed(pg, world.tenant_a)
     # The CLI process must use the same master keys as the app (the test settings' dev ring).
-    env = {**os.environ, "DATABASE_URL": database_url, "ENV": "test",
-           "DATA_DIR": str(platform.settings.data_dir)}  # fmt: skip
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "ENV": "test",
+        "DATA_DIR": str(platform.settings.data_dir),
+    }
     result = subprocess.run(  # noqa: ASYNC221 - one short command
         [sys.executable, "-m", "socialflow", "vault", "rotate-tenant-key", world.tenant_a],
-        env=env, cwd=project_root, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        env=env,
+        cwd=project_root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     after, version_after = _sealed(pg, world.tenant_a)
     assert version_after == version_before + 1
@@ -94,6 +103,9 @@ async def test_purging_a_tenant_makes_copies_of_its_secrets_unreadable(
     async with unit_of_work(platform.factory) as session:
         with pytest.raises(VaultError):
             await fresh.decrypt(
-                session, tenant_id, KEY_PURPOSE, key_record(Provider.OPENAI),
+                session,
+                tenant_id,
+                KEY_PURPOSE,
+                key_record(Provider.OPENAI),
                 SealedSecret.from_bytes(backup),
-            )  # fmt: skip
+            )

@@ -90,9 +90,10 @@ async def test_a_redirect_to_an_address_not_allowed_is_refused_and_never_connect
     async with guarded_client(allowed) as client:
         with pytest.raises(OutboundRefused):
             await client.post(
-                f"{provider.base_url}/chat/completions", json=_chat(),
+                f"{provider.base_url}/chat/completions",
+                json=_chat(),
                 headers={"Authorization": f"Bearer {REDIRECT_KEY}"},
-            )  # fmt: skip
+            )
     assert len(provider.calls) == 1
     assert other_provider.connections == []
 
@@ -105,9 +106,10 @@ async def test_redirects_are_followed_only_up_to_the_bound(
     async with guarded_client(allowed) as client:
         with pytest.raises((httpx.TooManyRedirects, OutboundTooManyRedirects)):
             await client.post(
-                f"{provider.base_url}/chat/completions", json=_chat(),
+                f"{provider.base_url}/chat/completions",
+                json=_chat(),
                 headers={"Authorization": f"Bearer {REDIRECT_KEY}"},
-            )  # fmt: skip
+            )
     assert len(provider.calls) == 3  # the request and two hops
 
 
@@ -118,10 +120,15 @@ async def test_a_redirect_to_another_origin_carries_no_credentials(
     allowed = _allowing(settings, f"{provider.host}/32", f"{other_provider.host}/32")
     async with guarded_client(allowed) as client:
         await client.post(
-            f"{provider.base_url}/chat/completions", json=_chat(),
-            headers={"Authorization": f"Bearer {REDIRECT_KEY}", "x-api-key": REDIRECT_KEY,
-                     "api-key": REDIRECT_KEY, "x-goog-api-key": REDIRECT_KEY},
-        )  # fmt: skip
+            f"{provider.base_url}/chat/completions",
+            json=_chat(),
+            headers={
+                "Authorization": f"Bearer {REDIRECT_KEY}",
+                "x-api-key": REDIRECT_KEY,
+                "api-key": REDIRECT_KEY,
+                "x-goog-api-key": REDIRECT_KEY,
+            },
+        )
     assert provider.calls[-1]["key"] == REDIRECT_KEY
     assert other_provider.calls[-1]["key"] == ""  # followed, without any credential header
 
@@ -133,15 +140,17 @@ async def test_an_answer_larger_than_the_bound_is_cut_off(
     async with guarded_client(allowed) as client:
         with pytest.raises(OutboundResponseTooLarge):  # no Content-Length: counted while read
             await client.post(
-                f"{provider.base_url}/chat/completions", json=_chat(),
+                f"{provider.base_url}/chat/completions",
+                json=_chat(),
                 headers={"Authorization": f"Bearer {BIG_KEY}"},
-            )  # fmt: skip
+            )
     async with guarded_client(allowed, max_response_bytes=100) as client:
         with pytest.raises(OutboundResponseTooLarge):  # announced: refused before reading
             await client.post(
-                f"{provider.base_url}/chat/completions", json=_chat(),
+                f"{provider.base_url}/chat/completions",
+                json=_chat(),
                 headers={"Authorization": f"Bearer {GOOD_KEY}"},
-            )  # fmt: skip
+            )
 
 
 async def test_an_answer_dripping_in_slower_than_the_time_budget_is_stopped(
@@ -151,9 +160,10 @@ async def test_an_answer_dripping_in_slower_than_the_time_budget_is_stopped(
     async with guarded_client(allowed, timeout=1.0) as client:
         with pytest.raises(OutboundTimeout):
             await client.post(
-                f"{provider.base_url}/chat/completions", json=_chat(),
+                f"{provider.base_url}/chat/completions",
+                json=_chat(),
                 headers={"Authorization": f"Bearer {DRIP_KEY}"},
-            )  # fmt: skip
+            )
 
 
 async def test_a_name_connects_to_the_address_it_was_checked_at_keeping_the_host_header(

@@ -88,8 +88,15 @@ async def test_an_operator_claim_in_a_token_does_not_make_an_operator(
     client, _ = await serve()
     user = await new_user(session_factory, settings)
     now = int(time.time())
-    claims = {"iss": settings.jwt_issuer, "sub": str(user.id), "email": user.email, "op": True,
-              "iat": now, "exp": now + 60, "typ": "access"}  # fmt: skip
+    claims = {
+        "iss": settings.jwt_issuer,
+        "sub": str(user.id),
+        "email": user.email,
+        "op": True,
+        "iat": now,
+        "exp": now + 60,
+        "typ": "access",
+    }
     token = jwt.encode(claims, settings.signing_key(), algorithm="HS256")
     assert await _status(client, "/api/v1/agencies", token) == 403
     me = await client.get("/api/v1/me", headers=bearer(token))
@@ -129,8 +136,10 @@ async def test_authenticate_resolves_valid_credentials_and_nothing_else_without_
         assert await authenticate(app.state, header) is None, header
     assert redis_client.keys("socialflow:ratelimit:*") == []
 
-    pg.execute("UPDATE shared.api_keys SET revoked_at = now() WHERE key_hash IS NOT NULL "
-               "AND id = %s", (uuid.UUID(created.json()["id"]),))  # fmt: skip
+    pg.execute(
+        "UPDATE shared.api_keys SET revoked_at = now() WHERE key_hash IS NOT NULL AND id = %s",
+        (uuid.UUID(created.json()["id"]),),
+    )
     assert await authenticate(app.state, f"Bearer {api_key}") is None
     pg.execute("UPDATE shared.users SET is_active = false WHERE id = %s", (operator.id,))
     assert await authenticate(app.state, f"Bearer {token}") is None

@@ -21,8 +21,9 @@ def start_redis(tmp_path: Path) -> Iterator[StartRedis]:
     servers: list[EmbeddedRedis] = []
 
     def start(*extra_args: str) -> str:
-        server = EmbeddedRedis(tmp_path / f"redis-{len(servers)}", throwaway=True,
-                               extra_args=extra_args)  # fmt: skip
+        server = EmbeddedRedis(
+            tmp_path / f"redis-{len(servers)}", throwaway=True, extra_args=extra_args
+        )
         servers.append(server)
         return server.start()
 
@@ -86,8 +87,16 @@ def test_an_evicting_broker_is_warned_about(
     start_redis: StartRedis, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
-    url = start_redis("--appendonly", "yes", "--appendfsync", "always",
-                      "--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru")  # fmt: skip
+    url = start_redis(
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+        "--maxmemory",
+        "64mb",
+        "--maxmemory-policy",
+        "allkeys-lru",
+    )
     warn_unless_durable(url, min_replicas=0)
     assert set(_warnings(caplog)) == {"relay.redis_may_evict"}
 
@@ -97,9 +106,10 @@ def _shipped_broker_args() -> dict[str, list[str]]:
     infra = Path(__file__).resolve().parents[3] / "infra"
     compose = yaml.safe_load((infra / "compose.yaml").read_text())
     (broker,) = [
-        d for d in yaml.safe_load_all((infra / "k8s" / "redis.yaml").read_text())
+        d
+        for d in yaml.safe_load_all((infra / "k8s" / "redis.yaml").read_text())
         if d["kind"] == "StatefulSet"
-    ]  # fmt: skip
+    ]
     found = {
         "compose": compose["services"]["redis"]["command"],
         "k8s": broker["spec"]["template"]["spec"]["containers"][0]["args"],

@@ -93,9 +93,14 @@ class EffectsWorker:
 
         # Short backoffs: an outage of a few seconds is retried within it, not minutes later.
         event_actor(
-            queue_name=NOTES_QUEUE, actor_name="add_note", broker=broker,
-            session_factory=self._sessions, max_retries=100, min_backoff=50, max_backoff=500,
-        )(add_note)  # fmt: skip
+            queue_name=NOTES_QUEUE,
+            actor_name="add_note",
+            broker=broker,
+            session_factory=self._sessions,
+            max_retries=100,
+            min_backoff=50,
+            max_backoff=500,
+        )(add_note)
         self._worker = dramatiq.Worker(broker, worker_threads=4, worker_timeout=50)
         self._worker.start()
 
@@ -198,9 +203,10 @@ async def test_redis_killed_with_sigkill_under_the_relay_loses_no_event_and_appl
 ) -> None:
     # The broker's durable configuration (README): every write on disk before it is answered.
     server = EmbeddedRedis(
-        tmp_path / "redis", throwaway=True,
+        tmp_path / "redis",
+        throwaway=True,
         extra_args=["--appendonly", "yes", "--appendfsync", "always"],
-    )  # fmt: skip
+    )
     url = server.start()
     client = redis_lib.Redis.from_url(url)
     worker = EffectsWorker(settings, url)
@@ -274,8 +280,10 @@ class CrashablePostgres:
             os.chown(self.root, account.pw_uid, account.pw_gid)
         subprocess.run(
             [self.bin / "initdb", "-D", self.data, "-U", "postgres", "--auth=trust", "-E", "utf8"],
-            check=True, capture_output=True, user=self.user,
-        )  # fmt: skip
+            check=True,
+            capture_output=True,
+            user=self.user,
+        )
 
     @property
     def url(self) -> str:
@@ -284,12 +292,23 @@ class CrashablePostgres:
     def start(self) -> None:
         self._process = subprocess.Popen(
             [
-                self.bin / "postgres", "-D", self.data, "-k", self.root, "-h", "",
-                "-c", "fsync=off", "-c", "max_connections=60",
+                self.bin / "postgres",
+                "-D",
+                self.data,
+                "-k",
+                self.root,
+                "-h",
+                "",
+                "-c",
+                "fsync=off",
+                "-c",
+                "max_connections=60",
             ],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, user=self.user,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            user=self.user,
             start_new_session=True,
-        )  # fmt: skip
+        )
         self._wait_ready()
 
     def _wait_ready(self, timeout_s: float = 30.0) -> None:

@@ -52,9 +52,11 @@ async def test_a_batch_sent_again_after_a_lost_reply_adds_no_message_twice(
 ) -> None:
     emitted = await emit_notes(session_factory, 50, tenant="alpha")
     relay = TimeoutAfterExec(
-        database_url=database_url.replace("+psycopg", ""), redis_url=redis_url,
-        routes=TEST_ROUTES, batch_size=100,
-    )  # fmt: skip
+        database_url=database_url.replace("+psycopg", ""),
+        redis_url=redis_url,
+        routes=TEST_ROUTES,
+        batch_size=100,
+    )
     relay.lost = 3
     try:
         for _ in range(3):  # each attempt rolls its claim back, as the relay's loop does

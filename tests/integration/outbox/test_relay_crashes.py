@@ -42,13 +42,19 @@ async def test_a_relay_killed_between_enqueue_and_commit_loses_nothing_and_appli
     emitted = await emit_notes(session_factory, 1_000, tenant="alpha")
     doomed = subprocess.Popen(  # noqa: ASYNC220 - started once, read from a thread
         [
-            sys.executable, "-m", "tests.integration.outbox.relay_process",
-            libpq_url(database_url), redis_url, "--hold-after-enqueue", "--batch-size", "200",
+            sys.executable,
+            "-m",
+            "tests.integration.outbox.relay_process",
+            libpq_url(database_url),
+            redis_url,
+            "--hold-after-enqueue",
+            "--batch-size",
+            "200",
         ],
         cwd=project_root,
         stdout=subprocess.PIPE,
         text=True,
-    )  # fmt: skip
+    )
     assert doomed.stdout is not None
     try:
         # 200 messages are in Redis and the claim is not committed when it prints HELD.
@@ -91,9 +97,10 @@ async def test_a_relay_killed_between_enqueue_and_commit_loses_nothing_and_appli
     assert {row[0] for row in notes} == set(emitted)
     assert {row[1] for row in notes} == {1}
     skipped = [
-        r for r in caplog.records
+        r
+        for r in caplog.records
         if isinstance(r.msg, dict) and r.msg.get("event") == "actor.duplicate_skipped"
-    ]  # fmt: skip
+    ]
     assert len(skipped) <= 200  # only the killed batch can be delivered twice
 
 

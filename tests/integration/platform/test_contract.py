@@ -183,15 +183,25 @@ async def cast(fuzz_settings: Settings) -> Cast:
         owner_tenant = await platform.tenant(operator, agency, owner)
         viewer = await platform.member(owner_tenant, "viewer")
         base = f"/api/v1/tenants/{owner_tenant}"
-        key = await client.post(f"{base}/api-keys", json={"name": "fuzz", "role": "viewer"},
-                                headers=owner.headers)  # fmt: skip
+        key = await client.post(
+            f"{base}/api-keys", json={"name": "fuzz", "role": "viewer"}, headers=owner.headers
+        )
         viewer_id = (await client.get("/api/v1/me", headers=viewer.headers)).json()["id"]
     await engine.dispose()
     return Cast(
-        operator, owner, agency, operator_tenant, owner_tenant,
-        {"tenant": owner_tenant, "key_id": key.json()["id"], "user_id": viewer_id,
-         "provider": "openai_compatible", "agency": agency},
-    )  # fmt: skip
+        operator,
+        owner,
+        agency,
+        operator_tenant,
+        owner_tenant,
+        {
+            "tenant": owner_tenant,
+            "key_id": key.json()["id"],
+            "user_id": viewer_id,
+            "provider": "openai_compatible",
+            "agency": agency,
+        },
+    )
 
 
 def _target(
@@ -202,8 +212,10 @@ def _target(
     elapsed = target.last_at - (target.first_at or target.last_at)
     # A started app stays up in schemathesis's event loop thread until told otherwise.
     asgi.shutdown_lifespans()
-    print(f"\ncontract fuzzing: {target.requests} requests in {elapsed:.1f} s, "
-          f"statuses {dict(sorted(target.statuses.items()))}")  # fmt: skip
+    print(
+        f"\ncontract fuzzing: {target.requests} requests in {elapsed:.1f} s, "
+        f"statuses {dict(sorted(target.statuses.items()))}"
+    )
 
 
 @pytest.fixture(scope="module")

@@ -40,11 +40,13 @@ def _shared_only(obj: Any, name: Any, type_: str, reflected: bool, compare_to: A
 
 def test_the_shared_tables_declared_are_the_shared_schemas(database_url: str) -> None:
     diffs = _differences(
-        database_url, SHARED_METADATA, "shared, extensions",
+        database_url,
+        SHARED_METADATA,
+        "shared, extensions",
         include_schemas=True,
         include_name=lambda name, type_, parent: type_ != "schema" or name == "shared",
         include_object=_shared_only,
-    )  # fmt: skip
+    )
     described = [_describe(d) for d in diffs]
     assert not described, "\n".join(described)
 
@@ -57,9 +59,11 @@ def test_the_tenant_tables_declared_are_a_tenant_schemas(
     upgrade_tenant(database_url, schema)
     try:
         diffs = _differences(
-            database_url, TENANT_METADATA, f'"{schema}", extensions',
+            database_url,
+            TENANT_METADATA,
+            f'"{schema}", extensions',
             include_object=_not_the_version_table,
-        )  # fmt: skip
+        )
     finally:
         pg.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
     described = [_describe(d) for d in diffs]
@@ -88,9 +92,11 @@ def test_a_column_declared_on_a_tenant_table_is_what_autogenerate_adds(
     upgrade_tenant(database_url, schema)
     try:
         diffs = _differences(
-            database_url, declared, f'"{schema}", extensions',
+            database_url,
+            declared,
+            f'"{schema}", extensions',
             include_object=_not_the_version_table,
-        )  # fmt: skip
+        )
     finally:
         pg.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
     assert [_describe(d) for d in diffs] == ["add_column None audit_log source"]  # no schema

@@ -210,15 +210,24 @@ def _operations(document: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any
 
 
 def _problem_statuses(operation: dict[str, Any]) -> set[int]:
-    return {int(status) for status, answer in operation["responses"].items()
-            if PROBLEM in answer.get("content", {})}  # fmt: skip
+    return {
+        int(status)
+        for status, answer in operation["responses"].items()
+        if PROBLEM in answer.get("content", {})
+    }
 
 
 async def test_openapi_describes_the_problem_document(client: AsyncTestClient[Litestar]) -> None:
     schemas = (await client.get("/schema/openapi.json")).json()["components"]["schemas"]
     problem = schemas["ProblemDocument"]
-    assert set(problem["required"]) == {"type", "title", "status", "detail", "instance",
-                                        "request_id"}  # fmt: skip
+    assert set(problem["required"]) == {
+        "type",
+        "title",
+        "status",
+        "detail",
+        "instance",
+        "request_id",
+    }
     assert "errors" in problem["properties"]
     assert set(schemas["ProblemField"]["properties"]) == {"field", "source", "message"}
 

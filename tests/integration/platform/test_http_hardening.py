@@ -30,10 +30,12 @@ async def test_cors_answers_only_allowed_origins(settings: Settings) -> None:
     allowed = settings.model_copy(update={"cors_allowed_origins": ("https://app.example.com",)})
     async with AsyncTestClient(create_app(allowed)) as client:
         preflight = {"Access-Control-Request-Method": "GET"}
-        ok = await client.options("/health", headers={"Origin": "https://app.example.com",
-                                                      **preflight})  # fmt: skip
-        other = await client.options("/health", headers={"Origin": "https://evil.example",
-                                                         **preflight})  # fmt: skip
+        ok = await client.options(
+            "/health", headers={"Origin": "https://app.example.com", **preflight}
+        )
+        other = await client.options(
+            "/health", headers={"Origin": "https://evil.example", **preflight}
+        )
     assert ok.headers.get("access-control-allow-origin") == "https://app.example.com"
     assert "access-control-allow-origin" not in other.headers
 
@@ -68,8 +70,7 @@ async def test_nul_or_invalid_utf8_in_a_query_parameter_is_422(
     platform: Platform, world: World, query: str
 ) -> None:
     # Found by fuzzing: `?agency=%00x` reached PostgreSQL and answered 500.
-    response = await platform.client.get(f"/api/v1/tenants?{query}",
-                                         headers=world.operator.headers)  # fmt: skip
+    response = await platform.client.get(f"/api/v1/tenants?{query}", headers=world.operator.headers)
     _refused_text(response, "query", query.split("=", maxsplit=1)[0])
 
 
@@ -84,8 +85,9 @@ async def test_nul_in_a_tenant_content_filter_is_422(platform: Platform, world: 
 async def test_nul_or_invalid_utf8_in_a_path_parameter_is_422(
     platform: Platform, world: World, segment: str
 ) -> None:
-    response = await platform.client.get(f"/api/v1/tenants/{segment}/settings",
-                                         headers=world.owner_a.headers)  # fmt: skip
+    response = await platform.client.get(
+        f"/api/v1/tenants/{segment}/settings", headers=world.owner_a.headers
+    )
     _refused_text(response, "path", "path")
 
 
@@ -94,14 +96,16 @@ async def test_nul_in_a_json_body_is_422_naming_the_field(
 ) -> None:
     url, headers = f"/api/v1/tenants/{world.tenant_a}/settings", world.owner_a.headers
     json_headers = {**headers, "content-type": "application/json"}
-    refused = await platform.client.put(url, content=b'{"display_name": "a\\u0000b"}',
-                                        headers=json_headers)  # fmt: skip
+    refused = await platform.client.put(
+        url, content=b'{"display_name": "a\\u0000b"}', headers=json_headers
+    )
     _refused_text(refused, "body", "display_name")
     schema = world.tenant_a.replace("-", "_")
     assert pg.execute(f'SELECT display_name FROM "t_{schema}".settings').fetchone() == (None,)
     # An escaped backslash before "u0000" is ordinary text, not NUL.
-    text = await platform.client.put(url, content=b'{"display_name": "a\\\\u0000b"}',
-                                     headers=json_headers)  # fmt: skip
+    text = await platform.client.put(
+        url, content=b'{"display_name": "a\\\\u0000b"}', headers=json_headers
+    )
     assert text.status_code == 200, text.text
     assert text.json()["display_name"] == "a\\u0000b"
 

@@ -44,16 +44,22 @@ async def test_the_same_key_and_body_replay_the_first_response(
     assert second.json() == first.json()
     assert second.headers["idempotent-replayed"] == "true"
     assert "idempotent-replayed" not in first.headers
-    assert pg.execute("SELECT count(*) FROM shared.agencies WHERE slug = %s",
-                      (body["slug"],)).fetchone() == (1,)  # fmt: skip
+    assert pg.execute(
+        "SELECT count(*) FROM shared.agencies WHERE slug = %s", (body["slug"],)
+    ).fetchone() == (1,)
     ttl = max(redis_client.ttl(k) for k in redis_client.scan_iter("socialflow:idempotency:*"))
     assert 23 * 3600 < ttl <= 24 * 3600
 
 
 async def test_replayed_headers_are_the_first_responses(platform: Platform, world: World) -> None:
     slug = unique("loc")
-    body = {"slug": slug, "name": slug, "agency": world.agency_x, "plan": "pro",
-            "owner_email": f"{slug}@example.com"}  # fmt: skip
+    body = {
+        "slug": slug,
+        "name": slug,
+        "agency": world.agency_x,
+        "plan": "pro",
+        "owner_email": f"{slug}@example.com",
+    }
     headers = {**world.operator.headers, **_key(), "X-Request-ID": "first-request"}
     first = await platform.client.post("/api/v1/tenants", json=body, headers=headers)
     headers["X-Request-ID"] = "second-request"
@@ -66,10 +72,12 @@ async def test_replayed_headers_are_the_first_responses(platform: Platform, worl
 
 async def test_the_same_key_with_another_body_is_422(platform: Platform, world: World) -> None:
     headers = {**world.operator.headers, **_key()}
-    await platform.client.post("/api/v1/agencies", json={"slug": unique("ag"), "name": "a"},
-                               headers=headers)  # fmt: skip
-    other = await platform.client.post("/api/v1/agencies", json={"slug": unique("ag"), "name": "b"},
-                                       headers=headers)  # fmt: skip
+    await platform.client.post(
+        "/api/v1/agencies", json={"slug": unique("ag"), "name": "a"}, headers=headers
+    )
+    other = await platform.client.post(
+        "/api/v1/agencies", json={"slug": unique("ag"), "name": "b"}, headers=headers
+    )
     assert other.status_code == 422
     assert other.json()["type"] == "/problems/idempotency-key-reused"
 
@@ -97,13 +105,15 @@ async def test_the_same_key_on_another_path_is_not_replayed(
 ) -> None:
     key = _key()
     agency = await platform.client.post(
-        "/api/v1/agencies", json={"slug": unique("ag"), "name": "x"},
+        "/api/v1/agencies",
+        json={"slug": unique("ag"), "name": "x"},
         headers={**world.operator.headers, **key},
-    )  # fmt: skip
+    )
     admin = await platform.client.post(
-        f"/api/v1/agencies/{world.agency_x}/admins", json={"email": f"{unique('a')}@example.com"},
+        f"/api/v1/agencies/{world.agency_x}/admins",
+        json={"email": f"{unique('a')}@example.com"},
         headers={**world.operator.headers, **key},
-    )  # fmt: skip
+    )
     assert (agency.status_code, admin.status_code) == (201, 201)
     assert "idempotent-replayed" not in admin.headers
 
@@ -127,9 +137,10 @@ async def test_a_refreshed_token_of_the_same_person_gets_the_replay(
 
 async def _api_key(platform: Platform, world: World, role: str = "admin") -> tuple[str, str]:
     created = await platform.client.post(
-        f"/api/v1/tenants/{world.tenant_a}/api-keys", json={"name": unique("k"), "role": role},
+        f"/api/v1/tenants/{world.tenant_a}/api-keys",
+        json={"name": unique("k"), "role": role},
         headers=world.owner_a.headers,
-    )  # fmt: skip
+    )
     assert created.status_code == 201, created.text
     return created.json()["id"], created.json()["key"]
 
@@ -302,13 +313,22 @@ async def test_an_oversized_body_is_refused_on_content_length_without_reading_it
         answer.append(message)
 
     scope = {
-        "type": "http", "method": "POST", "path": "/api/v1/agencies",
+        "type": "http",
+        "method": "POST",
+        "path": "/api/v1/agencies",
         "raw_path": b"/api/v1/agencies",
-        "query_string": b"", "root_path": "", "scheme": "http", "server": ("testserver", 80),
-        "client": ("127.0.0.1", 1), "http_version": "1.1",
-        "headers": [(b"idempotency-key", b"k1"), (b"content-length", b"209715200"),
-                    (b"content-type", b"application/json")],
-    }  # fmt: skip
+        "query_string": b"",
+        "root_path": "",
+        "scheme": "http",
+        "server": ("testserver", 80),
+        "client": ("127.0.0.1", 1),
+        "http_version": "1.1",
+        "headers": [
+            (b"idempotency-key", b"k1"),
+            (b"content-length", b"209715200"),
+            (b"content-type", b"application/json"),
+        ],
+    }
     await asyncio.wait_for(app(scope, receive, send), timeout=5)
     assert answer[0]["status"] == 413
     assert received == 0
@@ -342,8 +362,9 @@ async def test_a_finished_record_is_not_turned_back_into_running_by_a_late_renew
     from redis.asyncio import Redis
 
     client = Redis.from_url(redis_url)
-    slot = idempotency._Slot(redis=client, key="socialflow:idempotency:t", fingerprint="f",
-                             owner="me")  # fmt: skip
+    slot = idempotency._Slot(
+        redis=client, key="socialflow:idempotency:t", fingerprint="f", owner="me"
+    )
     running = json.dumps({"state": "running", "body": "f", "owner": "me"})
     done = json.dumps({"state": "done", "body": "f", "owner": "me", "status": 201})
     try:
@@ -364,12 +385,15 @@ async def test_idempotent_requests_count_against_the_callers_rate_limit_before_a
     limited = settings.model_copy(update={"rate_limit_user_per_minute": 3})
     async with AsyncTestClient(create_app(limited)) as client:
         statuses = [
-            (await client.post(
-                "/api/v1/agencies", json={"slug": "a\x00", "name": "x"},
-                headers={**world.operator.headers, **_key()},
-            )).status_code
+            (
+                await client.post(
+                    "/api/v1/agencies",
+                    json={"slug": "a\x00", "name": "x"},
+                    headers={**world.operator.headers, **_key()},
+                )
+            ).status_code
             for _ in range(6)
-        ]  # fmt: skip
+        ]
     assert statuses[:3] == [422, 422, 422]
     assert statuses[3:] == [429, 429, 429]
     assert len(list(redis_client.scan_iter("socialflow:idempotency:*"))) == 3
@@ -383,9 +407,10 @@ async def test_the_stored_body_fingerprint_is_keyed_not_a_bare_hash(
     body = {"email": f"{unique('adm')}@example.com", "password": "a secret password 123"}
     raw = json.dumps(body).encode()
     answer = await platform.client.post(
-        f"/api/v1/agencies/{world.agency_x}/admins", content=raw,
+        f"/api/v1/agencies/{world.agency_x}/admins",
+        content=raw,
         headers={**world.operator.headers, **_key(), "content-type": "application/json"},
-    )  # fmt: skip
+    )
     assert answer.status_code == 201
     (stored,) = _stored(redis_client)
     assert json.loads(stored)["body"] != hashlib.sha256(raw).hexdigest()

@@ -21,9 +21,8 @@ async def test_fifty_concurrent_requests_over_two_instances_admit_exactly_the_li
         AsyncTestClient(create_app(tight)) as two,
     ):
         responses = await asyncio.gather(
-            *((one if i % 2 else two).get("/api/v1/me", headers=account.headers)
-              for i in range(50))
-        )  # fmt: skip
+            *((one if i % 2 else two).get("/api/v1/me", headers=account.headers) for i in range(50))
+        )
     statuses = [r.status_code for r in responses]
     assert statuses.count(200) == 10
     assert statuses.count(429) == 40
@@ -45,8 +44,9 @@ async def test_a_tenant_is_limited_by_its_plan_whoever_calls(
             (await client.get(url, headers=who.headers)).status_code
             for who in (world.owner_a, world.admin_x, world.owner_a, world.owner_a, world.owner_a)
         ]
-        other = await client.get(f"/api/v1/tenants/{world.tenant_b}/settings",
-                                 headers=world.owner_b.headers)  # fmt: skip
+        other = await client.get(
+            f"/api/v1/tenants/{world.tenant_b}/settings", headers=world.owner_b.headers
+        )
     # The agency admin's call (403, not a member) still counts against the tenant.
     assert statuses == [200, 403, 200, 200, 429]
     assert other.status_code == 200

@@ -26,18 +26,21 @@ async def test_a_key_is_shown_once_stored_hashed_and_opens_its_own_tenant(
     assert created.status_code == 201, created.text
     key = created.json()["key"]
     assert key.startswith("sfk_")
-    listing = await platform.client.get(f"/api/v1/tenants/{world.tenant_a}/api-keys",
-                                        headers=world.owner_a.headers)  # fmt: skip
+    listing = await platform.client.get(
+        f"/api/v1/tenants/{world.tenant_a}/api-keys", headers=world.owner_a.headers
+    )
     assert key not in listing.text
     assert listing.json()["items"][0]["prefix"] == key[:12]
     stored = pg.execute("SELECT key_hash FROM shared.api_keys").fetchall()
     assert key not in str(stored)
 
-    own = await platform.client.get(f"/api/v1/tenants/{world.tenant_a}/settings",
-                                    headers=bearer(key))  # fmt: skip
+    own = await platform.client.get(
+        f"/api/v1/tenants/{world.tenant_a}/settings", headers=bearer(key)
+    )
     assert own.status_code == 200
-    other = await platform.client.get(f"/api/v1/tenants/{world.tenant_b}/settings",
-                                      headers=bearer(key))  # fmt: skip
+    other = await platform.client.get(
+        f"/api/v1/tenants/{world.tenant_b}/settings", headers=bearer(key)
+    )
     assert other.status_code == 404
     used = pg.execute(
         "SELECT last_used_at IS NOT NULL FROM shared.api_keys WHERE prefix = %s", (key[:12],)
@@ -47,12 +50,14 @@ async def test_a_key_is_shown_once_stored_hashed_and_opens_its_own_tenant(
 
 async def test_a_keys_role_bounds_what_it_may_do(platform: Platform, world: World) -> None:
     viewer_key = (await _create(platform, world, role="viewer")).json()["key"]
-    read = await platform.client.get(f"/api/v1/tenants/{world.tenant_a}/settings",
-                                     headers=bearer(viewer_key))  # fmt: skip
+    read = await platform.client.get(
+        f"/api/v1/tenants/{world.tenant_a}/settings", headers=bearer(viewer_key)
+    )
     write = await platform.client.put(
-        f"/api/v1/tenants/{world.tenant_a}/settings", json={"locale": "fr"},
+        f"/api/v1/tenants/{world.tenant_a}/settings",
+        json={"locale": "fr"},
         headers=bearer(viewer_key),
-    )  # fmt: skip
+    )
     assert (read.status_code, write.status_code) == (200, 403)
 
 
@@ -73,10 +78,13 @@ async def test_an_expired_key_is_refused(
 ) -> None:
     soon = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     created = (await _create(platform, world, expires_at=soon)).json()
-    pg.execute("UPDATE shared.api_keys SET expires_at = now() - interval '1 second' WHERE id = %s",
-               (created["id"],))  # fmt: skip
-    response = await platform.client.get(f"/api/v1/tenants/{world.tenant_a}/settings",
-                                         headers=bearer(created["key"]))  # fmt: skip
+    pg.execute(
+        "UPDATE shared.api_keys SET expires_at = now() - interval '1 second' WHERE id = %s",
+        (created["id"],),
+    )
+    response = await platform.client.get(
+        f"/api/v1/tenants/{world.tenant_a}/settings", headers=bearer(created["key"])
+    )
     assert response.status_code == 401
 
 

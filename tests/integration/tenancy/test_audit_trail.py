@@ -16,8 +16,9 @@ async def test_every_access_mutation_is_in_the_tenant_audit_log(
     base = f"/api/v1/tenants/{world.tenant_a}"
     owner = world.owner_a.headers
     viewer = await platform.member(world.tenant_a, "viewer")
-    viewer_id = str(pg.execute("SELECT id FROM shared.users WHERE email = %s",
-                               (viewer.email,)).fetchone()[0])  # type: ignore[index]  # fmt: skip
+    viewer_id = str(
+        pg.execute("SELECT id FROM shared.users WHERE email = %s", (viewer.email,)).fetchone()[0]
+    )  # type: ignore[index]
     calls = [
         ("POST", f"{base}/members", {"email": f"{unique('inv')}@example.com", "role": "editor"}),
         ("PATCH", f"{base}/members/{viewer_id}", {"role": "editor"}),
@@ -30,15 +31,22 @@ async def test_every_access_mutation_is_in_the_tenant_audit_log(
     for method, url, body in calls:
         response = await platform.client.request(method, url, json=body, headers=owner)
         assert response.status_code < 300, (method, url, response.text)
-    key = await platform.client.post(f"{base}/api-keys", json={"name": "k", "role": "viewer"},
-                                     headers=owner)  # fmt: skip
+    key = await platform.client.post(
+        f"{base}/api-keys", json={"name": "k", "role": "viewer"}, headers=owner
+    )
     await platform.client.delete(f"{base}/api-keys/{key.json()['id']}", headers=owner)
 
     entries = await _walk(platform, f"{base}/audit-log?limit=3", owner)
     actions = {e["action"] for e in entries}
     assert {
-        "member.invited", "member.role_changed", "settings.updated", "ai_key.created",
-        "ai_key.removed", "ai_settings.updated", "member.removed", "api_key.created",
+        "member.invited",
+        "member.role_changed",
+        "settings.updated",
+        "ai_key.created",
+        "ai_key.removed",
+        "ai_settings.updated",
+        "member.removed",
+        "api_key.created",
         "api_key.revoked",
-    } <= actions  # fmt: skip
+    } <= actions
     assert all(e["actor"] and e["request_id"] for e in entries)

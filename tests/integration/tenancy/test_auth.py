@@ -70,8 +70,13 @@ async def test_emails_are_unique_regardless_of_case(platform: Platform) -> None:
 
 def _forge(settings: Settings, key: str, **claims: Any) -> str:
     now = int(time.time())
-    base = {"iss": settings.jwt_issuer, "sub": "00000000-0000-0000-0000-000000000001",
-            "iat": now, "exp": now + 60, "typ": "access"}  # fmt: skip
+    base = {
+        "iss": settings.jwt_issuer,
+        "sub": "00000000-0000-0000-0000-000000000001",
+        "iat": now,
+        "exp": now + 60,
+        "typ": "access",
+    }
     return jwt.encode({**base, **claims}, key, algorithm="HS256")
 
 
@@ -138,9 +143,13 @@ async def test_an_unknown_refresh_token_is_401(platform: Platform) -> None:
 async def test_me_lists_memberships_and_agency_roles(platform: Platform, world: World) -> None:
     owner = (await platform.client.get("/api/v1/me", headers=world.owner_a.headers)).json()
     assert owner["memberships"] == [
-        {"tenant": world.tenant_a, "tenant_name": f"Tenant {world.tenant_a}",
-         "status": "active", "role": "owner"}
-    ]  # fmt: skip
+        {
+            "tenant": world.tenant_a,
+            "tenant_name": f"Tenant {world.tenant_a}",
+            "status": "active",
+            "role": "owner",
+        }
+    ]
     admin = (await platform.client.get("/api/v1/me", headers=world.admin_x.headers)).json()
     assert admin["agency_roles"] == [
         {"agency": world.agency_x, "name": world.agency_x, "role": "admin"}

@@ -68,8 +68,9 @@ def _write(directory: Path, name: str, source: str) -> Path:
 
 @pytest.fixture
 def add_column(tmp_path: Path) -> Path:
-    return _write(tmp_path / "a", "t9001_add_nickname.py",
-                  ADD_COLUMN.format(down=tenant_head(), sleep=0))  # fmt: skip
+    return _write(
+        tmp_path / "a", "t9001_add_nickname.py", ADD_COLUMN.format(down=tenant_head(), sleep=0)
+    )
 
 
 @pytest.fixture
@@ -222,18 +223,21 @@ async def test_check_exits_non_zero_while_schemas_are_behind(
     fleet: list[str], database_url: str, add_column: Path, project_root: Path
 ) -> None:
     location = ["--version-location", str(add_column)]
-    behind = await asyncio.to_thread(_cli, database_url, "migrate", "--check", *location,
-                                     cwd=project_root)  # fmt: skip
+    behind = await asyncio.to_thread(
+        _cli, database_url, "migrate", "--check", *location, cwd=project_root
+    )
     assert behind.returncode == 1
     assert all(slug in behind.stdout for slug in fleet)
-    dry = await asyncio.to_thread(_cli, database_url, "migrate", "--dry-run", *location,
-                                  cwd=project_root)  # fmt: skip
+    dry = await asyncio.to_thread(
+        _cli, database_url, "migrate", "--dry-run", *location, cwd=project_root
+    )
     assert "ADD COLUMN nickname" in dry.stdout
     migrated = await asyncio.to_thread(_cli, database_url, "migrate", *location, cwd=project_root)
     assert migrated.returncode == 0, migrated.stderr
     assert f"{len(fleet)} migrated" in migrated.stdout
-    at_head = await asyncio.to_thread(_cli, database_url, "migrate", "--check", *location,
-                                      cwd=project_root)  # fmt: skip
+    at_head = await asyncio.to_thread(
+        _cli, database_url, "migrate", "--check", *location, cwd=project_root
+    )
     assert at_head.returncode == 0
     verified = await asyncio.to_thread(_cli, database_url, "migrate", "--verify", cwd=project_root)
     assert verified.returncode == 0
@@ -242,19 +246,32 @@ async def test_check_exits_non_zero_while_schemas_are_behind(
 
 
 async def test_a_run_killed_midway_leaves_every_schema_old_or_new(
-    fleet: list[str], database_url: str, tmp_path: Path, pg: psycopg.Connection[Any],
+    fleet: list[str],
+    database_url: str,
+    tmp_path: Path,
+    pg: psycopg.Connection[Any],
     project_root: Path,
-) -> None:  # fmt: skip
-    slow = _write(tmp_path / "slow", "t9001_add_nickname.py",
-                  ADD_COLUMN.format(down=tenant_head(), sleep=0.4))  # fmt: skip
+) -> None:
+    slow = _write(
+        tmp_path / "slow", "t9001_add_nickname.py", ADD_COLUMN.format(down=tenant_head(), sleep=0.4)
+    )
     run = subprocess.Popen(  # noqa: ASYNC220 - started once, polled below
-        [sys.executable, "-m", "socialflow", "tenants", "migrate", "--concurrency", "1",
-         "--version-location", str(slow)],
+        [
+            sys.executable,
+            "-m",
+            "socialflow",
+            "tenants",
+            "migrate",
+            "--concurrency",
+            "1",
+            "--version-location",
+            str(slow),
+        ],
         env={**os.environ, "DATABASE_URL": database_url},
         cwd=project_root,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    )
     deadline = asyncio.get_running_loop().time() + 60
     while sum(v == "t9001" for v in _versions(pg, fleet).values()) < 2:
         assert asyncio.get_running_loop().time() < deadline, "the run made no progress"

@@ -54,10 +54,14 @@ def email_worker(
     redis_url: str, settings: Settings, mailbox: tuple[Mailbox, int], redis_client: Any
 ) -> Iterator[None]:
     """The real invitation job on a real worker, sending through the loopback SMTP server."""
-    smtp = settings.model_copy(update={
-        "email_backend": "smtp", "smtp_host": "127.0.0.1", "smtp_port": mailbox[1],
-        "smtp_security": "none",
-    })  # fmt: skip
+    smtp = settings.model_copy(
+        update={
+            "email_backend": "smtp",
+            "smtp_host": "127.0.0.1",
+            "smtp_port": mailbox[1],
+            "smtp_security": "none",
+        }
+    )
     broker = create_broker(redis_url)
     WorkerResources.configure(smtp)
     assert "send_invitation_email" in bind_event_actors(broker, max_retries=0)
@@ -117,8 +121,9 @@ async def test_an_invitation_is_mailed_accepted_once_and_makes_a_member(
     assert accepted.status_code == 200, accepted.text
     assert accepted.json()["role"] == "editor"
     editor = await platform.login(email)
-    members = await platform.client.get(f"/api/v1/tenants/{world.tenant_a}/members",
-                                        headers=editor.headers)  # fmt: skip
+    members = await platform.client.get(
+        f"/api/v1/tenants/{world.tenant_a}/members", headers=editor.headers
+    )
     assert {m["email"]: m["role"] for m in members.json()["items"]}[email] == "editor"
 
     again = await platform.client.post(
@@ -168,5 +173,6 @@ async def test_nobody_invites_above_their_own_role(
     assert response.status_code == 403
     assert pg.execute(
         "SELECT count(*) FROM shared.invitations i JOIN shared.users u ON u.id = i.user_id "
-        "WHERE u.email = %s", (email,)
-    ).fetchone() == (0,)  # fmt: skip
+        "WHERE u.email = %s",
+        (email,),
+    ).fetchone() == (0,)

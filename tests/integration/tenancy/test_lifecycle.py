@@ -71,14 +71,19 @@ async def test_the_whole_lifecycle_with_its_events_and_audit_entries(
     assert restored.json()["status"] == "active"
     assert (await client.get(f"{url}/settings", headers=owner.headers)).status_code == 200
 
-    renamed = await client.patch(url, json={"name": "Renamed", "plan": "enterprise"},
-                                 headers=admin.headers)  # fmt: skip
+    renamed = await client.patch(
+        url, json={"name": "Renamed", "plan": "enterprise"}, headers=admin.headers
+    )
     assert (renamed.json()["name"], renamed.json()["plan"]) == ("Renamed", "enterprise")
 
     assert _events(pg, slug) == [
-        "tenant.created", "tenant.suspended", "tenant.resumed", "tenant.deleted",
-        "tenant.restored", "tenant.updated",
-    ]  # fmt: skip
+        "tenant.created",
+        "tenant.suspended",
+        "tenant.resumed",
+        "tenant.deleted",
+        "tenant.restored",
+        "tenant.updated",
+    ]
     audit = _audit(pg, slug)
     assert [a[0] for a in audit] == _events(pg, slug)
     assert audit[1][1:] == ({"status": "active"}, {"status": "suspended"})
@@ -116,8 +121,13 @@ async def test_an_agency_admin_cannot_see_or_manage_another_agencys_tenants(
     listing = (await platform.client.get("/api/v1/tenants", headers=world.admin_x.headers)).json()
     assert world.tenant_b not in [t["slug"] for t in listing["items"]]
     assert world.tenant_a in [t["slug"] for t in listing["items"]]
-    for method, path in (("GET", url), ("POST", f"{url}/suspend"), ("DELETE", url),
-                         ("PATCH", url), ("GET", f"{url}/members")):  # fmt: skip
+    for method, path in (
+        ("GET", url),
+        ("POST", f"{url}/suspend"),
+        ("DELETE", url),
+        ("PATCH", url),
+        ("GET", f"{url}/members"),
+    ):
         kwargs: dict[str, Any] = {"json": {"name": "x"}} if method == "PATCH" else {}
         response = await platform.client.request(
             method, path, headers=world.admin_x.headers, **kwargs

@@ -11,8 +11,9 @@ from tests.integration.tenancy_fixtures import Account, Platform, World
 
 
 def _user_id(pg: psycopg.Connection[Any], account: Account) -> str:
-    return str(pg.execute("SELECT id FROM shared.users WHERE email = %s",
-                          (account.email,)).fetchone()[0])  # type: ignore[index]  # fmt: skip
+    return str(
+        pg.execute("SELECT id FROM shared.users WHERE email = %s", (account.email,)).fetchone()[0]
+    )  # type: ignore[index]
 
 
 @pytest.fixture
@@ -71,16 +72,18 @@ async def test_the_last_owner_can_neither_be_demoted_nor_leave(
 ) -> None:
     owner_id = _user_id(pg, team["owner"])
     url = f"/api/v1/tenants/{world.tenant_a}/members"
-    demote = await platform.client.patch(f"{url}/{owner_id}", json={"role": "admin"},
-                                         headers=team["owner"].headers)  # fmt: skip
+    demote = await platform.client.patch(
+        f"{url}/{owner_id}", json={"role": "admin"}, headers=team["owner"].headers
+    )
     leave = await platform.client.delete(f"{url}/{owner_id}", headers=team["owner"].headers)
     assert (demote.status_code, leave.status_code) == (409, 409)
     assert demote.json()["type"] == "/problems/last-owner"
 
     promote = await platform.client.patch(
-        f"{url}/{_user_id(pg, team['admin'])}", json={"role": "owner"},
+        f"{url}/{_user_id(pg, team['admin'])}",
+        json={"role": "owner"},
         headers=team["owner"].headers,
-    )  # fmt: skip
+    )
     assert promote.status_code == 200
     left = await platform.client.delete(f"{url}/{owner_id}", headers=team["owner"].headers)
     assert left.status_code == 204
@@ -106,8 +109,9 @@ async def test_removing_a_member_is_evented_and_audited(
     ).fetchall()
     assert audit == [("member.removed", editor_id)]
     # The removed user no longer reaches the tenant at all.
-    gone = await platform.client.get(f"/api/v1/tenants/{world.tenant_a}/settings",
-                                     headers=team["editor"].headers)  # fmt: skip
+    gone = await platform.client.get(
+        f"/api/v1/tenants/{world.tenant_a}/settings", headers=team["editor"].headers
+    )
     assert gone.status_code == 404
 
 

@@ -49,8 +49,16 @@ class IdentityProvider:
     def token(self, *, kid: str | None = None, **claims: Any) -> str:
         kid = kid or self.published[0]
         now = int(time.time())
-        body = {"iss": ISSUER, "aud": AUDIENCE, "sub": "sub-1", "iat": now, "exp": now + 300,
-                "email": "person@example.com", "email_verified": True, **claims}  # fmt: skip
+        body = {
+            "iss": ISSUER,
+            "aud": AUDIENCE,
+            "sub": "sub-1",
+            "iat": now,
+            "exp": now + 300,
+            "email": "person@example.com",
+            "email_verified": True,
+            **claims,
+        }
         return jwt.encode(body, self.keys[kid], algorithm="RS256", headers={"kid": kid})
 
 
@@ -124,8 +132,9 @@ async def test_a_provider_token_signs_in_and_links_the_user_by_issuer_and_subjec
         "/api/v1/me", headers=bearer(provider.token(sub=subject, email="changed@example.com"))
     )
     assert again.json()["id"] == first.json()["id"]
-    assert pg.execute("SELECT count(*) FROM shared.user_identities WHERE subject = %s",
-                      (subject,)).fetchone() == (1,)  # fmt: skip
+    assert pg.execute(
+        "SELECT count(*) FROM shared.user_identities WHERE subject = %s", (subject,)
+    ).fetchone() == (1,)
 
 
 async def test_the_issuers_rotated_key_is_fetched_and_accepted(
@@ -149,9 +158,10 @@ async def test_the_issuers_rotated_key_is_fetched_and_accepted(
     [{"aud": "someone-else"}, {"exp": int(time.time()) - 60}, {"email_verified": False}],
 )
 async def test_wrong_audience_expired_or_unlinkable_tokens_are_401(
-    oidc_client: AsyncTestClient[Litestar], idp: tuple[IdentityProvider, str],
+    oidc_client: AsyncTestClient[Litestar],
+    idp: tuple[IdentityProvider, str],
     claims: dict[str, Any],
-) -> None:  # fmt: skip
+) -> None:
     token = idp[0].token(sub=unique("sub"), email=f"{unique('x')}@example.com", **claims)
     response = await oidc_client.get("/api/v1/me", headers=bearer(token))
     assert response.status_code == 401
@@ -164,17 +174,30 @@ async def test_a_token_signed_by_a_key_the_issuer_never_published_is_401(
     stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     now = int(time.time())
     forged = jwt.encode(
-        {"iss": ISSUER, "aud": AUDIENCE, "sub": "x", "iat": now, "exp": now + 60,
-         "email": "x@example.com", "email_verified": True},
-        stranger, algorithm="RS256", headers={"kid": provider.published[0]},
-    )  # fmt: skip
+        {
+            "iss": ISSUER,
+            "aud": AUDIENCE,
+            "sub": "x",
+            "iat": now,
+            "exp": now + 60,
+            "email": "x@example.com",
+            "email_verified": True,
+        },
+        stranger,
+        algorithm="RS256",
+        headers={"kid": provider.published[0]},
+    )
     response = await oidc_client.get("/api/v1/me", headers=bearer(forged))
     assert response.status_code == 401
 
 
 def _identities(pg: psycopg.Connection[Any], subject: str) -> list[tuple[Any, ...]]:
-    return [tuple(r) for r in pg.execute(
-        "SELECT user_id FROM shared.user_identities WHERE subject = %s", (subject,))]  # fmt: skip
+    return [
+        tuple(r)
+        for r in pg.execute(
+            "SELECT user_id FROM shared.user_identities WHERE subject = %s", (subject,)
+        )
+    ]
 
 
 async def _sign_in(client: AsyncTestClient[Litestar], email: str) -> dict[str, str]:
@@ -279,14 +302,16 @@ async def test_an_identity_linked_to_another_account_cannot_be_linked_again(
     subject = unique("sub")
     id_token = idp[0].token(sub=subject, email=f"{unique('x')}@example.org")
     first = await oidc_client.post(
-        "/api/v1/me/identities", json={"id_token": id_token},
+        "/api/v1/me/identities",
+        json={"id_token": id_token},
         headers=await _sign_in(oidc_client, world.owner_a.email),
-    )  # fmt: skip
+    )
     assert first.status_code == 201
     second = await oidc_client.post(
-        "/api/v1/me/identities", json={"id_token": id_token},
+        "/api/v1/me/identities",
+        json={"id_token": id_token},
         headers=await _sign_in(oidc_client, world.owner_b.email),
-    )  # fmt: skip
+    )
     assert second.status_code == 409
     assert second.json()["type"] == "/problems/identity-taken"
     owner_a = pg.execute(
@@ -307,12 +332,13 @@ async def test_only_a_valid_token_of_the_issuer_can_be_linked(
     now = int(time.time())
     claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": subject, "iat": now, "exp": now + 60}
     candidates = {
-        "forged": jwt.encode(claims, stranger, algorithm="RS256",
-                             headers={"kid": idp[0].published[0]}),
+        "forged": jwt.encode(
+            claims, stranger, algorithm="RS256", headers={"kid": idp[0].published[0]}
+        ),
         "other issuer": idp[0].token(sub=subject, iss="https://elsewhere.example"),
         "expired": idp[0].token(sub=subject, exp=now - 60),
         "wrong audience": idp[0].token(sub=subject, aud="another-app"),
-    }  # fmt: skip
+    }
     for name, token in candidates.items():
         response = await oidc_client.post(
             "/api/v1/me/identities", json={"id_token": token}, headers=headers

@@ -35,8 +35,9 @@ async def _walk(platform: Platform, url: str, headers: dict[str, str]) -> list[d
 async def test_tenants_page_by_slug_with_filters(platform: Platform, world: World) -> None:
     agency = world.agency_x
     extra = [await platform.tenant(world.admin_x, agency) for _ in range(4)]
-    walked = await _walk(platform, f"/api/v1/tenants?limit=2&agency={agency}",
-                         world.admin_x.headers)  # fmt: skip
+    walked = await _walk(
+        platform, f"/api/v1/tenants?limit=2&agency={agency}", world.admin_x.headers
+    )
     slugs = [t["slug"] for t in walked]
     assert slugs == sorted({world.tenant_a, *extra})
     await platform.client.post(f"/api/v1/tenants/{extra[0]}/suspend", headers=world.admin_x.headers)
@@ -53,8 +54,9 @@ async def test_members_page_in_join_order(
     for _ in range(5):
         user = await platform.member(world.tenant_a, "viewer")
         joined.append(user.email)
-    walked = await _walk(platform, f"/api/v1/tenants/{world.tenant_a}/members?limit=2",
-                         world.owner_a.headers)  # fmt: skip
+    walked = await _walk(
+        platform, f"/api/v1/tenants/{world.tenant_a}/members?limit=2", world.owner_a.headers
+    )
     assert [m["email"] for m in walked][1:] == joined  # the owner joined first
     viewers = await platform.client.get(
         f"/api/v1/tenants/{world.tenant_a}/members?role=viewer", headers=world.owner_a.headers
@@ -69,8 +71,9 @@ async def test_the_audit_log_pages_newest_first(platform: Platform, world: World
             json={"display_name": f"name {n}"},
             headers=world.owner_a.headers,
         )
-    walked = await _walk(platform, f"/api/v1/tenants/{world.tenant_a}/audit-log?limit=2",
-                         world.owner_a.headers)  # fmt: skip
+    walked = await _walk(
+        platform, f"/api/v1/tenants/{world.tenant_a}/audit-log?limit=2", world.owner_a.headers
+    )
     names = [e["after"]["display_name"] for e in walked if e["action"] == "settings.updated"]
     assert names == [f"name {n}" for n in reversed(range(5))]
     assert all(e["request_id"] for e in walked)
@@ -82,8 +85,9 @@ async def test_the_audit_log_pages_newest_first(platform: Platform, world: World
 
 async def test_a_forged_cursor_and_a_bad_limit_are_422(platform: Platform, world: World) -> None:
     for query in ("cursor=not-a-cursor!!", "limit=0", "limit=10000"):
-        response = await platform.client.get(f"/api/v1/tenants?{query}",
-                                             headers=world.admin_x.headers)  # fmt: skip
+        response = await platform.client.get(
+            f"/api/v1/tenants?{query}", headers=world.admin_x.headers
+        )
         assert response.status_code == 422, query
 
 
@@ -91,11 +95,13 @@ async def test_api_keys_and_ai_keys_page_too(platform: Platform, world: World) -
     base = f"/api/v1/tenants/{world.tenant_a}"
     headers = world.owner_a.headers
     for name in ("one", "two", "three"):
-        await platform.client.post(f"{base}/api-keys", json={"name": name, "role": "viewer"},
-                                   headers=headers)  # fmt: skip
+        await platform.client.post(
+            f"{base}/api-keys", json={"name": name, "role": "viewer"}, headers=headers
+        )
     for provider in ("openai", "anthropic", "gemini"):
-        await platform.client.put(f"{base}/ai/keys/{provider}",
-                                  json={"api_key": "sk-" + "k" * 30}, headers=headers)  # fmt: skip
+        await platform.client.put(
+            f"{base}/ai/keys/{provider}", json={"api_key": "sk-" + "k" * 30}, headers=headers
+        )
     keys = await _walk(platform, f"{base}/api-keys?limit=2", headers)
     assert [k["name"] for k in keys] == ["one", "two", "three"]
     providers = await _walk(platform, f"{base}/ai/keys?limit=2", headers)
@@ -142,7 +148,8 @@ async def test_a_well_formed_cursor_of_the_wrong_type_is_422(
 async def test_a_cursor_with_text_postgresql_refuses_is_422(
     platform: Platform, world: World, cursor: str
 ) -> None:
-    response = await platform.client.get(f"/api/v1/tenants?cursor={cursor}",
-                                         headers=world.admin_x.headers)  # fmt: skip
+    response = await platform.client.get(
+        f"/api/v1/tenants?cursor={cursor}", headers=world.admin_x.headers
+    )
     assert response.status_code == 422, response.text
     assert response.json()["type"] == "/problems/invalid-cursor"

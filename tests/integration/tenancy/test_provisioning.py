@@ -32,21 +32,33 @@ async def test_an_agency_admin_provisions_a_complete_tenant(
     owner_email = f"{unique('Owner')}@Example.com"
     response = await platform.client.post(
         "/api/v1/tenants",
-        json={"slug": slug, "name": "Acme", "agency": agency, "plan": "pro",
-              "owner_email": owner_email},
+        json={
+            "slug": slug,
+            "name": "Acme",
+            "agency": agency,
+            "plan": "pro",
+            "owner_email": owner_email,
+        },
         headers=admin.headers,
-    )  # fmt: skip
+    )
     assert response.status_code == 201, response.text
     body = response.json()
     assert (body["slug"], body["agency"], body["plan"], body["status"]) == (
-        slug, agency, "pro", "active",
-    )  # fmt: skip
+        slug,
+        agency,
+        "pro",
+        "active",
+    )
     assert response.headers["location"] == f"/api/v1/tenants/{slug}"
 
     schema = "t_" + slug.replace("-", "_")
     assert _schema_tables(pg, schema) == {
-        "alembic_version", "settings", "audit_log", "ai_provider_keys", "ai_settings",
-    }  # fmt: skip
+        "alembic_version",
+        "settings",
+        "audit_log",
+        "ai_provider_keys",
+        "ai_settings",
+    }
     assert pg.execute(f'SELECT version_num FROM "{schema}".alembic_version').fetchone() == (
         tenant_head(),
     )
@@ -153,8 +165,9 @@ async def test_a_failure_after_create_schema_leaves_nothing_behind(
     monkeypatch.setattr(tenancy_services, "create_tenant_schema", create_then_fail)
     slug = unique("doomed")
     owner_email = f"{unique('new-owner')}@example.com"
-    response = await platform.provision(world.operator, slug=slug, agency=world.agency_x,
-                                        owner_email=owner_email)  # fmt: skip
+    response = await platform.provision(
+        world.operator, slug=slug, agency=world.agency_x, owner_email=owner_email
+    )
     assert response.status_code == 500
     schema = "t_" + slug.replace("-", "_")
     assert pg.execute(

@@ -65,9 +65,14 @@ async def test_a_purged_slug_is_provisioned_again_and_old_events_never_run_in_it
         (world.tenant_a, old_id),
     )
     in_broker = Event(
-        event_id=uuid.uuid4(), event_type="member.joined", tenant=world.tenant_a,
-        tenant_id=old_id, aggregate_type="member", aggregate_id="m", payload={},
-    ).to_message_arg()  # fmt: skip
+        event_id=uuid.uuid4(),
+        event_type="member.joined",
+        tenant=world.tenant_a,
+        tenant_id=old_id,
+        aggregate_type="member",
+        aggregate_id="m",
+        payload={},
+    ).to_message_arg()
 
     await _purge(platform, world, pg)
 
@@ -116,9 +121,14 @@ async def test_a_purged_slug_is_provisioned_again_and_old_events_never_run_in_it
     assert row is not None
     assert str(row[0]) == new_id
     fresh = Event(
-        event_id=event_id, event_type="member.joined", tenant=world.tenant_a, tenant_id=row[0],
-        aggregate_type="member", aggregate_id="m", payload={},
-    ).to_message_arg()  # fmt: skip
+        event_id=event_id,
+        event_type="member.joined",
+        tenant=world.tenant_a,
+        tenant_id=row[0],
+        aggregate_type="member",
+        aggregate_id="m",
+        payload={},
+    ).to_message_arg()
     assert await apply_event(handler, "test_actor", fresh, platform.factory) is True
     assert ran == [f'"t_{world.tenant_a.replace("-", "_")}", extensions']
 
@@ -139,8 +149,13 @@ async def test_events_of_a_deleted_tenant_are_dropped_by_workers(
         ran.append(event)
 
     envelope = Event(
-        event_id=uuid.uuid4(), event_type="member.joined", tenant=world.tenant_b,
-        tenant_id=tenant_id, aggregate_type="member", aggregate_id="m", payload={},
-    ).to_message_arg()  # fmt: skip
+        event_id=uuid.uuid4(),
+        event_type="member.joined",
+        tenant=world.tenant_b,
+        tenant_id=tenant_id,
+        aggregate_type="member",
+        aggregate_id="m",
+        payload={},
+    ).to_message_arg()
     assert await apply_event(handler, "test_actor", envelope, platform.factory) is False
     assert ran == []

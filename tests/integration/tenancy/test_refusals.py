@@ -157,9 +157,11 @@ async def test_provisioning_that_fails_midway_leaves_no_row_event_or_audit_entry
     try:
         before = snapshot(pg, world)
         response = await platform.provision(
-            world.operator, slug=slug, agency=world.agency_x,
+            world.operator,
+            slug=slug,
+            agency=world.agency_x,
             owner_email=f"{unique('new-owner')}@example.com",
-        )  # fmt: skip
+        )
         assert response.status_code == 409, response.text
         assert response.headers["content-type"].startswith("application/problem+json")
         assert response.json()["type"] == "/problems/schema-exists"

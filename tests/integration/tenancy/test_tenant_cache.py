@@ -88,8 +88,9 @@ async def test_a_lookup_that_read_the_row_before_an_announcement_does_not_cache_
         lookup = asyncio.create_task(directory.find(paused, world.tenant_a))
         await asyncio.wait_for(read.wait(), timeout=10)
         # The change commits and is announced while the old row is in hand …
-        pg.execute("UPDATE shared.tenants SET status = 'suspended' WHERE slug = %s",
-                   (world.tenant_a,))  # fmt: skip
+        pg.execute(
+            "UPDATE shared.tenants SET status = 'suspended' WHERE slug = %s", (world.tenant_a,)
+        )
         directory.invalidate(world.tenant_a)
         release.set()
         assert (await lookup) is not None

@@ -140,9 +140,11 @@ async def test_data_keys_move_from_the_key_ring_to_kms(
 
 
 async def test_a_new_kms_key_takes_over_from_the_previous_one(
-    session_factory: Factory, kms_settings: Settings, kms_endpoint: str,
+    session_factory: Factory,
+    kms_settings: Settings,
+    kms_endpoint: str,
     pg: psycopg.Connection[Any],
-) -> None:  # fmt: skip
+) -> None:
     pg.execute("DELETE FROM shared.tenant_data_keys")
     (tenant,) = make_tenants(pg, 1)
     before = Vault(master_keys_from_settings(kms_settings))

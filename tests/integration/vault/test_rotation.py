@@ -122,9 +122,12 @@ async def test_an_interrupted_master_rotation_resumes_and_keeps_secrets_written_
 
 
 async def test_master_rotation_skips_a_data_key_another_transaction_holds(
-    session_factory: Factory, pg: psycopg.Connection[Any], rings: Rings, clean_data_keys: None,
+    session_factory: Factory,
+    pg: psycopg.Connection[Any],
+    rings: Rings,
+    clean_data_keys: None,
     database_url: str,
-) -> None:  # fmt: skip
+) -> None:
     tenants = make_tenants(pg, 3)
     await seal_each(session_factory, Vault(rings.old_only), tenants, "s-")
     with psycopg.connect(libpq_url(database_url)) as holder:
@@ -202,9 +205,7 @@ async def test_tenant_key_rotation_reencrypts_then_retires_the_old_versions(
 
     async with unit_of_work(session_factory) as session:
         rotation = await rotate_tenant_key(session, vault, tenant, store.reencrypt)
-    assert (rotation.new_version, rotation.retired_versions, rotation.reencrypted) == (
-        3, (1, 2), 3
-    )  # fmt: skip
+    assert (rotation.new_version, rotation.retired_versions, rotation.reencrypted) == (3, (1, 2), 3)
     assert store.calls == [(1, 3), (2, 3)]
     assert versions(pg, tenant) == [3]
     assert versions(pg, other) == [1]
@@ -267,9 +268,11 @@ def observer(database_url: str) -> Iterator[psycopg.Connection[Any]]:
 
 
 async def test_sealing_waits_for_a_tenant_key_rotation_in_flight(
-    session_factory: Factory, pg: psycopg.Connection[Any], rings: Rings,
+    session_factory: Factory,
+    pg: psycopg.Connection[Any],
+    rings: Rings,
     observer: psycopg.Connection[Any],
-) -> None:  # fmt: skip
+) -> None:
     (tenant,) = make_tenants(pg, 1)
     vault = Vault(rings.old_only)
     store = SecretStore(vault, tenant)

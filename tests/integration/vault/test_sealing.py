@@ -47,17 +47,25 @@ def vault(keyring: tuple[KeyRing, dict[str, bytes]]) -> Vault:
 
 
 async def seal(
-    factory: Factory, vault: Vault, tenant: uuid.UUID, record: str, plaintext: str,
+    factory: Factory,
+    vault: Vault,
+    tenant: uuid.UUID,
+    record: str,
+    plaintext: str,
     purpose: str = PURPOSE,
-) -> SealedSecret:  # fmt: skip
+) -> SealedSecret:
     async with unit_of_work(factory) as session:
         return await vault.encrypt(session, tenant, purpose, record, plaintext)
 
 
 async def open_(
-    factory: Factory, vault: Vault, tenant: uuid.UUID, record: str, sealed: SealedSecret | bytes,
+    factory: Factory,
+    vault: Vault,
+    tenant: uuid.UUID,
+    record: str,
+    sealed: SealedSecret | bytes,
     purpose: str = PURPOSE,
-) -> str:  # fmt: skip
+) -> str:
     async with unit_of_work(factory) as session:
         return await vault.decrypt(session, tenant, purpose, record, sealed)
 
@@ -71,9 +79,12 @@ def data_key_rows(pg: psycopg.Connection[Any], tenant: uuid.UUID) -> list[tuple[
 
 
 async def test_a_secret_round_trips_and_the_tenant_gets_one_data_key(
-    session_factory: Factory, vault: Vault, keyring: tuple[KeyRing, dict[str, bytes]],
-    tenants: list[uuid.UUID], pg: psycopg.Connection[Any],
-) -> None:  # fmt: skip
+    session_factory: Factory,
+    vault: Vault,
+    keyring: tuple[KeyRing, dict[str, bytes]],
+    tenants: list[uuid.UUID],
+    pg: psycopg.Connection[Any],
+) -> None:
     tenant = tenants[0]
     assert data_key_rows(pg, tenant) == []
     first = await seal(session_factory, vault, tenant, "r1", "sk-first-secret-value")
@@ -96,9 +107,11 @@ async def test_a_secret_round_trips_and_the_tenant_gets_one_data_key(
 
 
 async def test_concurrent_first_uses_agree_on_one_data_key(
-    session_factory: Factory, keyring: tuple[KeyRing, dict[str, bytes]],
-    tenants: list[uuid.UUID], pg: psycopg.Connection[Any],
-) -> None:  # fmt: skip
+    session_factory: Factory,
+    keyring: tuple[KeyRing, dict[str, bytes]],
+    tenants: list[uuid.UUID],
+    pg: psycopg.Connection[Any],
+) -> None:
     tenant, parties = tenants[0], 4
     keys = CountingKeys(keyring[0])
     # Every sealer must have found no data key and generated its own before any inserts.
@@ -115,9 +128,11 @@ async def test_concurrent_first_uses_agree_on_one_data_key(
 
 
 async def test_a_tampered_secret_is_refused(
-    session_factory: Factory, vault: Vault, keyring: tuple[KeyRing, dict[str, bytes]],
+    session_factory: Factory,
+    vault: Vault,
+    keyring: tuple[KeyRing, dict[str, bytes]],
     tenants: list[uuid.UUID],
-) -> None:  # fmt: skip
+) -> None:
     sealed = (await seal(session_factory, vault, tenants[0], "r1", "hunter2-but-long")).to_bytes()
     header = 5
     for position in (header, header + 11, header + 12, len(sealed) - 1):  # nonce, body, tag
@@ -207,9 +222,12 @@ async def test_a_key_cached_before_another_process_replaced_it_is_not_trusted(
 
 
 async def test_a_rolled_back_first_key_leaves_nothing_behind(
-    session_factory: Factory, vault: Vault, keyring: tuple[KeyRing, dict[str, bytes]],
-    tenants: list[uuid.UUID], pg: psycopg.Connection[Any],
-) -> None:  # fmt: skip
+    session_factory: Factory,
+    vault: Vault,
+    keyring: tuple[KeyRing, dict[str, bytes]],
+    tenants: list[uuid.UUID],
+    pg: psycopg.Connection[Any],
+) -> None:
     async with session_factory() as session:
         await session.begin()
         await vault.encrypt(session, tenants[0], PURPOSE, "r1", "sk-never-stored")
@@ -232,10 +250,14 @@ async def test_no_data_key_for_a_purged_or_unknown_tenant(
 
 
 async def test_no_log_line_or_error_reveals_a_plaintext_or_a_key(
-    session_factory: Factory, vault: Vault, keyring: tuple[KeyRing, dict[str, bytes]],
-    tenants: list[uuid.UUID], pg: psycopg.Connection[Any], caplog: pytest.LogCaptureFixture,
+    session_factory: Factory,
+    vault: Vault,
+    keyring: tuple[KeyRing, dict[str, bytes]],
+    tenants: list[uuid.UUID],
+    pg: psycopg.Connection[Any],
+    caplog: pytest.LogCaptureFixture,
     process_output: ProcessOutput,
-) -> None:  # fmt: skip
+) -> None:
     caplog.set_level(logging.DEBUG)
     plaintext = f"sk-live-{uuid.uuid4().hex}"
     tenant_a, tenant_b, _ = tenants

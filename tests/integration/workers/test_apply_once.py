@@ -17,9 +17,13 @@ from socialflow.workers.actors import apply_event
 
 def _envelope(tenant: str | None = "alpha") -> dict[str, Any]:
     return Event(
-        event_id=uuid.uuid4(), event_type="note.added", tenant=tenant, aggregate_type="note",
-        aggregate_id="n", payload={"body": "once"},
-    ).to_message_arg()  # fmt: skip
+        event_id=uuid.uuid4(),
+        event_type="note.added",
+        tenant=tenant,
+        aggregate_type="note",
+        aggregate_id="n",
+        payload={"body": "once"},
+    ).to_message_arg()
 
 
 async def test_concurrent_deliveries_of_one_event_apply_it_once(

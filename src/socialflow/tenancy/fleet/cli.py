@@ -78,9 +78,13 @@ async def run_migrate(
     report = _TerminalProgress(total) if sys.stdout.isatty() else _LineProgress(total)
     with report:
         summary = await migrator.run(
-            resolved, only=only or None, canary=canary, fail_fast=fail_fast,
-            progress=report.advance, stop=stop,
-        )  # fmt: skip
+            resolved,
+            only=only or None,
+            canary=canary,
+            fail_fast=fail_fast,
+            progress=report.advance,
+            stop=stop,
+        )
     click.echo(summarise(summary))
     for outcome in summary.failed:
         click.echo(f"  FAILED {outcome.slug} ({outcome.schema}): {outcome.error}", err=True)
@@ -107,10 +111,13 @@ class _TerminalProgress:
 
     def __init__(self, total: int) -> None:
         self.progress = Progress(
-            TextColumn("migrating"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]:.0f}/s"), TimeRemainingColumn(),
+            TextColumn("migrating"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]:.0f}/s"),
+            TimeRemainingColumn(),
             TextColumn("[red]{task.fields[failed]} failed"),
-        )  # fmt: skip
+        )
         self.task = self.progress.add_task("migrate", total=total, rate=0.0, failed=0)
         self.started = time.perf_counter()
         self.failed = 0
