@@ -38,6 +38,7 @@ class AIController(Controller):
         request: Request[Any, Any, Any],
         access: NamedDependency[TenantAccess],
         session: NamedDependency[AsyncSession],
+        *,
         limit: FromQuery[int | None] = None,
         cursor: FromQuery[str | None] = None,
     ) -> Response[AIKeyList]:

@@ -31,6 +31,7 @@ class AuditLogController(Controller):
         request: Request[Any, Any, Any],
         access: NamedDependency[TenantAccess],
         session: NamedDependency[AsyncSession],
+        *,
         limit: FromQuery[int | None] = None,
         cursor: FromQuery[str | None] = None,
         action: FromQuery[str | None] = None,

@@ -50,6 +50,7 @@ class MembersController(Controller):
         request: Request[Any, Any, Any],
         access: NamedDependency[TenantAccess],
         session: NamedDependency[AsyncSession],
+        *,
         limit: FromQuery[int | None] = None,
         cursor: FromQuery[str | None] = None,
         role: FromQuery[str | None] = None,
@@ -128,6 +129,7 @@ class ApiKeysController(Controller):
         request: Request[Any, Any, Any],
         access: NamedDependency[TenantAccess],
         session: NamedDependency[AsyncSession],
+        *,
         limit: FromQuery[int | None] = None,
         cursor: FromQuery[str | None] = None,
     ) -> Response[ApiKeyList]:

@@ -61,6 +61,7 @@ class AgencyController(Controller):
         request: Request[Any, Any, Any],
         principal: NamedDependency[Principal],
         session: NamedDependency[AsyncSession],
+        *,
         limit: FromQuery[int | None] = None,
         cursor: FromQuery[str | None] = None,
     ) -> Response[AgencyList]:
@@ -127,6 +128,7 @@ class TenantController(Controller):
         request: Request[Any, Any, Any],
         principal: NamedDependency[Principal],
         session: NamedDependency[AsyncSession],
+        *,
         limit: FromQuery[int | None] = None,
         cursor: FromQuery[str | None] = None,
         status: FromQuery[str | None] = None,
