@@ -23,7 +23,7 @@ from socialflow.ai.controllers import AIController
 from socialflow.audit.controllers import AuditLogController
 from socialflow.db.session import UnitOfWorkMiddleware, provide_session
 from socialflow.health.controllers import HealthController
-from socialflow.identity.auth import authenticate, principal_from_header
+from socialflow.identity.auth import api_key_cache, authenticate, principal_from_header
 from socialflow.identity.controllers import AuthController, MeController
 from socialflow.lib.idempotency import Callers, IdempotencyMiddleware
 from socialflow.lib.input_guard import refuse_unsafe_text
@@ -31,6 +31,7 @@ from socialflow.lib.logging import configure_logging
 from socialflow.lib.openapi import document_problems
 from socialflow.lib.problems import EXCEPTION_HANDLERS
 from socialflow.lib.request_context import RequestContextMiddleware
+from socialflow.members.api_keys import API_KEY_CHANGES
 from socialflow.members.controllers import (
     ApiKeysController,
     InvitationController,
@@ -61,6 +62,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.vault = resources.vault
         app.state.redis = resources.redis
         app.state.tenant_directory = resources.directory
+        # A revoked key is forgotten by every process's key cache as soon as it commits.
+        resources.directory.on(API_KEY_CHANGES, api_key_cache(app.state).forget)
         try:
             async with listening(resources.directory, settings.effective_cache_redis_url or ""):
                 yield

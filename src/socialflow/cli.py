@@ -78,8 +78,9 @@ def main() -> None:
 
 @main.command()
 @on_services(redis=True)
-def api() -> None:
-    """Serve the HTTP API on HOST:PORT."""
+@click.option("--workers", type=int, default=None, help="processes; default: API_WORKERS")
+def api(workers: int | None) -> None:
+    """Serve the HTTP API on HOST:PORT (with --workers N, N processes sharing the socket)."""
     import uvicorn
 
     settings = get_settings()
@@ -88,6 +89,7 @@ def api() -> None:
         factory=True,
         host=settings.host,
         port=settings.port,
+        workers=workers or settings.api_workers,
         log_config=None,
         access_log=False,
         proxy_headers=True,

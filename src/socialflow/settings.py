@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path(".data"), description="embedded servers' data")
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+    api_workers: int = Field(
+        default=1, ge=1, le=64, description="API processes `socialflow api` runs (one per core)"
+    )
     log_level: str = "INFO"
     log_format: LogFormat | None = Field(default=None, description="default: json in production")
     db_pool_size: int = Field(default=10, ge=1)

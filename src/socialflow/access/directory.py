@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import structlog
@@ -25,8 +25,10 @@ LOOKUP_SQL = text(
     "SELECT id, slug, name, agency_id, plan, status, schema_name FROM shared.tenants "
     "WHERE slug = :slug AND status <> 'purged'"
 )
-# Every API process listens here and drops the slug it hears from its cache.
-CHANGES_CHANNEL = "socialflow:tenant-changed"
+# Every API process listens here and drops what it hears ("tenant:<slug>", "api_key:<id>")
+# from its caches.
+CHANGES_CHANNEL = "socialflow:changed"
+TENANT = "tenant"
 RESUBSCRIBE_MAX_S = 5.0
 
 
@@ -54,6 +56,9 @@ class TenantDirectory:
         self.ttl_s = ttl_s
         self.redis = redis
         self._entries: dict[str, tuple[float, TenantRef]] = {}
+        # Other per-process caches that changes are announced to, by kind ("api_key" …):
+        # each gets the changed key, or None when announcements may have been missed.
+        self._listeners: dict[str, Callable[[str | None], None]] = {TENANT: self._forget}
         # Bumped by every invalidation: a lookup that read the row before an announcement
         # arrived must not cache what it read after it.
         self._generation = 0
@@ -78,17 +83,34 @@ class TenantDirectory:
         self._generation += 1
         self._entries.pop(slug, None)
 
-    def changed(self, session: AsyncSession, slug: str) -> None:
-        """Announce, once `session` commits, that tenant `slug` changed."""
-        after_commit(session, lambda: self.announce(slug))
+    def _forget(self, slug: str | None) -> None:
+        if slug is None:
+            self._generation += 1
+            self._entries.clear()
+        else:
+            self.invalidate(slug)
 
-    async def announce(self, slug: str) -> None:
-        self.invalidate(slug)
+    def on(self, kind: str, forget: Callable[[str | None], None]) -> None:
+        """Also tell `forget` when a change of `kind` is announced (a per-process cache)."""
+        self._listeners[kind] = forget
+
+    def changed(self, session: AsyncSession, slug: str, kind: str = TENANT) -> None:
+        """Announce, once `session` commits, that `slug` (a tenant, or an object of `kind`)
+        changed: this process's caches forget it at once, the others over pub/sub."""
+        after_commit(session, lambda: self.announce(slug, kind))
+
+    async def announce(self, key: str, kind: str = TENANT) -> None:
+        self._dispatch(kind, key)
         if self.redis is not None:
             try:
-                await self.redis.publish(CHANGES_CHANNEL, slug)
+                await self.redis.publish(CHANGES_CHANNEL, f"{kind}:{key}")
             except (RedisError, OSError) as exc:
                 log.warning("tenant_directory.announce_failed", error_type=type(exc).__name__)
+
+    def _dispatch(self, kind: str, key: str | None) -> None:
+        forget = self._listeners.get(kind)
+        if forget is not None:
+            forget(key)
 
     async def listen(self, subscriber: Redis, ready: asyncio.Event | None = None) -> None:
         """Drop the tenants other processes announce; run as a task for the process's life.
@@ -102,15 +124,16 @@ class TenantDirectory:
                 async with subscriber.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(CHANGES_CHANNEL)
                     # Announcements missed while unsubscribed are unknown: start afresh.
-                    self._generation += 1
-                    self._entries.clear()
+                    for forget in self._listeners.values():
+                        forget(None)
                     if ready is not None:
                         ready.set()
                     delay = 0.1
                     async for message in pubsub.listen():
                         data = message.get("data")
                         if isinstance(data, bytes):
-                            self.invalidate(data.decode(errors="replace"))
+                            kind, _, key = data.decode(errors="replace").partition(":")
+                            self._dispatch(kind, key)
             except (RedisError, OSError) as exc:
                 log.warning(
                     "tenant_directory.listen_failed",

@@ -36,13 +36,19 @@ from litestar.exceptions import ImproperlyConfiguredException
 from litestar.routes import HTTPRoute
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from socialflow.access.directory import TenantRef
 from socialflow.access.permissions import PERMISSIONS, Permission
 from socialflow.access.principal import Principal
-from socialflow.access.tenant_access import TenantAccess, count_tenant_request, resolve_access
+from socialflow.access.tenant_access import (
+    TenantAccess,
+    standing_in,
+    tenant_limit,
+    tenant_not_found,
+)
 from socialflow.db.session import request_session
 from socialflow.lib.logging import bind_context
 from socialflow.lib.problems import Problem
-from socialflow.lib.rate_limits import hit, remember
+from socialflow.lib.rate_limits import hit_all, remember
 from socialflow.lib.route_facts import Connection, RouteGuard, facts_of
 
 # The dependencies that hand the handler what a guard resolved, and where it is kept.
@@ -59,24 +65,45 @@ def _request_state(connection: Connection) -> MutableMapping[str, Any]:
     return connection.scope.setdefault("state", {})
 
 
-async def count_caller(state: State, scope: MutableMapping[str, Any], principal: Principal) -> None:
-    """Count this request against the caller's rate limit, once per request (the idempotency
-    middleware counts before it stores anything; the guards then do not)."""
-    request_state = scope.setdefault("state", {})
-    if request_state.get("caller_counted"):
-        return
-    request_state["caller_counted"] = True
+def caller_limit(state: State, principal: Principal) -> tuple[str, int]:
+    """The caller's rate-limit scope and requests a minute (API keys and people apart)."""
     settings = state.settings
     limit = (
         settings.rate_limit_api_key_per_minute
         if principal.kind == "api_key"
         else settings.rate_limit_user_per_minute
     )
-    remember(scope, await hit(state.redis, principal.actor, limit))
+    return principal.actor, limit
 
 
-async def caller(connection: Connection) -> Principal:
-    """The request's caller, resolved once (a 401 problem if the credentials open nothing)."""
+async def count_request(
+    state: State,
+    scope: MutableMapping[str, Any],
+    principal: Principal,
+    tenant: TenantRef | None = None,
+) -> None:
+    """Count this request against the caller's rate limit and, on a tenant route, the
+    tenant's, in one Redis round trip; the caller once per request (the idempotency middleware
+    may have counted it already, before it stored anything)."""
+    request_state = scope.setdefault("state", {})
+    limits = [] if request_state.get("caller_counted") else [caller_limit(state, principal)]
+    request_state["caller_counted"] = True
+    if tenant is not None:
+        limits.append(tenant_limit(state, tenant))
+    if not limits:
+        return
+    for window in await hit_all(state.redis, limits):
+        remember(scope, window)
+
+
+async def count_caller(state: State, scope: MutableMapping[str, Any], principal: Principal) -> None:
+    """Count this request against the caller's rate limit, once per request."""
+    await count_request(state, scope, principal)
+
+
+async def caller(connection: Connection, *, count: bool = True) -> Principal:
+    """The request's caller, resolved once (a 401 problem if the credentials open nothing);
+    counted against their rate limit unless the tenant guard counts it with the tenant's."""
     request_state = _request_state(connection)
     app_state = connection.app.state
     principal = request_state.get(PRINCIPAL)
@@ -86,28 +113,32 @@ async def caller(connection: Connection) -> Principal:
         principal = await resolve(session, app_state, connection.headers.get("authorization"))
         request_state[PRINCIPAL] = principal
     bind_context(actor=principal.actor)
-    await count_caller(app_state, connection.scope, principal)  # type: ignore[arg-type]
+    if count:
+        await count_request(app_state, connection.scope, principal)  # type: ignore[arg-type]
     return principal
 
 
 async def tenant_standing(connection: Connection, *, enter_schema: bool) -> TenantAccess:
     """The caller's standing in the route's `{tenant}`, resolved once; with `enter_schema`, the
-    request's transaction also points at the tenant's schema (same statement)."""
+    request's transaction also points at the tenant's schema (same statement).
+
+    The tenant comes from the directory (cached), then the caller and the tenant are counted
+    in one round trip, before the standing is read: a refused call loads the tenant too, and
+    a rate-limited one costs no query."""
     request_state = _request_state(connection)
     access = request_state.get(_TENANT_ACCESS)
     if isinstance(access, TenantAccess):
         return access
-    principal = await caller(connection)
+    principal = await caller(connection, count=False)
     app_state = connection.app.state
-    access = await resolve_access(
-        request_session(connection.scope),
-        app_state.tenant_directory,
-        connection.path_params["tenant"],
-        principal,
-        enter_schema=enter_schema,
-    )
-    # Counted before the route's own check: refused calls load the tenant too.
-    await count_tenant_request(connection, app_state, access)
+    scope: Any = connection.scope
+    session = request_session(scope)
+    slug = connection.path_params["tenant"]
+    tenant = await app_state.tenant_directory.find(session, slug)
+    await count_request(app_state, scope, principal, tenant)
+    if tenant is None:
+        raise tenant_not_found(slug)
+    access = await standing_in(session, tenant, principal, enter_schema=enter_schema)
     request_state[_TENANT_ACCESS] = access
     return access
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -57,12 +59,42 @@ def create_engine(settings: Settings, *, database_url: str | None = None) -> Asy
         sqlalchemy_url(url),
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
-        pool_pre_ping=True,
         connect_args=connect_args,
     )
+    ping_idle_connections(engine, IDLE_BEFORE_PING_S)
     if pooled:
         begin_with_defaults(engine, settings.db_statement_timeout_ms)
     return engine
+
+
+# A connection back from the pool within this time was working a moment ago: no ping.
+IDLE_BEFORE_PING_S = 5.0
+
+
+def ping_idle_connections(engine: AsyncEngine, idle_s: float) -> None:
+    """Ping a connection at checkout only if it sat idle in the pool for `idle_s` or more.
+
+    SQLAlchemy's pool_pre_ping pings every checkout: a round trip on every request. A
+    connection used a moment ago is alive; one that idled (the server may have restarted
+    meanwhile) is pinged and, if dead, replaced before the request uses it.
+    """
+    pool = engine.sync_engine.pool
+
+    @event.listens_for(pool, "checkin")
+    def remember_checkin(dbapi_connection: Any, record: Any) -> None:
+        record.info["checked_in_at"] = time.monotonic()
+
+    @event.listens_for(pool, "checkout")
+    def ping_if_idle(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        checked_in_at = record.info.get("checked_in_at")
+        if checked_in_at is None or time.monotonic() - checked_in_at < idle_s:
+            return
+        try:
+            alive = engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            raise DisconnectionError("connection dead after idling") from exc
+        if not alive:
+            raise DisconnectionError("connection dead after idling")
 
 
 def transaction_defaults_sql(statement_timeout_ms: int) -> str:

@@ -3,7 +3,8 @@ OIDC issuer's), or a tenant API key (`sfk_…`) — always checked against the d
 
 An access token names its user; whether that user is still active and still an operator is
 read from `shared.users` (cached per process for AUTH_USER_CACHE_S), so disabling an account
-or demoting an operator takes effect within that time, not at the token's expiry.
+or demoting an operator takes effect within that time, not at the token's expiry. API keys
+are cached the same time and forgotten everywhere as soon as a revocation commits.
 """
 
 from __future__ import annotations
@@ -75,6 +76,64 @@ class StandingCache:
         return fresh
 
 
+@dataclass(frozen=True, slots=True)
+class KeyStanding:
+    """An API key as the database said at `read_at` (a revoked key is never kept)."""
+
+    principal: Principal
+    expires_at: datetime | None
+    read_at: float
+
+
+class ApiKeyCache:
+    """API keys per process, by the hash of their secret, kept `ttl_s` (0: always ask).
+
+    A revocation is announced to every API process once it commits (`forget`), so a revoked
+    key is refused at once everywhere; a lost announcement is bounded by `ttl_s`.
+    """
+
+    def __init__(self, ttl_s: float, max_entries: int = 10_000) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, KeyStanding] = OrderedDict()
+        self._generation = 0  # bumped by every forget: a read in flight is not kept
+
+    def get(self, key_hash: str) -> KeyStanding | None:
+        cached = self._entries.get(key_hash)
+        if cached is not None and time.monotonic() - cached.read_at < self.ttl_s:
+            return cached
+        return None
+
+    def keep(self, key_hash: str, standing: KeyStanding, generation: int) -> None:
+        if self.ttl_s <= 0 or generation != self._generation:
+            return
+        self._entries[key_hash] = standing
+        self._entries.move_to_end(key_hash)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    def forget(self, key_id: str | None) -> None:
+        """Drop the key with this id (None: every key, e.g. announcements were missed)."""
+        self._generation += 1
+        if key_id is None:
+            self._entries.clear()
+            return
+        for key_hash, cached in list(self._entries.items()):
+            if str(cached.principal.user_id) == key_id:
+                del self._entries[key_hash]
+
+
+def api_key_cache(state: State) -> ApiKeyCache:
+    cache = state.get("api_key_cache")
+    if not isinstance(cache, ApiKeyCache):
+        cache = state.setdefault("api_key_cache", ApiKeyCache(state.settings.auth_user_cache_s))
+    return cache
+
+
 def _standing_cache(state: State) -> StandingCache:
     cache = state.get("user_standing")
     if not isinstance(cache, StandingCache):
@@ -91,7 +150,7 @@ def bearer_token(authorization: str | None) -> str | None:
 async def resolve_principal(session: AsyncSession, state: State, token: str) -> Principal:
     """The principal of a bearer token; a 401 problem for a token that does not open anything."""
     if token.startswith(API_KEY_PREFIX):
-        return await _api_key_principal(session, token)
+        return await _api_key_principal(session, api_key_cache(state), token)
     if is_for_issuer(state.settings, token):
         return await oidc_principal(session, state.settings, token)
     user_id = read_access_token(state.settings, token)
@@ -129,9 +188,16 @@ async def principal_from_header(
     return await resolve_principal(session, state, token)
 
 
-async def _api_key_principal(session: AsyncSession, token: str) -> Principal:
-    key = (await session.execute(KEY_LOOKUP, {"h": hash_token(token)})).one_or_none()
+async def _api_key_principal(session: AsyncSession, cache: ApiKeyCache, token: str) -> Principal:
+    key_hash = hash_token(token)
     now = datetime.now(UTC)
+    cached = cache.get(key_hash)
+    if cached is not None:
+        if cached.expires_at is not None and cached.expires_at <= now:
+            raise unauthorized("The API key is invalid, revoked or expired.")
+        return cached.principal
+    generation = cache.generation
+    key = (await session.execute(KEY_LOOKUP, {"h": key_hash})).one_or_none()
     if key is None or key.revoked_at is not None or (key.expires_at and key.expires_at <= now):
         raise unauthorized("The API key is invalid, revoked or expired.")
     if (
@@ -141,7 +207,7 @@ async def _api_key_principal(session: AsyncSession, token: str) -> Principal:
         await session.execute(
             text("UPDATE shared.api_keys SET last_used_at = now() WHERE id = :id"), {"id": key.id}
         )
-    return Principal(
+    principal = Principal(
         user_id=key.id,
         email="",
         is_operator=False,
@@ -149,3 +215,5 @@ async def _api_key_principal(session: AsyncSession, token: str) -> Principal:
         tenant_id=key.tenant_id,
         key_role=key.role,
     )
+    cache.keep(key_hash, KeyStanding(principal, key.expires_at, time.monotonic()), generation)
+    return principal

@@ -6,6 +6,7 @@ import hashlib
 import secrets
 import time
 import uuid
+from collections import OrderedDict
 from typing import Any
 
 import jwt
@@ -32,12 +33,26 @@ def issue_access_token(settings: Settings, principal: Principal) -> str:
     return jwt.encode(claims, settings.signing_key(), algorithm=ALGORITHM)
 
 
+# Tokens whose signature was checked, by token: (subject, expiry). A busy client sends the same
+# token for its whole life; checking its HMAC again on every request would cost more than the
+# rest of authentication. Bounded; an entry is good until the token's own expiry.
+_VERIFIED: OrderedDict[tuple[str, str, str], tuple[uuid.UUID, float]] = OrderedDict()
+_VERIFIED_MAX = 10_000
+
+
 def read_access_token(settings: Settings, token: str) -> uuid.UUID:
     """The user id of a valid token; a 401 problem for anything else.
 
     Only the subject is taken from the token: whether that user is still active, and still an
     operator, is the database's answer (`auth.py`), not the `op` claim's.
     """
+    # Keyed by the key and issuer too: a token checked under one key proves nothing under another.
+    cache_key = (settings.signing_key(), settings.jwt_issuer, token)
+    known = _VERIFIED.get(cache_key)
+    if known is not None:
+        if known[1] > time.time():
+            return known[0]
+        del _VERIFIED[cache_key]
     try:
         claims: dict[str, Any] = jwt.decode(
             token,
@@ -53,9 +68,13 @@ def read_access_token(settings: Settings, token: str) -> uuid.UUID:
     if claims.get("typ") != "access":
         raise unauthorized("The access token is invalid.")
     try:
-        return uuid.UUID(str(claims["sub"]))
+        user_id = uuid.UUID(str(claims["sub"]))
     except ValueError as exc:
         raise unauthorized("The access token is invalid.") from exc
+    _VERIFIED[cache_key] = (user_id, float(claims["exp"]))
+    while len(_VERIFIED) > _VERIFIED_MAX:
+        _VERIFIED.popitem(last=False)
+    return user_id
 
 
 def new_refresh_token() -> tuple[str, str]:

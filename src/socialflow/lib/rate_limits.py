@@ -6,14 +6,15 @@ limit. The tightest window that applies sets the `RateLimit-*` headers of the re
 
 from __future__ import annotations
 
+import hashlib
 import time
-from collections.abc import MutableMapping
+from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from socialflow.lib.problems import Problem
 
@@ -52,29 +53,62 @@ async def count_in_window(redis: Redis, prefix: str, window_s: int = WINDOW_S) -
     return Count(key=key, count=count, window_s=window_s, reset_s=window_start + window_s - now)
 
 
+# Every counter of one request in one command: INCR each key, giving a new one its expiry.
+_COUNT_ALL = """
+local counts = {}
+for i, key in ipairs(KEYS) do
+    local count = redis.call('INCR', key)
+    if count == 1 then redis.call('EXPIRE', key, ARGV[1]) end
+    counts[i] = count
+end
+return counts
+"""
+_COUNT_ALL_SHA = hashlib.sha1(_COUNT_ALL.encode()).hexdigest()  # noqa: S324 - Redis's script id
+
+
+async def _count_all(redis: Redis, keys: list[str], ttl_s: int) -> list[int]:
+    try:
+        counts = await redis.evalsha(_COUNT_ALL_SHA, len(keys), *keys, ttl_s)
+    except NoScriptError:  # a restarted Redis forgot the script: EVAL caches it again
+        counts = await redis.eval(_COUNT_ALL, len(keys), *keys, ttl_s)
+    return [int(c) for c in counts]
+
+
 async def hit(redis: Redis, scope: str, limit: int) -> Window:
     """Count one request against `scope`; a 429 problem (with Retry-After) past the limit."""
+    (window,) = await hit_all(redis, [(scope, limit)])
+    return window
+
+
+async def hit_all(redis: Redis, limits: Sequence[tuple[str, int]]) -> list[Window]:
+    """Count one request against every `(scope, limit)`, in one Redis round trip; a 429
+    problem (with Retry-After) for the first limit passed. Fails open if Redis is unreachable
+    (logged; /ready reports Redis): the API must not go down with it."""
+    now = int(time.time())
+    window_start = now - now % WINDOW_S
+    reset = window_start + WINDOW_S - now
+    keys = [f"socialflow:ratelimit:{scope}:{window_start}" for scope, _ in limits]
     try:
-        counted = await count_in_window(redis, f"socialflow:ratelimit:{scope}")
+        counts = await _count_all(redis, keys, WINDOW_S + 5)
     except (RedisError, OSError) as exc:
-        # Fail open: an unreachable Redis must not take the API down with it (/ready says it).
         log.warning("rate_limit.unavailable", error_type=type(exc).__name__)
-        now = int(time.time())
-        return Window(limit=limit, remaining=limit, reset_s=WINDOW_S - now % WINDOW_S)
-    count, reset = counted.count, counted.reset_s
-    if count > limit:
-        raise Problem(
-            429,
-            "rate-limited",
-            f"More than {limit} requests a minute for this {scope.split(':', 1)[0]}.",
-            headers={
-                "Retry-After": str(reset),
-                "RateLimit-Limit": str(limit),
-                "RateLimit-Remaining": "0",
-                "RateLimit-Reset": str(reset),
-            },
-        )
-    return Window(limit=limit, remaining=limit - count, reset_s=reset)
+        return [Window(limit=limit, remaining=limit, reset_s=reset) for _, limit in limits]
+    windows = []
+    for (scope, limit), count in zip(limits, counts, strict=True):
+        if count > limit:
+            raise Problem(
+                429,
+                "rate-limited",
+                f"More than {limit} requests a minute for this {scope.split(':', 1)[0]}.",
+                headers={
+                    "Retry-After": str(reset),
+                    "RateLimit-Limit": str(limit),
+                    "RateLimit-Remaining": "0",
+                    "RateLimit-Reset": str(reset),
+                },
+            )
+        windows.append(Window(limit=limit, remaining=limit - count, reset_s=reset))
+    return windows
 
 
 def remember(scope: MutableMapping[str, Any], window: Window) -> None:

@@ -10,6 +10,7 @@ import msgspec
 from sqlalchemy import Text, cast, func, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from socialflow.access.directory import TenantDirectory
 from socialflow.access.permissions import Role
 from socialflow.access.tenant_access import TenantAccess
 from socialflow.audit.record import record_change
@@ -33,6 +34,10 @@ KEY_OUT = (
     ApiKey.last_used_at,
     ApiKey.revoked_at,
 )
+
+
+# The kind of announcement a revocation makes (identity.auth's key cache listens to it).
+API_KEY_CHANGES = "api_key"
 
 
 async def create_key(
@@ -86,7 +91,14 @@ async def list_keys(
     return msgspec.convert(rows.mappings().all(), list[bodies.ApiKeyOut])
 
 
-async def revoke_key(session: AsyncSession, access: TenantAccess, key_id: uuid.UUID) -> None:
+async def revoke_key(
+    session: AsyncSession,
+    access: TenantAccess,
+    key_id: uuid.UUID,
+    directory: TenantDirectory | None = None,
+) -> None:
+    """Revoke the key; `directory` announces it once committed, so every API process forgets
+    the key it may have cached and refuses it at once."""
     revoked = await session.execute(
         update(ApiKey)
         .where(
@@ -100,3 +112,5 @@ async def revoke_key(session: AsyncSession, access: TenantAccess, key_id: uuid.U
         raise Problem(404, "not-found", "No such active API key.")
     revoked_key = ApiKeyRevoked(id=key_id, name=row.name, role=row.role)
     await record_change(session, access.principal, revoked_key, tenant=access.tenant.slug)
+    if directory is not None:
+        directory.changed(session, str(key_id), kind=API_KEY_CHANGES)

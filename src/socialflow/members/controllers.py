@@ -159,8 +159,9 @@ class ApiKeysController(Controller):
         key_id: FromPath[uuid.UUID],
         access: NamedDependency[TenantAccess],
         session: NamedDependency[AsyncSession],
+        state: State,
     ) -> None:
-        await api_keys.revoke_key(session, access, key_id)
+        await api_keys.revoke_key(session, access, key_id, state.tenant_directory)
 
 
 class InvitationController(Controller):

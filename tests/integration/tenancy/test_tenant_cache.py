@@ -99,3 +99,31 @@ async def test_a_lookup_that_read_the_row_before_an_announcement_does_not_cache_
         after = await directory.find(session, world.tenant_a)
     assert after is not None
     assert after.status == "suspended"
+
+
+async def test_an_api_key_revoked_in_one_api_process_is_refused_in_another_at_once(
+    platform: Platform, world: World, settings: Settings
+) -> None:
+    created = await platform.client.post(
+        f"/api/v1/tenants/{world.tenant_a}/api-keys",
+        json={"name": "cached", "role": "viewer"},
+        headers=world.owner_a.headers,
+    )
+    assert created.status_code == 201
+    key = {"Authorization": f"Bearer {created.json()['key']}"}
+    url = f"/api/v1/tenants/{world.tenant_a}/settings"
+    # Keys stay cached for a minute here: only the announcement can make the refusal prompt.
+    other_process = create_app(settings.model_copy(update={"auth_user_cache_s": 60.0}))
+    async with AsyncTestClient(other_process) as other:
+        assert (await other.get(url, headers=key)).status_code == 200  # cached there now
+        revoked = await platform.client.delete(
+            f"/api/v1/tenants/{world.tenant_a}/api-keys/{created.json()['id']}",
+            headers=world.owner_a.headers,
+        )
+        assert revoked.status_code == 204
+        deadline = time.monotonic() + 1.0
+        status = 200
+        while status != 401 and time.monotonic() < deadline:
+            status = (await other.get(url, headers=key)).status_code
+            await asyncio.sleep(0.02)
+        assert status == 401, "the other process still accepts the revoked key"
