@@ -176,6 +176,18 @@ class Api:
         with urllib.request.urlopen(request, timeout=30) as answer:
             return json.loads(answer.read() or b"null")
 
+    def cpu_seconds(self) -> float:
+        """CPU time used so far by the API's processes (its process group), from /proc."""
+        ticks = 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # gone meanwhile
+            if int(fields[2]) == self.process.pid:  # pgrp
+                ticks += int(fields[11]) + int(fields[12])  # utime + stime
+        return ticks / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         os.killpg(self.process.pid, signal.SIGTERM)
         self.process.wait(timeout=30)
@@ -261,6 +273,7 @@ def seed(api: Api, database_url: str) -> list[dict[str, str]]:
 def load(
     wrk: str, api: Api, script: Path, args: list[str], duration: float, connections: int
 ) -> dict[str, Any]:
+    cpu_before = api.cpu_seconds()
     ran = subprocess.run(
         [
             wrk,
@@ -278,6 +291,7 @@ def load(
         capture_output=True,
         text=True,
     )
+    cpu = api.cpu_seconds() - cpu_before
     check(ran.returncode == 0, f"wrk failed: {ran.stdout}{ran.stderr}")
     out = ran.stdout
     line = next(x for x in out.splitlines() if x.startswith("WRK_RESULT "))
@@ -289,6 +303,7 @@ def load(
         "p50_ms": round(raw["p50_us"] / 1000, 2),
         "p99_ms": round(raw["p99_us"] / 1000, 2),
         "errors": errors,
+        "_cpu_ms": round(1000 * cpu / max(1, raw["requests"]), 3),
         "_raw": raw,
     }
 
@@ -368,7 +383,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def print_table(outcome: dict[str, Any], file: Any) -> None:
     print_settings(outcome["lines"], outcome["run"], file=file)
     print(
-        f"{'processes':>9}  {'auth':<8} {'rps':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}",
+        f"{'processes':>9}  {'auth':<8} {'rps':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}"
+        f" {'API CPU ms/request':>19}",
         file=file,
     )
     for processes, row in outcome["results"].items():
@@ -376,7 +392,7 @@ def print_table(outcome: dict[str, Any], file: Any) -> None:
             r = row[kind]
             print(
                 f"{processes:>9}  {kind:<8} {r['rps']:>8,} {r['p50_ms']:>8} {r['p99_ms']:>8} "
-                f"{r['errors']:>7}",
+                f"{r['errors']:>7} {r['_cpu_ms']:>19}",
                 file=file,
             )
     print(
