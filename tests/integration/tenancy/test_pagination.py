@@ -77,6 +77,14 @@ async def test_the_audit_log_pages_newest_first(platform: Platform, world: World
     names = [e["after"]["display_name"] for e in walked if e["action"] == "settings.updated"]
     assert names == [f"name {n}" for n in reversed(range(5))]
     assert all(e["request_id"] for e in walked)
+    # Filtered by action, across pages: every entry of that action and nothing else.
+    filtered = await _walk(
+        platform,
+        f"/api/v1/tenants/{world.tenant_a}/audit-log?limit=2&action=settings.updated",
+        world.owner_a.headers,
+    )
+    assert [e["after"]["display_name"] for e in filtered] == names
+    assert {e["action"] for e in filtered} == {"settings.updated"}
     members_cannot = await platform.client.get(
         f"/api/v1/tenants/{world.tenant_b}/audit-log", headers=world.owner_a.headers
     )
