@@ -11,7 +11,8 @@ current_traceparent: ContextVar[str | None] = ContextVar("traceparent", default=
 
 
 def new_traceparent() -> str:
-    return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+    ids = secrets.token_hex(24)  # trace id and span id from one read of the OS's randomness
+    return f"00-{ids[:32]}-{ids[32:]}-01"
 
 
 def child_traceparent(parent: str | None) -> str:
