@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from socialflow.access.directory import TenantDirectory, TenantRef
 from socialflow.access.permissions import Permission, Role, allows
 from socialflow.access.principal import Principal
+from socialflow.db.rows import fetch_rows
 from socialflow.db.tenancy import enter_tenant_schema
 from socialflow.db.tenant_schema import search_path_for, set_search_path
 from socialflow.lib.logging import bind_context
@@ -98,8 +99,7 @@ async def standing_in(
     if enter_schema:
         params["path"] = search_path_for(tenant.schema_name)
         statement = ACCESS_AND_ENTER_SQL
-    row = (await session.execute(statement, params)).one()
-    role_name, is_agency_admin = row[0], row[1]
+    ((role_name, is_agency_admin, *_),) = await fetch_rows(session, statement, params)
     access = TenantAccess(
         tenant=tenant,
         principal=principal,

@@ -100,7 +100,10 @@ class RequestUnitOfWork:
         if session is None:
             return
         try:
-            await session.close()  # ends (rolls back) an open transaction first
+            if session.sync_session.get_transaction() is None:
+                session.sync_session.close()  # nothing to end (committed): no I/O to await
+            else:
+                await session.close()  # ends (rolls back) the open transaction first
         except Exception:  # the connection is gone; the pool drops it
             log.exception("unit_of_work.close_failed")
 

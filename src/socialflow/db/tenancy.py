@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from socialflow.db.rows import fetch_rows
 from socialflow.db.tenant_schema import NO_TENANT_SEARCH_PATH, search_path_for, set_search_path
 
 __all__ = ["NO_TENANT_SEARCH_PATH", "enter_tenant_schema", "leave_tenant_schema"]
@@ -16,9 +17,9 @@ async def enter_tenant_schema(session: AsyncSession, schema: str) -> None:
     """Point this transaction's search_path at `schema` (SET LOCAL semantics: gone at commit).
 
     The schema name is validated and quoted, and passed to set_config as a bound value, never
-    formatted into the statement.
+    formatted into the statement. Every tenant request runs it: a hot statement (db/rows.py).
     """
-    await session.execute(_SET, {"path": search_path_for(schema)})
+    await fetch_rows(session, _SET, {"path": search_path_for(schema)})
 
 
 async def leave_tenant_schema(session: AsyncSession) -> None:

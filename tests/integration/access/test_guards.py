@@ -245,7 +245,7 @@ async def test_refused_and_unreadable_requests_leave_no_connection_or_transactio
 
 
 async def test_a_tenant_read_is_one_transaction_with_the_access_check_as_its_first_statement(
-    app: Litestar, platform: Platform, world: World
+    app: Litestar, platform: Platform, world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     url = f"/api/v1/tenants/{world.tenant_a}/settings"
     warm = await platform.client.get(url, headers=world.owner_a.headers)  # caches the standing
@@ -253,19 +253,21 @@ async def test_a_tenant_read_is_one_transaction_with_the_access_check_as_its_fir
     statements: list[str] = []
     begins: list[object] = []
     engine = app.state.engine.sync_engine
+    execute = psycopg.AsyncCursor.execute
 
-    def on_statement(*args: Any) -> None:
-        statements.append(args[2])
+    # What reaches the driver, through SQLAlchemy or straight (hot statements, db/rows.py).
+    async def recorded(cursor: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        statements.append(str(query))
+        return await execute(cursor, query, *args, **kwargs)
 
     def on_begin(connection: object) -> None:
         begins.append(connection)
 
-    event.listen(engine, "before_cursor_execute", on_statement)
+    monkeypatch.setattr(psycopg.AsyncCursor, "execute", recorded)
     event.listen(engine, "begin", on_begin)
     try:
         response = await platform.client.get(url, headers=world.owner_a.headers)
     finally:
-        event.remove(engine, "before_cursor_execute", on_statement)
         event.remove(engine, "begin", on_begin)
     assert response.status_code == 200
     assert len(begins) == 1
