@@ -80,21 +80,11 @@ def main() -> None:
 @on_services(redis=True)
 @click.option("--workers", type=int, default=None, help="processes; default: API_WORKERS")
 def api(workers: int | None) -> None:
-    """Serve the HTTP API on HOST:PORT (with --workers N, N processes sharing the socket)."""
-    import uvicorn
+    """Serve the HTTP API on HOST:PORT (with --workers N, N processes sharing the port)."""
+    from socialflow.api_server import serve
 
     settings = get_settings()
-    uvicorn.run(
-        "socialflow.app:create_app",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=workers or settings.api_workers,
-        log_config=None,
-        access_log=False,
-        proxy_headers=True,
-        timeout_graceful_shutdown=10,
-    )
+    serve(settings, workers or settings.api_workers)
 
 
 @main.command()

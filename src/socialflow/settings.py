@@ -48,7 +48,7 @@ class Settings(BaseSettings):
     )
     log_level: str = "INFO"
     log_format: LogFormat | None = Field(default=None, description="default: json in production")
-    db_pool_size: int = Field(default=10, ge=1)
+    db_pool_size: int = Field(default=20, ge=1)
     db_max_overflow: int = Field(default=10, ge=0)
     db_statement_timeout_ms: int = Field(default=30_000, ge=0)
     ready_timeout_s: float = Field(default=2.0, gt=0)

@@ -26,7 +26,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "members",
         "tenancy",
         "ai",
-        "event_routing tables devserver",
+        "event_routing tables devserver api_server",
         "app cli",
         "__main__",
     )

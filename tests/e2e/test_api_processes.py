@@ -1,0 +1,100 @@
+"""`socialflow api --workers N`: N processes, each with its own socket on the port (the kernel
+spreads connections among them), a dead one replaced, all stopped by SIGTERM; a port that is
+already taken is refused, not shared."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import time
+import urllib.request
+from collections.abc import Callable
+
+import psutil
+
+from tests.e2e.conftest import CommandRun, free_port
+
+Start = Callable[..., CommandRun]
+
+
+def _api_processes(run: CommandRun) -> list[psutil.Process]:
+    """The supervisor's live API processes (multiprocessing spawns them with `spawn_main`)."""
+    found = []
+    for child in psutil.Process(run.process.pid).children(recursive=True):
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE and "spawn_main" in " ".join(child.cmdline()):
+                found.append(child)
+        except psutil.Error:  # gone meanwhile
+            continue
+    return found
+
+
+def _wait_for(condition: Callable[[], bool], timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+def _healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def _listeners(pid: int, port: int) -> int:
+    return sum(
+        1
+        for c in psutil.Process(pid).net_connections("tcp")
+        if c.status == psutil.CONN_LISTEN and c.laddr.port == port
+    )
+
+
+def test_two_processes_each_listen_a_dead_one_is_replaced_and_sigterm_stops_all(
+    run_command: Start, database_url: str, redis_url: str
+) -> None:
+    port = free_port()
+    api = run_command(
+        ["api", "--workers", "2"], DATABASE_URL=database_url, REDIS_URL=redis_url, PORT=str(port)
+    )
+    _wait_for(lambda: _healthy(port) and len(_api_processes(api)) == 2)
+    first, second = _api_processes(api)
+    _wait_for(lambda: _listeners(first.pid, port) == 1 and _listeners(second.pid, port) == 1)
+    assert _listeners(api.process.pid, port) == 0  # the supervisor accepts nothing itself
+
+    first.kill()
+    _wait_for(
+        lambda: (
+            len(_api_processes(api)) == 2 and first.pid not in {p.pid for p in _api_processes(api)}
+        )
+    )
+    _wait_for(lambda: _healthy(port))
+    assert "api.process_exited" in api.output
+
+    survivors = _api_processes(api)
+    api.signal(signal.SIGTERM)
+    assert api.wait() == 0
+    for process in survivors:
+        assert not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
+    assert not _healthy(port)
+
+
+def test_a_port_already_listened_on_is_refused(
+    run_command: Start, database_url: str, redis_url: str
+) -> None:
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # even one that would share
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        api = run_command(
+            ["api", "--workers", "2"],
+            DATABASE_URL=database_url,
+            REDIS_URL=redis_url,
+            PORT=str(port),
+            HOST="127.0.0.1",
+        )
+        assert api.wait(timeout_s=60) != 0
+    assert f"cannot listen on 127.0.0.1:{port}" in api.output
