@@ -46,10 +46,10 @@ from _servers import (
     server_settings,
 )
 from _servers import settings_lines as server_lines
-from socialflow.access.guards import authenticated, requires
+from socialflow.access.guards import authenticated, count_request, requires
 from socialflow.access.permissions import Permission
 from socialflow.access.principal import Principal
-from socialflow.access.tenant_access import TenantAccess, count_tenant_request, resolve_access
+from socialflow.access.tenant_access import TenantAccess, resolve_access
 from socialflow.app import create_app
 from socialflow.db.migrate import upgrade_shared
 from socialflow.db.session import unit_of_work
@@ -82,7 +82,7 @@ async def without_search_path(
 ) -> dict[str, Any]:
     access = await resolve_access(session, state.tenant_directory, tenant, principal)
     access.require(Permission.SETTINGS_READ)
-    await count_tenant_request(request, state, access)  # as the product's dependency does
+    await count_request(state, request.scope, principal, access.tenant)  # as the guard does
     schema = access.tenant.schema_name
     row = (await session.execute(text(f'SELECT timezone, locale FROM "{schema}".settings'))).one()
     return {"timezone": row.timezone, "locale": row.locale}
