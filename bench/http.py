@@ -1,6 +1,6 @@
 """HTTP benchmark: a tenant-scoped list of 20 rows through `socialflow api`, loaded by wrk.
 
-    python bench/http.py [--json] [--processes 1,2] [--duration 20] [--connections 32]
+    python bench/http.py [--json] [--processes 1,2] [--duration 20] [--connections 32] [--rounds 3]
 
 The benchmark itself is bench/_http_bench.py (what it measures and checks: its docstring). This
 file only runs it, under the name the issue gave it. A file named `http.py` in bench/ would
