@@ -92,7 +92,6 @@ def _serve_process() -> None:
 
     settings = get_settings()
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the supervisor, which stops us
     sock = listening_socket(settings.host, settings.port)
     config = uvicorn.Config(APP, **uvicorn_options(settings))
     server = uvicorn.Server(config)
