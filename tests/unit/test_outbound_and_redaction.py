@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 
 import pytest
 
@@ -13,7 +14,7 @@ from socialflow.lib.outbound import (
     embedded_ipv4,
 )
 from socialflow.lib.problems import Problem
-from socialflow.lib.redaction import REDACTED, redact
+from socialflow.lib.redaction import REDACTED, _any_of, redact
 from socialflow.settings import Environment, Settings
 
 
@@ -163,3 +164,13 @@ def test_bearer_tokens_and_key_parameters_are_scrubbed() -> None:
     assert "abc.def.ghijklmnop" not in scrubbed
     assert "supersecretvalue123" not in scrubbed
     assert "x=1" in scrubbed
+
+
+def test_the_one_scan_pre_check_refuses_a_pattern_flag_it_could_not_keep() -> None:
+    # The pre-check joins the patterns into one; only (?i) survives that, per alternative.
+    with pytest.raises(ValueError, match="only"):
+        _any_of([re.compile("^key$", re.MULTILINE)])
+    joined = _any_of([re.compile("(?i)bearer x"), re.compile("sk-y")])
+    assert joined.search("BEARER x")
+    assert joined.search("sk-y")
+    assert not joined.search("SK-Y")

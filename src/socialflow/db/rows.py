@@ -39,9 +39,8 @@ from sqlalchemy.sql.compiler import SQLCompiler
 S = TypeVar("S", bound=msgspec.Struct)
 TUPLES_OK = ExecStatus.TUPLES_OK
 _CURSOR = "socialflow.hot_cursor"  # a pooled connection's info: the cursor hot statements use
-_HELD = (
-    "socialflow.hot_connection"  # session.info: (its transaction, that transaction's connection)
-)
+# session.info: (a weak reference to its transaction, that transaction's connection)
+_HELD = "socialflow.hot_connection"
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,10 @@ _PATTERNS = [
 def _any_of(patterns: list[re.Pattern[str]]) -> re.Pattern[str]:
     parts = []
     for pattern in patterns:
+        # Only case can be scoped to one alternative; another flag would be lost, and the
+        # pre-check would then let through what the pattern itself would have scrubbed.
+        if pattern.flags & ~(re.IGNORECASE | re.UNICODE):
+            raise ValueError(f"redaction pattern {pattern.pattern!r}: only (?i) is supported")
         body = pattern.pattern.removeprefix("(?i)")
         parts.append(f"(?i:{body})" if pattern.flags & re.IGNORECASE else f"(?:{body})")
     return re.compile("|".join(parts))
