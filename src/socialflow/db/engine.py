@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from psycopg.pq import TransactionStatus
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DisconnectionError
@@ -15,6 +16,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from socialflow.db.shared_connection import SharedConnectionSession
 from socialflow.db.tenant_schema import NO_TENANT_SEARCH_PATH, set_search_path
 from socialflow.settings import Settings
 
@@ -106,6 +108,14 @@ def transaction_defaults_sql(statement_timeout_ms: int) -> str:
     )
 
 
+def explicit_begin(settings: Settings) -> str | None:
+    """What opens a transaction on a bare pooled connection when the driver does not: behind a
+    transaction pooler, BEGIN with the defaults (see begin_with_defaults); else None."""
+    if settings.db_pooler != "transaction":
+        return None
+    return f"BEGIN; {transaction_defaults_sql(settings.db_statement_timeout_ms)}"
+
+
 def begin_with_defaults(engine: AsyncEngine, statement_timeout_ms: int) -> None:
     """Behind a transaction pooler, every transaction starts by setting its own defaults.
 
@@ -120,6 +130,9 @@ def begin_with_defaults(engine: AsyncEngine, statement_timeout_ms: int) -> None:
     def on_begin(connection: Connection) -> None:
         if connection.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
             return  # asked for no transaction: there is none to set defaults in
+        driver = connection.connection.driver_connection
+        if driver.info.transaction_status != TransactionStatus.IDLE:  # type: ignore[union-attr]
+            return  # a hot statement on the shared connection began it (shared_connection.py)
         if connection.connection.dbapi_connection.autocommit:  # type: ignore[union-attr]
             connection.exec_driver_sql(f"BEGIN; {defaults}")
         else:  # an isolation level was set: the driver sends its own BEGIN first
@@ -129,4 +142,9 @@ def begin_with_defaults(engine: AsyncEngine, statement_timeout_ms: int) -> None:
 
 
 def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+    return async_sessionmaker(
+        engine,
+        expire_on_commit=False,
+        autoflush=False,
+        sync_session_class=SharedConnectionSession,
+    )

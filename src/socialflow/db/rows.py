@@ -36,6 +36,8 @@ from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
+from socialflow.db.shared_connection import SHARED_CONNECTION, SharedConnection
+
 S = TypeVar("S", bound=msgspec.Struct)
 TUPLES_OK = ExecStatus.TUPLES_OK
 _CURSOR = "socialflow.hot_cursor"  # a pooled connection's info: the cursor hot statements use
@@ -102,8 +104,13 @@ async def _connection(session: AsyncSession) -> AsyncConnection:
 async def _run(
     session: AsyncSession, compiled: _Compiled, params: Mapping[str, Any] | None
 ) -> list[tuple[Any, ...]]:
-    connection = await _connection(session)
-    dbapi_connection = connection.sync_connection.connection  # type: ignore[union-attr]
+    shared = session.info.get(SHARED_CONNECTION)
+    connection: AsyncConnection | None = None
+    if isinstance(shared, SharedConnection):  # a request's: its connection, no ORM needed
+        dbapi_connection = await shared.pooled()
+    else:
+        connection = await _connection(session)
+        dbapi_connection = connection.sync_connection.connection  # type: ignore[union-attr]
     driver: psycopg.AsyncConnection[Any] = dbapi_connection.driver_connection  # type: ignore[assignment]
     values = {**compiled.defaults, **params} if params else compiled.defaults
     try:
@@ -114,10 +121,13 @@ async def _run(
         result = cursor.pgresult  # not `description`: it builds a Column per column
         return await cursor.fetchall() if result and result.status == TUPLES_OK else []
     except psycopg.Error as exc:
-        dialect = connection.dialect
+        dialect = session.bind.dialect  # type: ignore[union-attr]
         dead = dialect.is_disconnect(exc, dbapi_connection, None)  # type: ignore[arg-type]
         if dead:
-            await connection.invalidate(exc)
+            if connection is not None:
+                await connection.invalidate(exc)
+            elif isinstance(shared, SharedConnection):
+                await shared.invalidate(exc)
         raise DBAPIError.instance(
             compiled.sql,
             values,

@@ -13,6 +13,11 @@ from litestar.enums import ScopeType
 from litestar.middleware import MiddlewareProtocol
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
+from sqlalchemy.util import greenlet_spawn
+
+from socialflow.db.engine import explicit_begin
+from socialflow.db.shared_connection import SHARED_CONNECTION, SharedConnection
 
 log = structlog.get_logger(__name__)
 
@@ -55,19 +60,22 @@ async def unit_of_work(factory: async_sessionmaker[AsyncSession]) -> AsyncIterat
 
 
 class RequestUnitOfWork:
-    """A request's one session and transaction, opened by the first who needs it: a route
-    guard resolving the caller and their tenant, or the `session` dependency.
+    """A request's one transaction, opened by the first who needs it: a route guard resolving
+    the caller and their tenant, or the `session` dependency.
 
-    Only the dependency commits (`adopted`). Whatever it did not finish, because the handler
-    never ran (a guard refused, the body did not validate), `close` rolls back: the
-    UnitOfWorkMiddleware calls it before the answer is sent and again when the request ends.
+    Its connection is checked out of the pool on the first statement and shared by the hot
+    statements and the session's ORM work (db/shared_connection.py). Only the dependency
+    commits (`adopted`). Whatever it did not finish, because the handler never ran (a guard
+    refused, the body did not validate), `close` rolls back: the UnitOfWorkMiddleware calls it
+    before the answer is sent and again when the request ends.
     """
 
-    __slots__ = ("_closed", "_session", "_state")
+    __slots__ = ("_closed", "_connection", "_session", "_state")
 
     def __init__(self, state: State) -> None:
         self._state = state
         self._session: AsyncSession | None = None
+        self._connection: SharedConnection | None = None
         self._closed = False
 
     def session(self) -> AsyncSession:
@@ -77,6 +85,10 @@ class RequestUnitOfWork:
         if self._session is None:
             factory: async_sessionmaker[AsyncSession] = self._state.session_factory
             self._session = factory()
+            self._connection = SharedConnection(
+                self._state.engine, explicit_begin(self._state.settings)
+            )
+            self._session.info[SHARED_CONNECTION] = self._connection
         return self._session
 
     @asynccontextmanager
@@ -86,7 +98,7 @@ class RequestUnitOfWork:
         session = self.session()
         try:
             yield session
-            await session.commit()
+            await self._commit(session)
         except BaseException:
             await self.close()
             raise
@@ -94,18 +106,36 @@ class RequestUnitOfWork:
         await self.close()
         await _run_after_commit(callbacks)
 
+    async def _commit(self, session: AsyncSession) -> None:
+        orm = session.sync_session
+        if orm.in_transaction() or orm.new or orm.deleted:
+            await session.commit()  # flushes, then commits the connection's one transaction
+        if self._connection is not None:
+            # What hot statements did outside the ORM's transaction (all of it, when the
+            # handler used no ORM); no round trip when the server has nothing open.
+            await self._connection.commit()
+
     async def close(self) -> None:
         """Roll back whatever is still open and give the connection back; idempotent."""
-        session, self._session, self._closed = self._session, None, True
+        session, connection = self._session, self._connection
+        self._session, self._connection, self._closed = None, None, True
         if session is None:
             return
         try:
-            if session.sync_session.get_transaction() is None:
-                session.sync_session.close()  # nothing to end (committed): no I/O to await
+            if connection is not None and connection.checked_out:
+                await greenlet_spawn(_release, session.sync_session, connection)
             else:
-                await session.close()  # ends (rolls back) the open transaction first
+                session.sync_session.close()  # it never connected: no I/O to await
         except Exception:  # the connection is gone; the pool drops it
             log.exception("unit_of_work.close_failed")
+
+
+def _release(session: Session, connection: SharedConnection) -> None:
+    """End the session (rolling back an ORM transaction still open), then the connection's."""
+    try:
+        session.close()
+    finally:
+        connection.release()
 
 
 def request_work(scope: Scope) -> RequestUnitOfWork:
