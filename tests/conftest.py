@@ -25,6 +25,7 @@ from socialflow.app import create_app
 from socialflow.db.engine import libpq_url
 from socialflow.db.migrate import upgrade_shared
 from socialflow.lib.logging import configure_logging
+from socialflow.plans.seeding import seed_catalogue
 from socialflow.settings import Environment, Settings
 
 pytest_plugins = [
@@ -91,6 +92,8 @@ class _scratch_database:  # noqa: N801 - reads as a context manager
 @pytest.fixture(scope="session")
 def database_url(service_urls: embedded.ServiceUrls) -> str:
     upgrade_shared(service_urls.database_url)
+    # The catalogue every start seeds (PLAN_CATALOGUE's defaults).
+    seed_catalogue(Settings(_env_file=None), service_urls.database_url)  # type: ignore[call-arg]
     return service_urls.database_url
 
 

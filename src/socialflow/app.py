@@ -38,6 +38,11 @@ from socialflow.members.controllers import (
     InvitationController,
     MembersController,
 )
+from socialflow.plans.controllers import (
+    AgencyUsageController,
+    EntitlementsController,
+    PlanController,
+)
 from socialflow.resources import Resources
 from socialflow.settings import Settings, get_settings
 from socialflow.tenancy.controllers import (
@@ -94,6 +99,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ApiKeysController,
             AuditLogController,
             AIController,
+            PlanController,
+            EntitlementsController,
+            AgencyUsageController,
         ],
         dependencies={
             "session": Provide(provide_session),

@@ -122,11 +122,16 @@ def worker(processes: int | None, threads: int | None) -> None:
 @main.command()
 @on_services()
 def migrate() -> None:
-    """Bring the shared schema to the head revision."""
+    """Bring the shared schema to the head revision; add PLAN_CATALOGUE's missing plans."""
     from socialflow.db.migrate import upgrade_shared
+    from socialflow.plans.seeding import seed_catalogue
 
-    upgrade_shared(_migration_url())
+    url = _migration_url()
+    upgrade_shared(url)
     click.echo("shared schema at head")
+    added = seed_catalogue(get_settings(), url)
+    if added:
+        click.echo(f"plans added from PLAN_CATALOGUE: {', '.join(added)}")
 
 
 @main.group()

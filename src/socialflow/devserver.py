@@ -21,6 +21,7 @@ import click
 
 from socialflow import embedded
 from socialflow.db.migrate import upgrade_shared
+from socialflow.plans.seeding import seed_catalogue
 from socialflow.settings import Settings
 
 PROCESSES = ("api", "relay", "worker")
@@ -135,6 +136,7 @@ def run_dev(settings: Settings) -> int:
                 "(set JWT_SIGNING_KEY to keep tokens valid across runs)"
             )
         upgrade_shared(urls.database_url)
+        seed_catalogue(settings, urls.database_url)
         operator_password = _bootstrap_operator(settings, urls.database_url)
         supervisor = Supervisor(env=env, stopping=stop_requested)
         for name in PROCESSES:

@@ -31,6 +31,13 @@ from socialflow.outbox.routing import (
     by_event_type,
     routing_problems,
 )
+from socialflow.plans.events import (
+    EntitlementsChanged,
+    PlanCreated,
+    PlanUpdated,
+    QuotaExceeded,
+    QuotaWarning,
+)
 from socialflow.tenancy.events import (
     AgencyAdminAdded,
     AgencyCreated,
@@ -66,6 +73,11 @@ EVENT_ROUTES: EventRoutes = {
     AiKeyRemoved: (),
     AiSettingsUpdated: (),
     UserIdentityLinked: (),
+    PlanCreated: (),
+    PlanUpdated: (),
+    EntitlementsChanged: (),
+    QuotaWarning: (),
+    QuotaExceeded: (),
 }
 
 ROUTES: RoutingTable = by_event_type(EVENT_ROUTES)

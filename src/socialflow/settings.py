@@ -7,7 +7,7 @@ import secrets
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -15,6 +15,68 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # litellm downloads its model cost map on import unless told otherwise; this process never
 # reaches the internet, so the bundled map is the only one to use. Set before any import.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+
+GIB = 1024**3
+# The catalogue `make run` starts with (PLAN_CATALOGUE replaces it); null = unlimited.
+DEFAULT_PLAN_CATALOGUE: dict[str, dict[str, Any]] = {
+    "free": {
+        "display_name": "Free",
+        "seats": 3,
+        "storage_bytes": 1 * GIB,
+        "media_items": 500,
+        "posts_per_month": 30,
+        "ai_spend_usd_per_month": 1.0,
+        "social_accounts": 2,
+        "webhook_endpoints": 1,
+        "api_requests_per_minute": 300,
+        "event_retention_days": 7,
+        "platform_ai_keys": False,
+    },
+    "starter": {
+        "display_name": "Starter",
+        "seats": 10,
+        "storage_bytes": 25 * GIB,
+        "media_items": 5_000,
+        "posts_per_month": 300,
+        "ai_spend_usd_per_month": 20.0,
+        "social_accounts": 5,
+        "webhook_endpoints": 5,
+        "api_requests_per_minute": 1_200,
+        "event_retention_days": 30,
+        "platform_ai_keys": False,
+    },
+    "pro": {
+        "display_name": "Pro",
+        "seats": 50,
+        "storage_bytes": 250 * GIB,
+        "media_items": 50_000,
+        "posts_per_month": 3_000,
+        "ai_spend_usd_per_month": 200.0,
+        "social_accounts": 25,
+        "webhook_endpoints": 20,
+        "api_requests_per_minute": 6_000,
+        "event_retention_days": 90,
+        "platform_ai_keys": True,
+    },
+    "enterprise": {
+        "display_name": "Enterprise",
+        "seats": None,
+        "storage_bytes": None,
+        "media_items": None,
+        "posts_per_month": None,
+        "ai_spend_usd_per_month": None,
+        "social_accounts": None,
+        "webhook_endpoints": None,
+        "api_requests_per_minute": 30_000,
+        "event_retention_days": 365,
+        "platform_ai_keys": True,
+    },
+}
+
+
+# Settings of plans before the catalogue existed.
+REPLACED_BY_PLAN_CATALOGUE = ("PLANS", "RATE_LIMIT_TENANT_PER_MINUTE", "AI_PLATFORM_KEY_PLANS")
 
 
 class Environment(StrEnum):
@@ -63,7 +125,11 @@ class Settings(BaseSettings):
     invitation_ttl_hours: int = Field(default=72, ge=1)
     tenant_retention_days: int = Field(default=30, ge=0)
     tenant_cache_ttl_s: float = Field(default=5.0, ge=0)
-    plans: tuple[str, ...] = ("free", "starter", "pro", "enterprise")
+    plan_catalogue: dict[str, dict[str, Any]] = Field(
+        default_factory=lambda: DEFAULT_PLAN_CATALOGUE,
+        description="JSON {plan: {limits}}: the plans added to the catalogue on first start "
+        "(existing plans are left to the operators' API)",
+    )
     vault_master_keys: dict[str, SecretStr] = Field(
         default_factory=dict,
         description='JSON {"key id": "base64 of 32 bytes"}; dev/test: generated into DATA_DIR',
@@ -79,7 +145,6 @@ class Settings(BaseSettings):
     ai_platform_keys: dict[str, SecretStr] = Field(
         default_factory=dict, description='JSON {"openai": "sk-…"}: the platform\'s own keys'
     )
-    ai_platform_key_plans: tuple[str, ...] = ("pro", "enterprise")
     outbound_allowed_networks: tuple[str, ...] = Field(
         default=(), description="CIDRs tenants' URLs may reach although private (e.g. 10.0.0.0/8)"
     )
@@ -98,10 +163,6 @@ class Settings(BaseSettings):
     max_request_body_bytes: int = Field(default=1_048_576, ge=1024)
     rate_limit_user_per_minute: int = Field(default=600, ge=1)
     rate_limit_api_key_per_minute: int = Field(default=1200, ge=1)
-    rate_limit_tenant_per_minute: dict[str, int] = Field(
-        default_factory=lambda: {"free": 300, "starter": 1200, "pro": 6000, "enterprise": 30000},
-        description="requests a minute per tenant, by plan",
-    )
     oidc_issuer: str | None = Field(default=None, description="accept JWTs from this issuer")
     oidc_audience: str | None = None
     oidc_jwks_url: str | None = None
@@ -186,6 +247,17 @@ class Settings(BaseSettings):
     relay_max_enqueue_attempts: int = Field(
         default=5, ge=1, description="Redis command errors per event before it is dead-lettered"
     )
+
+    @model_validator(mode="after")
+    def _no_settings_the_plan_catalogue_replaced(self) -> Self:
+        # Read no more: silently ignoring them would change a deployment's limits.
+        replaced = [name for name in REPLACED_BY_PLAN_CATALOGUE if name in os.environ]
+        if replaced:
+            raise ValueError(
+                f"{', '.join(replaced)}: replaced by the plan catalogue (PATCH /api/v1/plans, "
+                "and per tenant …/entitlements); unset them after moving their values there"
+            )
+        return self
 
     @model_validator(mode="after")
     def _production_needs_real_services_and_secrets(self) -> Self:

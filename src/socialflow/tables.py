@@ -10,6 +10,7 @@ from socialflow.db.base import SharedBase, TenantBase
 from socialflow.identity import models as identity_models
 from socialflow.members import models as members_models
 from socialflow.outbox import models as outbox_models
+from socialflow.plans import models as plans_models
 from socialflow.tenancy import models as tenancy_models
 from socialflow.tenancy.fleet import models as fleet_models
 from socialflow.vault import models as vault_models
@@ -21,6 +22,7 @@ MODEL_MODULES = (
     identity_models,
     members_models,
     outbox_models,
+    plans_models,
     tenancy_models,
     vault_models,
 )

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from socialflow.db.session import unit_of_work
 from socialflow.identity.services import create_user, ensure_operator
+from socialflow.plans.limits import MAY_BE_UNLIMITED
 from socialflow.settings import Settings
 
 PASSWORD = "correct horse battery staple"
@@ -102,11 +103,39 @@ class Platform:
         assert response.status_code == 201, response.text
         return await self.login(email)
 
-    async def tenant(self, by: Account, agency: str, owner: Account | None = None) -> str:
+    async def tenant(
+        self, by: Account, agency: str, owner: Account | None = None, *, plan: str = "pro"
+    ) -> str:
         slug = unique("t")
-        response = await self.provision(by, slug=slug, agency=agency, owner=owner)
+        response = await self.provision(by, slug=slug, agency=agency, owner=owner, plan=plan)
         assert response.status_code == 201, response.text
         return slug
+
+    async def plan(self, operator: Account, **limits: Any) -> str:
+        """A new plan of the catalogue, unlimited but for what `limits` say."""
+        name = unique("plan")
+        body = {
+            "name": name,
+            "display_name": name,
+            **dict.fromkeys(MAY_BE_UNLIMITED),
+            "api_requests_per_minute": 1_000_000,
+            "event_retention_days": 30,
+            "platform_ai_keys": False,
+            **limits,
+        }
+        response = await self.client.post("/api/v1/plans", json=body, headers=operator.headers)
+        assert response.status_code == 201, response.text
+        return name
+
+    async def entitle(self, by: Account, tenant: str, **overrides: Any) -> Any:
+        """Override the tenant's plan limits (`seats=3`, `posts_per_month="unlimited"` …)."""
+        response = await self.client.patch(
+            f"/api/v1/tenants/{tenant}/entitlements",
+            json={"overrides": overrides},
+            headers=by.headers,
+        )
+        assert response.status_code == 200, response.text
+        return response.json()
 
     async def provision(
         self, by: Account, *, slug: str, agency: str, owner: Account | None = None, **extra: Any
@@ -115,8 +144,8 @@ class Platform:
             "slug": slug,
             "name": f"Tenant {slug}",
             "agency": agency,
-            "plan": "pro",
             "owner_email": owner.email if owner else f"{unique('owner')}@example.com",
+            "plan": "pro",
             **extra,
         }
         return await self.client.post("/api/v1/tenants", json=body, headers=by.headers)

@@ -22,6 +22,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "access",
         "resources",
         "audit workers",
+        "plans",
         "identity",
         "members",
         "tenancy",

@@ -21,14 +21,21 @@ from socialflow.db.session import after_commit
 
 log = structlog.get_logger(__name__)
 
-LOOKUP_SQL = text(
-    "SELECT id, slug, name, agency_id, plan, status, schema_name FROM shared.tenants "
-    "WHERE slug = :slug AND status <> 'purged'"
+# A tenant as TenantRef holds it, with its plan's API requests a minute (its override first).
+# The plan tables belong to plans/, a layer above: named in SQL here, not imported.
+TENANT_SELECT = (
+    "SELECT t.id, t.slug, t.name, t.agency_id, t.plan, t.status, t.schema_name, "
+    "coalesce((e.overrides ->> 'api_requests_per_minute')::int, p.api_requests_per_minute) "
+    "FROM shared.tenants t JOIN shared.plans p ON p.name = t.plan "
+    "LEFT JOIN shared.tenant_entitlements e ON e.tenant_id = t.id "
 )
+LOOKUP_SQL = text(TENANT_SELECT + "WHERE t.slug = :slug AND t.status <> 'purged'")
+BY_ID_SQL = text(TENANT_SELECT + "WHERE t.id = :id")
 # Every API process listens here and drops what it hears ("tenant:<slug>", "api_key:<id>")
 # from its caches.
 CHANGES_CHANNEL = "socialflow:changed"
 TENANT = "tenant"
+EVERY = "*"  # announced as the key: every entry of that kind changed
 RESUBSCRIBE_MAX_S = 5.0
 
 
@@ -41,6 +48,13 @@ class TenantRef:
     plan: str
     status: str
     schema_name: str
+    requests_per_minute: int  # the tenant's API rate limit (plan, or its override)
+
+
+async def tenant_by_id(session: AsyncSession, tenant_id: uuid.UUID) -> TenantRef | None:
+    """The tenant with this id, purged or not, read now (workers and jobs: not cached)."""
+    row = (await session.execute(BY_ID_SQL, {"id": tenant_id})).one_or_none()
+    return None if row is None else TenantRef(*row)
 
 
 class TenantDirectory:
@@ -99,6 +113,11 @@ class TenantDirectory:
         changed: this process's caches forget it at once, the others over pub/sub."""
         after_commit(session, lambda: self.announce(slug, kind))
 
+    def changed_all(self, session: AsyncSession, kind: str = TENANT) -> None:
+        """Announce, once `session` commits, that every entry of `kind` changed (a plan's
+        limits, which any tenant may be on)."""
+        self.changed(session, EVERY, kind)
+
     async def announce(self, key: str, kind: str = TENANT) -> None:
         self._dispatch(kind, key)
         if self.redis is not None:
@@ -110,7 +129,7 @@ class TenantDirectory:
     def _dispatch(self, kind: str, key: str | None) -> None:
         forget = self._listeners.get(kind)
         if forget is not None:
-            forget(key)
+            forget(None if key == EVERY else key)
 
     async def listen(self, subscriber: Redis, ready: asyncio.Event | None = None) -> None:
         """Drop the tenants other processes announce; run as a task for the process's life.

@@ -48,7 +48,7 @@ from socialflow.access.tenant_access import (
 from socialflow.db.session import request_session
 from socialflow.lib.logging import bind_context
 from socialflow.lib.problems import Problem
-from socialflow.lib.rate_limits import hit_all, remember
+from socialflow.lib.rate_limits import RateLimit, hit_all, remember
 from socialflow.lib.route_facts import Connection, RouteGuard, facts_of
 
 # The dependencies that hand the handler what a guard resolved, and where it is kept.
@@ -65,7 +65,7 @@ def _request_state(connection: Connection) -> MutableMapping[str, Any]:
     return connection.scope.setdefault("state", {})
 
 
-def caller_limit(state: State, principal: Principal) -> tuple[str, int]:
+def caller_limit(state: State, principal: Principal) -> RateLimit:
     """The caller's rate-limit scope and requests a minute (API keys and people apart)."""
     settings = state.settings
     limit = (
@@ -73,7 +73,7 @@ def caller_limit(state: State, principal: Principal) -> tuple[str, int]:
         if principal.kind == "api_key"
         else settings.rate_limit_user_per_minute
     )
-    return principal.actor, limit
+    return RateLimit(principal.actor, limit)
 
 
 async def count_request(
@@ -89,7 +89,7 @@ async def count_request(
     limits = [] if request_state.get("caller_counted") else [caller_limit(state, principal)]
     request_state["caller_counted"] = True
     if tenant is not None:
-        limits.append(tenant_limit(state, tenant))
+        limits.append(tenant_limit(tenant))
     if not limits:
         return
     for window in await hit_all(state.redis, limits):

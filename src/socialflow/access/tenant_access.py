@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from litestar.datastructures import State
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -16,11 +15,14 @@ from socialflow.db.tenancy import enter_tenant_schema
 from socialflow.db.tenant_schema import search_path_for, set_search_path
 from socialflow.lib.logging import bind_context
 from socialflow.lib.problems import Problem
+from socialflow.lib.rate_limits import RateLimit
 
 _ROLE_AND_STANDING = (
     "SELECT (SELECT role FROM shared.memberships WHERE tenant_id = :tenant AND user_id = :user), "
     "EXISTS (SELECT 1 FROM shared.agency_admins WHERE agency_id = :agency AND user_id = :user)"
 )
+# The plan resource the tenant's request rate is (plans.limits.Resource names it too).
+API_REQUESTS_QUOTA = "api_requests_per_minute"
 ACCESS_SQL = text(_ROLE_AND_STANDING)
 # The same, also pointing the transaction at the tenant's schema (SET LOCAL semantics) in the
 # same round trip. Harmless when access is then refused: the request's transaction rolls back.
@@ -130,7 +132,7 @@ async def _api_key_access(
     return TenantAccess(tenant, principal, Role(principal.key_role or "viewer"), False)
 
 
-def tenant_limit(state: State, tenant: TenantRef) -> tuple[str, int]:
-    """The tenant's rate-limit scope and its plan's requests a minute."""
-    limits = state.settings.rate_limit_tenant_per_minute
-    return f"tenant:{tenant.id}", limits.get(tenant.plan, min(limits.values(), default=300))
+def tenant_limit(tenant: TenantRef) -> RateLimit:
+    """The tenant's rate-limit scope and its requests a minute (its plan's, or its override):
+    passing it is the plan's quota, answered as `quota-exceeded`."""
+    return RateLimit(f"tenant:{tenant.id}", tenant.requests_per_minute, API_REQUESTS_QUOTA)

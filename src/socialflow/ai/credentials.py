@@ -1,5 +1,6 @@
-"""`credentials_for(tenant, provider)`: the tenant's own key, else the platform's when the plan
-allows it, else a clear `ai-provider-not-configured` problem."""
+"""`credentials_for(tenant, provider)`: the tenant's own key, else the platform's when its
+entitlements allow it (`platform_ai_keys`: its plan's, or its override), else a clear
+`ai-provider-not-configured` problem."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from socialflow.access.directory import TenantRef
 from socialflow.ai.models import AIProviderKey
 from socialflow.ai.providers import Provider
 from socialflow.lib.problems import Problem
+from socialflow.plans.quota import limits_for
 from socialflow.settings import Settings
 from socialflow.vault.service import SealedSecret, Vault
 
@@ -54,7 +56,7 @@ async def credentials_for(
         )
         return ProviderCredentials(provider, api_key, "tenant", row.base_url, row.api_version)
     platform_key = settings.ai_platform_keys.get(provider.value)
-    if platform_key is not None and tenant.plan in settings.ai_platform_key_plans:
+    if platform_key is not None and (await limits_for(session, tenant)).platform_ai_keys:
         return ProviderCredentials(provider, platform_key.get_secret_value(), "platform")
     raise Problem(
         409,

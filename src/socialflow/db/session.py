@@ -23,6 +23,7 @@ log = structlog.get_logger(__name__)
 
 AfterCommit = Callable[[], Awaitable[None]]
 _AFTER_COMMIT = "socialflow.after_commit"
+_AFTER_TRANSACTION = "socialflow.after_transaction"
 # Where a request's unit of work lives: its scope's state, beside what the guards resolved.
 _REQUEST_WORK = "unit_of_work"
 
@@ -35,6 +36,23 @@ def after_commit(session: AsyncSession, callback: AfterCommit) -> None:
     the old row again.
     """
     session.info.setdefault(_AFTER_COMMIT, []).append(callback)
+
+
+def after_transaction(session: AsyncSession, callback: AfterCommit) -> None:
+    """Run `callback` once this unit of work has ended, committed or rolled back, and its
+    connection is back in the pool.
+
+    For a record that must outlive a rollback (a refusal noted while the refused work rolls
+    back), written in a transaction of its own without holding a second connection meanwhile.
+    """
+    session.info.setdefault(_AFTER_TRANSACTION, []).append(callback)
+
+
+def _finished(session: AsyncSession, *, committed: bool) -> list[AfterCommit]:
+    """The callbacks to run now that `session`'s transaction has ended."""
+    done: list[AfterCommit] = session.info.pop(_AFTER_TRANSACTION, [])
+    after_commit: list[AfterCommit] = session.info.pop(_AFTER_COMMIT, [])
+    return [*after_commit, *done] if committed else done
 
 
 async def _run_after_commit(callbacks: list[AfterCommit]) -> None:
@@ -52,11 +70,18 @@ async def unit_of_work(factory: async_sessionmaker[AsyncSession]) -> AsyncIterat
     Services never commit: the unit of work around them does, so everything a use case
     writes (its rows and its outbox events) lands together or not at all.
     """
-    async with factory() as session:
-        async with session.begin():
-            yield session
-        callbacks: list[AfterCommit] = session.info.pop(_AFTER_COMMIT, [])
-    await _run_after_commit(callbacks)
+    callbacks: list[AfterCommit] = []
+    try:
+        async with factory() as session:
+            try:
+                async with session.begin():
+                    yield session
+            except Exception:
+                callbacks = _finished(session, committed=False)
+                raise
+            callbacks = _finished(session, committed=True)
+    finally:
+        await _run_after_commit(callbacks)
 
 
 class RequestUnitOfWork:
@@ -99,10 +124,15 @@ class RequestUnitOfWork:
         try:
             yield session
             await self._commit(session)
+        except Exception:
+            callbacks = _finished(session, committed=False)
+            await self.close()
+            await _run_after_commit(callbacks)
+            raise
         except BaseException:
             await self.close()
             raise
-        callbacks: list[AfterCommit] = session.info.pop(_AFTER_COMMIT, [])
+        callbacks = _finished(session, committed=True)
         await self.close()
         await _run_after_commit(callbacks)
 

@@ -48,6 +48,12 @@ class ProblemDocument(msgspec.Struct):
     instance: str
     request_id: str | None
     errors: list[ProblemField] | None = None
+    # `quota-exceeded`: the plan's resource, its limit, what is used, and when a monthly or
+    # per-minute one starts again (null for what does not reset: seats, storage …).
+    resource: str | None = None
+    limit: float | None = None
+    used: float | None = None
+    resets_at: str | None = None
 
 
 DESCRIPTIONS = {

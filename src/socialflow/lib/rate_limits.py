@@ -10,7 +10,8 @@ import hashlib
 import time
 from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
 
 import structlog
 from redis.asyncio import Redis
@@ -21,6 +22,16 @@ from socialflow.lib.problems import Problem
 WINDOW_S = 60
 
 log = structlog.get_logger(__name__)
+
+
+class RateLimit(NamedTuple):
+    """Requests a minute allowed in `scope`; `quota` names the plan resource it is, if any
+    (passing a plan's quota is answered `quota-exceeded`, passing another limit
+    `rate-limited`)."""
+
+    scope: str
+    limit: int
+    quota: str | None = None
 
 
 @dataclass(frozen=True)
@@ -76,39 +87,73 @@ async def _count_all(redis: Redis, keys: list[str], ttl_s: int) -> list[int]:
 
 async def hit(redis: Redis, scope: str, limit: int) -> Window:
     """Count one request against `scope`; a 429 problem (with Retry-After) past the limit."""
-    (window,) = await hit_all(redis, [(scope, limit)])
+    (window,) = await hit_all(redis, [RateLimit(scope, limit)])
     return window
 
 
-async def hit_all(redis: Redis, limits: Sequence[tuple[str, int]]) -> list[Window]:
-    """Count one request against every `(scope, limit)`, in one Redis round trip; a 429
-    problem (with Retry-After) for the first limit passed. Fails open if Redis is unreachable
-    (logged; /ready reports Redis): the API must not go down with it."""
+def _key(scope: str, window_start: int) -> str:
+    return f"socialflow:ratelimit:{scope}:{window_start}"
+
+
+def _window_start(now: int) -> int:
+    return now - now % WINDOW_S
+
+
+async def hit_all(redis: Redis, limits: Sequence[RateLimit]) -> list[Window]:
+    """Count one request against every limit, in one Redis round trip; a 429 problem (with
+    Retry-After) for the first limit passed. Fails open if Redis is unreachable (logged;
+    /ready reports Redis): the API must not go down with it."""
     now = int(time.time())
-    window_start = now - now % WINDOW_S
+    window_start = _window_start(now)
     reset = window_start + WINDOW_S - now
-    keys = [f"socialflow:ratelimit:{scope}:{window_start}" for scope, _ in limits]
+    keys = [_key(limit.scope, window_start) for limit in limits]
     try:
         counts = await _count_all(redis, keys, WINDOW_S + 5)
     except (RedisError, OSError) as exc:
         log.warning("rate_limit.unavailable", error_type=type(exc).__name__)
-        return [Window(limit=limit, remaining=limit, reset_s=reset) for _, limit in limits]
+        return [Window(limit=limit.limit, remaining=limit.limit, reset_s=reset) for limit in limits]
     windows = []
-    for (scope, limit), count in zip(limits, counts, strict=True):
+    for (scope, limit, quota), count in zip(limits, counts, strict=True):
         if count > limit:
+            headers = {
+                "Retry-After": str(reset),
+                "RateLimit-Limit": str(limit),
+                "RateLimit-Remaining": "0",
+                "RateLimit-Reset": str(reset),
+            }
+            if quota is not None:
+                raise Problem(
+                    429,
+                    "quota-exceeded",
+                    f"The plan allows {limit} requests a minute for this tenant.",
+                    headers=headers,
+                    resource=quota,
+                    limit=limit,
+                    used=count - 1,  # the requests of this minute before this one
+                    resets_at=datetime.fromtimestamp(window_start + WINDOW_S, UTC).isoformat(),
+                )
             raise Problem(
                 429,
                 "rate-limited",
                 f"More than {limit} requests a minute for this {scope.split(':', 1)[0]}.",
-                headers={
-                    "Retry-After": str(reset),
-                    "RateLimit-Limit": str(limit),
-                    "RateLimit-Remaining": "0",
-                    "RateLimit-Reset": str(reset),
-                },
+                headers=headers,
             )
         windows.append(Window(limit=limit, remaining=limit - count, reset_s=reset))
     return windows
+
+
+async def current_counts(redis: Redis, scopes: Sequence[str]) -> list[int]:
+    """The requests counted so far this minute in each scope (0 where none, or when Redis is
+    unreachable): what the usage views show, without counting a request."""
+    if not scopes:
+        return []
+    window_start = _window_start(int(time.time()))
+    try:
+        counts = await redis.mget([_key(scope, window_start) for scope in scopes])
+    except (RedisError, OSError) as exc:
+        log.warning("rate_limit.unavailable", error_type=type(exc).__name__)
+        return [0] * len(scopes)
+    return [int(count or 0) for count in counts]
 
 
 def remember(scope: MutableMapping[str, Any], window: Window) -> None:

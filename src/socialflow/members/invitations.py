@@ -25,6 +25,9 @@ from socialflow.lib.problems import Problem
 from socialflow.members.bodies import InvitationAccepted
 from socialflow.members.events import MemberInvited, MemberJoined
 from socialflow.members.models import Invitation, Membership
+from socialflow.plans import quota
+from socialflow.plans.limits import MEMBER_SEATS, Resource
+from socialflow.plans.quota import QuotaTenant, TenantKey
 from socialflow.settings import Settings
 
 # shared.tenants belongs to tenancy, a layer above members: named in SQL here, not imported.
@@ -53,23 +56,29 @@ async def create_invitation(
     settings: Settings,
     inviter: Principal,
     *,
-    tenant_id: uuid.UUID,
-    tenant_slug: str,
+    tenant: QuotaTenant,
     user: User,
     role: Role,
 ) -> uuid.UUID:
     """A pending invitation (replacing an earlier pending one), its `member.invited` event and
-    its entry in the tenant's audit log (the session is in the tenant's schema)."""
+    its entry in the tenant's audit log (the session is in the tenant's schema).
+
+    An invitation for someone who is not a member yet holds a seat (the plan's `seats`) until
+    it is accepted or expires: the last seat cannot go to two invitations."""
+    # Seats are counted under this lock: the earlier invitation is replaced under it too.
+    await quota.hold(session, tenant, Resource.SEATS)
     await session.execute(
         delete(Invitation).where(
-            Invitation.tenant_id == tenant_id,
+            Invitation.tenant_id == tenant.id,
             Invitation.user_id == user.id,
             Invitation.accepted_at.is_(None),
         )
     )
+    if await session.get(Membership, (tenant.id, user.id)) is None:
+        await quota.reserve(session, tenant, Resource.SEATS)
     invitation = Invitation(
         id=uuid.uuid4(),
-        tenant_id=tenant_id,
+        tenant_id=tenant.id,
         user_id=user.id,
         role=role.value,
         token_hash=_placeholder_hash(),
@@ -79,7 +88,7 @@ async def create_invitation(
     session.add(invitation)
     await session.flush()
     invited = MemberInvited(invitation_id=invitation.id, email=user.email, role=role.value)
-    await record_change(session, inviter, invited, tenant=tenant_slug)
+    await record_change(session, inviter, invited, tenant=tenant.slug)
     return invitation.id
 
 
@@ -133,6 +142,12 @@ async def accept_invitation(
     if tenant is None:
         raise Problem(404, "invalid-invitation", "This invitation's tenant no longer exists.")
     invitation.accepted_at = datetime.now(UTC)
+    await session.flush()  # no longer pending: its seat becomes the member's
+    if await session.get(Membership, (invitation.tenant_id, user.id)) is None:
+        joined_tenant = TenantKey(invitation.tenant_id, tenant.slug, tenant.schema_name)
+        # Its held seat becomes the member's, counted against the members alone: after a
+        # limit was lowered, the first to accept get the seats left, the others are refused.
+        await quota.reserve(session, joined_tenant, Resource.SEATS, counted_by=MEMBER_SEATS)
     joining = insert(Membership).values(
         tenant_id=invitation.tenant_id, user_id=user.id, role=invitation.role
     )

@@ -29,6 +29,16 @@ class Membership(SharedBase):
 
 class Invitation(SharedBase):
     __tablename__ = "invitations"
+    __table_args__ = (
+        # One open invitation per person and tenant (a new one replaces it).
+        Index(
+            "uq_invitations_pending",
+            "tenant_id",
+            "user_id",
+            unique=True,
+            postgresql_where=text("accepted_at IS NULL"),
+        ),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(
         UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()")

@@ -69,8 +69,7 @@ async def invite_member(
         session,
         settings,
         access.principal,
-        tenant_id=access.tenant.id,
-        tenant_slug=access.tenant.slug,
+        tenant=access.tenant,
         user=user,
         role=role,
     )

@@ -59,6 +59,17 @@ class DomainEvent(msgspec.Struct, frozen=True, kw_only=True):
         return (self.payload(), None) if self.removes else (None, self.payload())
 
 
+class FieldsChanged(DomainEvent, frozen=True, kw_only=True):
+    """A change to some fields of a row (a shared base): what they were and became, which its
+    audit entry shows as before and after."""
+
+    before: dict[str, Any]
+    after: dict[str, Any]
+
+    def audit_change(self) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        return self.before, self.after
+
+
 _EVENT_TYPES: dict[str, type[DomainEvent]] = {}
 
 

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import msgspec
 
+from socialflow.plans.bodies import OverLimit
+
 Slug = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Plan = Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
@@ -61,6 +63,11 @@ class TenantOut(msgspec.Struct):
     updated_at: datetime
     deleted_at: datetime | None = None
     purge_after: datetime | None = None
+
+
+class TenantUpdateOut(TenantOut, kw_only=True):
+    # Limits (of the new plan) below what the tenant uses: new use of these is refused.
+    over_limit: list[OverLimit] = msgspec.field(default_factory=list)
 
 
 class TenantList(msgspec.Struct):

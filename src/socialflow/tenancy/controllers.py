@@ -35,6 +35,7 @@ from socialflow.tenancy.bodies import (
     TenantSettingsOut,
     TenantSettingsUpdate,
     TenantUpdate,
+    TenantUpdateOut,
 )
 
 # The order of each list, with the type of each part of its cursor.
@@ -162,7 +163,7 @@ class TenantController(Controller):
         access: NamedDependency[TenantAccess],
         session: NamedDependency[AsyncSession],
         state: State,
-    ) -> TenantOut:
+    ) -> TenantUpdateOut:
         return await services.update_tenant(
             session, state.settings, state.tenant_directory, access, name=data.name, plan=data.plan
         )

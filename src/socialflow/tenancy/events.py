@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
-from socialflow.outbox.events import AuditLog, DomainEvent
+from socialflow.outbox.events import AuditLog, DomainEvent, FieldsChanged
 
 
 class AgencyCreated(DomainEvent, frozen=True, kw_only=True):
@@ -45,7 +44,7 @@ class TenantCreated(DomainEvent, frozen=True, kw_only=True):
     owner_user_id: uuid.UUID
 
 
-class TenantChange(DomainEvent, frozen=True, kw_only=True):
+class TenantChange(FieldsChanged, frozen=True, kw_only=True):
     """A change to a tenant row: what its fields were and became (a shared base)."""
 
     aggregate_type = "tenant"
@@ -54,11 +53,6 @@ class TenantChange(DomainEvent, frozen=True, kw_only=True):
 
     tenant_id: uuid.UUID
     slug: str
-    before: dict[str, Any]
-    after: dict[str, Any]
-
-    def audit_change(self) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-        return self.before, self.after
 
 
 class TenantUpdated(TenantChange, frozen=True, kw_only=True):
@@ -85,22 +79,16 @@ class TenantPurged(TenantChange, frozen=True, kw_only=True):
     event_type = "tenant.purged"  # its schema dropped, its data keys destroyed
 
 
-class SettingsChange(DomainEvent, frozen=True, kw_only=True):
+class SettingsChange(FieldsChanged, frozen=True, kw_only=True):
     """A change to one of a tenant's single-row settings tables (a shared base): the changed
     columns, before and after. The tenant is the event's; its row is always id 1."""
 
     aggregate_key = "row_id"
     audit_log = AuditLog.TENANT
 
-    before: dict[str, Any]
-    after: dict[str, Any]
-
     @property
     def row_id(self) -> str:
         return "1"
-
-    def audit_change(self) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-        return self.before, self.after
 
 
 class SettingsUpdated(SettingsChange, frozen=True, kw_only=True):

@@ -64,7 +64,8 @@ class Tenant(SharedBase):
     agency_id: Mapped[uuid.UUID] = mapped_column(
         UUID(as_uuid=True), ForeignKey("shared.agencies.id"), index=True
     )
-    plan: Mapped[str] = mapped_column(String(32))
+    # The catalogue is plans/' (shared.plans): named here, not imported.
+    plan: Mapped[str] = mapped_column(String(32), ForeignKey("shared.plans.name"))
     status: Mapped[str] = mapped_column(String(16), server_default=text("'active'"))
     schema_name: Mapped[str] = mapped_column(String(63))
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -25,8 +25,10 @@ from socialflow.lib.problems import Problem
 from socialflow.members.invitations import create_invitation
 from socialflow.members.models import Membership
 from socialflow.outbox.models import OutboxDeadLetter, OutboxEvent
+from socialflow.plans import services as plans
+from socialflow.plans.quota import TenantKey
 from socialflow.settings import Settings
-from socialflow.tenancy.bodies import AgencyAdminOut, AgencyOut, TenantOut
+from socialflow.tenancy.bodies import AgencyAdminOut, AgencyOut, TenantOut, TenantUpdateOut
 from socialflow.tenancy.events import (
     AgencyAdminAdded,
     AgencyCreated,
@@ -146,13 +148,7 @@ async def provision_tenant(
     The slug may have belonged to a purged tenant: `directory` announces the new one once it
     commits, so no process keeps serving the old row."""
     validate_new_slug(slug)
-    if plan not in settings.plans:
-        raise Problem(
-            422,
-            "invalid-plan",
-            f"Plan must be one of {', '.join(settings.plans)}.",
-            errors=[{"field": "plan", "message": "unknown plan"}],
-        )
+    await plans.require_plan(session, plan)
     agency = await _agency_by_slug(session, agency_slug)
     if agency is None or not (
         principal.is_operator or await _is_agency_admin(session, agency.id, principal.user_id)
@@ -192,6 +188,8 @@ async def provision_tenant(
         )
     )
 
+    await plans.start_billing(session, tenant_id)
+
     owner, _ = await identity.get_or_create_user(session, owner_email)
     session.add(Membership(tenant_id=tenant_id, user_id=owner.id, role=Role.OWNER.value))
     await session.flush()
@@ -215,8 +213,7 @@ async def provision_tenant(
             session,
             settings,
             principal,
-            tenant_id=tenant_id,
-            tenant_slug=slug,
+            tenant=TenantKey(tenant_id, slug, schema),
             user=owner,
             role=Role.OWNER,
         )
@@ -328,9 +325,11 @@ async def update_tenant(
     *,
     name: str | None,
     plan: str | None,
-) -> TenantOut:
-    if plan is not None and plan not in settings.plans:
-        raise Problem(422, "invalid-plan", f"Plan must be one of {', '.join(settings.plans)}.")
+) -> TenantUpdateOut:
+    """Rename or move to another plan. A plan whose limits are below what the tenant uses is
+    allowed: it blocks new use of those resources, and the answer's `over_limit` says which."""
+    if plan is not None:
+        await plans.require_plan(session, plan)
     tenant = await _locked_tenant(session, access.tenant)
     if tenant.status == "deleted":
         raise Problem(409, "invalid-transition", "Restore the tenant before changing it.")
@@ -338,13 +337,14 @@ async def update_tenant(
     tenant.name = name if name is not None else tenant.name
     tenant.plan = plan if plan is not None else tenant.plan
     after = {"name": tenant.name, "plan": tenant.plan}
-    if after == before:
-        return await tenant_metadata(session, access)
-    tenant.updated_at = datetime.now(UTC)
-    changed = TenantUpdated(tenant_id=tenant.id, slug=tenant.slug, before=before, after=after)
-    await _record_tenant_change(session, access.principal, tenant, changed)
-    directory.changed(session, tenant.slug)
-    return await tenant_metadata(session, access)
+    if after != before:
+        tenant.updated_at = datetime.now(UTC)
+        changed = TenantUpdated(tenant_id=tenant.id, slug=tenant.slug, before=before, after=after)
+        await _record_tenant_change(session, access.principal, tenant, changed)
+        directory.changed(session, tenant.slug)
+    shown = msgspec.structs.asdict(await tenant_metadata(session, access))
+    over_limit = await plans.over_limit(session, access.tenant)
+    return TenantUpdateOut(**shown, over_limit=over_limit)
 
 
 async def _locked_tenant(session: AsyncSession, ref: TenantRef) -> Tenant:

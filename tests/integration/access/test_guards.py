@@ -147,6 +147,7 @@ def _path_values(world: World) -> dict[str, str]:
         "user_id": str(uuid.uuid4()),
         "key_id": str(uuid.uuid4()),
         "provider": "openai",
+        "plan": "pro",
     }
 
 

@@ -57,9 +57,10 @@ async def test_the_platform_key_is_the_fallback_when_the_plan_allows_it(
     found = await _credentials(platform.factory, with_platform, world.tenant_a, Provider.OPENAI)
     assert (found.api_key, found.source) == (PLATFORM_KEY, "platform")  # type: ignore[attr-defined]
 
-    free = with_platform.model_copy(update={"ai_platform_key_plans": ("enterprise",)})
-    with pytest.raises(Problem) as refused:  # tenant A is on "pro"
-        await _credentials(platform.factory, free, world.tenant_a, Provider.OPENAI)
+    # Tenant A is on "pro", which includes the platform's keys; its override takes them away.
+    await platform.entitle(world.operator, world.tenant_a, platform_ai_keys=False)
+    with pytest.raises(Problem) as refused:
+        await _credentials(platform.factory, with_platform, world.tenant_a, Provider.OPENAI)
     assert refused.value.kind == "ai-provider-not-configured"
 
 

@@ -103,8 +103,6 @@ def _realistic(name: str, value: object, target: Target) -> object:
         return f"fuzz-{next(_serial)}"
     if name in {"email", "owner_email"}:
         return f"fuzz-{next(_serial)}@example.com"
-    if name == "plan":
-        return "pro"
     return value
 
 
@@ -147,7 +145,6 @@ def fuzz_settings(settings: Settings) -> Settings:
         update={
             "rate_limit_user_per_minute": UNLIMITED,
             "rate_limit_api_key_per_minute": UNLIMITED,
-            "rate_limit_tenant_per_minute": dict.fromkeys(settings.plans, UNLIMITED),
             # Nothing the fuzzing sends may reach outside this machine.
             "ai_platform_keys": {},
             "oidc_issuer": None,
@@ -169,6 +166,7 @@ class Cast:
     operator_tenant: str
     owner_tenant: str
     owner_paths: dict[str, str]
+    plan: str
 
 
 @pytest.fixture(scope="module")
@@ -177,10 +175,13 @@ async def cast(fuzz_settings: Settings) -> Cast:
     async with AsyncTestClient(create_app(fuzz_settings)) as client:
         platform = Platform(client, create_session_factory(engine), fuzz_settings)
         operator = await platform.operator()
+        # A plan of the fuzzing's own: what it does to plans (its path names this one) cannot
+        # reach the catalogue other tests use, and its tenants are never rate-limited.
+        plan = await platform.plan(operator, api_requests_per_minute=10_000_000)
         agency = await platform.agency(operator)
         owner = await platform.user()
-        operator_tenant = await platform.tenant(operator, agency)
-        owner_tenant = await platform.tenant(operator, agency, owner)
+        operator_tenant = await platform.tenant(operator, agency, plan=plan)
+        owner_tenant = await platform.tenant(operator, agency, owner, plan=plan)
         viewer = await platform.member(owner_tenant, "viewer")
         base = f"/api/v1/tenants/{owner_tenant}"
         key = await client.post(
@@ -200,7 +201,9 @@ async def cast(fuzz_settings: Settings) -> Cast:
             "user_id": viewer_id,
             "provider": "openai_compatible",
             "agency": agency,
+            "plan": plan,
         },
+        plan,
     )
 
 
@@ -220,7 +223,7 @@ def _target(
 
 @pytest.fixture(scope="module")
 def as_operator(cast: Cast, fuzz_settings: Settings, fake_ai_url: str) -> Iterator[Target]:
-    paths = {"tenant": cast.operator_tenant, "agency": cast.agency}
+    paths = {"tenant": cast.operator_tenant, "agency": cast.agency, "plan": cast.plan}
     yield from _target(fuzz_settings, fake_ai_url, cast.operator.headers, paths)
 
 

@@ -26,11 +26,18 @@ from sqlalchemy.engine import Connection
 from socialflow.app import create_app
 from socialflow.db.session import unit_of_work
 from socialflow.members.invitations import mint_token
+from socialflow.plans.limits import MAY_BE_UNLIMITED
 from socialflow.settings import Settings
 from tests.integration.ai.fake_openai import GOOD_KEY, fake_openai_server
 from tests.integration.tenancy import test_oidc
 from tests.integration.tenancy.test_oidc import AUDIENCE, ISSUER, IdentityProvider
-from tests.integration.tenancy_fixtures import PASSWORD, Account, Platform, bearer, unique
+from tests.integration.tenancy_fixtures import (
+    PASSWORD,
+    Account,
+    Platform,
+    bearer,
+    unique,
+)
 
 # The OIDC tests' identity provider (signing keys, a JWKS server on loopback), as a fixture here.
 idp = test_oidc.idp
@@ -231,6 +238,17 @@ async def test_every_mutating_route_writes_an_outbox_row_with_its_change(
     await call("POST", f"{tenant}/suspend", admin)
     await call("POST", f"{tenant}/resume", admin)
     await call("PUT", f"{tenant}/settings", owner, {"display_name": "Watched"})
+
+    operator = await platform.operator()
+    plan = unique("plan")
+    limits = dict.fromkeys(MAY_BE_UNLIMITED) | {
+        "api_requests_per_minute": 100,
+        "event_retention_days": 7,
+        "platform_ai_keys": False,
+    }
+    await call("POST", "/api/v1/plans", operator, {"name": plan, "display_name": plan, **limits})
+    await call("PATCH", f"/api/v1/plans/{plan}", operator, {"seats": 10})
+    await call("PATCH", f"{tenant}/entitlements", admin, {"overrides": {"seats": 40}})
 
     invitee = {"email": f"{unique('invitee')}@example.com", "role": "editor"}
     await call("POST", f"{tenant}/members", owner, invitee)

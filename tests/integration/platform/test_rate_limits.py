@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
+import redis
 from litestar.testing import AsyncTestClient
 
 from socialflow.app import create_app
@@ -35,18 +37,29 @@ async def test_fifty_concurrent_requests_over_two_instances_admit_exactly_the_li
 
 
 async def test_a_tenant_is_limited_by_its_plan_whoever_calls(
-    platform: Platform, world: World, settings: Settings, redis_client: object
+    platform: Platform, world: World, settings: Settings, redis_client: redis.Redis
 ) -> None:
-    tight = settings.model_copy(update={"rate_limit_tenant_per_minute": {"pro": 4}})
-    async with AsyncTestClient(create_app(tight)) as client:
+    # The tenant's requests a minute come from the plans service: its override of the plan.
+    await platform.entitle(world.operator, world.tenant_a, api_requests_per_minute=4)
+    redis_client.flushdb()  # the override's own request counted against the tenant
+    async with AsyncTestClient(create_app(settings)) as client:
         url = f"/api/v1/tenants/{world.tenant_a}/settings"
-        statuses = [
-            (await client.get(url, headers=who.headers)).status_code
+        responses = [
+            await client.get(url, headers=who.headers)
             for who in (world.owner_a, world.admin_x, world.owner_a, world.owner_a, world.owner_a)
         ]
         other = await client.get(
             f"/api/v1/tenants/{world.tenant_b}/settings", headers=world.owner_b.headers
         )
     # The agency admin's call (403, not a member) still counts against the tenant.
-    assert statuses == [200, 403, 200, 200, 429]
+    assert [r.status_code for r in responses] == [200, 403, 200, 200, 429]
     assert other.status_code == 200
+    # Passing the plan's rate is the plan's quota: a 429 that says which, and until when.
+    refused = responses[-1]
+    problem = refused.json()
+    assert problem["type"] == "/problems/quota-exceeded"
+    assert problem["resource"] == "api_requests_per_minute"
+    assert (problem["limit"], problem["used"]) == (4, 4)
+    resets_at = datetime.fromisoformat(problem["resets_at"])
+    assert 0 < (resets_at - datetime.now(UTC)).total_seconds() <= 61
+    assert 0 < int(refused.headers["retry-after"]) <= 60
