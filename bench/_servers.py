@@ -15,9 +15,11 @@ import psycopg
 import redis
 
 from socialflow.db.engine import libpq_url
+from socialflow.db.migrate import upgrade_shared
 from socialflow.embedded import EmbeddedPostgres, EmbeddedRedis
 from socialflow.lib.logging import configure_logging
-from socialflow.settings import Settings
+from socialflow.plans.seeding import seed_catalogue
+from socialflow.settings import DEFAULT_PLAN_CATALOGUE, Settings
 
 # Production's broker settings (README): every write is on disk before Redis answers, which
 # is what the relay trusts before it deletes its outbox rows.
@@ -101,6 +103,15 @@ def server_settings(servers: Servers) -> dict[str, str]:
         finally:
             client.close()
     return found
+
+
+def prepare_shared(database_url: str, **plan_limits: object) -> None:
+    """The shared schema at head and the plan catalogue seeded, as `socialflow migrate`
+    leaves them; `plan_limits` change every seeded plan (a rate high enough not to count)."""
+    upgrade_shared(database_url)
+    catalogue = {name: {**plan, **plan_limits} for name, plan in DEFAULT_PLAN_CATALOGUE.items()}
+    seeding = Settings(plan_catalogue=catalogue, _env_file=None)  # type: ignore[call-arg]
+    seed_catalogue(seeding, database_url)
 
 
 def quiet_logging() -> None:

@@ -30,10 +30,16 @@ import psycopg
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
-from _servers import check, durable_servers, print_settings, quiet_logging, server_settings
+from _servers import (
+    check,
+    durable_servers,
+    prepare_shared,
+    print_settings,
+    quiet_logging,
+    server_settings,
+)
 from _servers import settings_lines as server_lines
 from socialflow.db.engine import libpq_url
-from socialflow.db.migrate import upgrade_shared
 from socialflow.tenancy.fleet.ddl import tenant_ddl, tenant_head
 from socialflow.tenancy.fleet.migrator import FleetMigrator
 
@@ -205,7 +211,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             detail["servers"] = server_lines(servers, server_settings(servers))
             for size in sizes:
                 with fresh_database(servers.database_url, f"bench_fleet_{size}") as database_url:
-                    upgrade_shared(database_url)
+                    prepare_shared(database_url)
                     figures = await measure(database_url, size, args, revision_dir)
                 result["noop_s"][str(size)] = round(figures["noop_s"], 3)
                 result["add_column_s"][str(size)] = round(figures["add_column_s"], 2)

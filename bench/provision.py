@@ -41,6 +41,7 @@ from _servers import (
     Servers,
     check,
     durable_servers,
+    prepare_shared,
     print_settings,
     quiet_logging,
     server_settings,
@@ -51,7 +52,6 @@ from socialflow.access.permissions import Permission
 from socialflow.access.principal import Principal
 from socialflow.access.tenant_access import TenantAccess, resolve_access
 from socialflow.app import create_app
-from socialflow.db.migrate import upgrade_shared
 from socialflow.db.session import unit_of_work
 from socialflow.identity.services import ensure_operator
 from socialflow.settings import Environment, Settings
@@ -266,7 +266,7 @@ async def measure_sizes(
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     with durable_servers() as servers:
-        upgrade_shared(servers.database_url)
+        prepare_shared(servers.database_url)
         lines = server_lines(servers, server_settings(servers))
         settings = bench_settings(servers, servers.data_dir / "app")
         app = create_app(settings)

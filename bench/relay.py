@@ -40,10 +40,17 @@ import redis
 from outbox_relay.messages import OutboxRow
 from outbox_relay.relay import OutboxRelay
 
-from _servers import Servers, check, durable_servers, print_settings, quiet_logging, server_settings
+from _servers import (
+    Servers,
+    check,
+    durable_servers,
+    prepare_shared,
+    print_settings,
+    quiet_logging,
+    server_settings,
+)
 from _servers import settings_lines as server_lines
 from socialflow.db.engine import libpq_url
-from socialflow.db.migrate import upgrade_shared
 from socialflow.outbox.events import AuditLog, DomainEvent
 from socialflow.outbox.routing import Route, by_event_type
 from socialflow.settings import Settings
@@ -409,7 +416,7 @@ def run_settings(args: argparse.Namespace) -> dict[str, str]:
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     with durable_servers() as servers:
-        upgrade_shared(servers.database_url)
+        prepare_shared(servers.database_url)
         create_tenant(servers.database_url)
         lines = server_lines(servers, server_settings(servers))
         drain = await measure_drain(servers, args.drain_events, args.batch, args.concurrency)
