@@ -32,6 +32,7 @@ from socialflow.lib.logging import configure_logging
 from socialflow.lib.openapi import document_problems
 from socialflow.lib.problems import EXCEPTION_HANDLERS
 from socialflow.lib.request_context import RequestContextMiddleware
+from socialflow.media.controllers import LocalStorageController, MediaController
 from socialflow.members.api_keys import API_KEY_CHANGES
 from socialflow.members.controllers import (
     ApiKeysController,
@@ -102,6 +103,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             PlanController,
             EntitlementsController,
             AgencyUsageController,
+            MediaController,
+            LocalStorageController,
         ],
         dependencies={
             "session": Provide(provide_session),

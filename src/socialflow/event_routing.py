@@ -15,6 +15,14 @@ import pkgutil
 import socialflow
 from socialflow.ai.events import AiKeyConfigured, AiKeyRemoved, AiSettingsUpdated
 from socialflow.identity.events import UserIdentityLinked
+from socialflow.media.events import (
+    MediaDeleted,
+    MediaFailed,
+    MediaProcessed,
+    MediaUpdated,
+    MediaUploaded,
+    MediaUploadStarted,
+)
 from socialflow.members.events import (
     ApiKeyCreated,
     ApiKeyRevoked,
@@ -78,6 +86,12 @@ EVENT_ROUTES: EventRoutes = {
     EntitlementsChanged: (),
     QuotaWarning: (),
     QuotaExceeded: (),
+    MediaUploadStarted: (),
+    MediaUploaded: (Route("process_media", "media"),),
+    MediaProcessed: (),
+    MediaFailed: (),
+    MediaUpdated: (),
+    MediaDeleted: (Route("remove_media_objects", "media"),),
 }
 
 ROUTES: RoutingTable = by_event_type(EVENT_ROUTES)

@@ -243,6 +243,38 @@ class Settings(BaseSettings):
         default=30.0, gt=0, description="each read or write on a tenant's URL, unless the call says"
     )
 
+    # -- media storage and processing -----------------------------------------------------------
+    storage_backend: str = Field(
+        default="local",
+        pattern="^(local|s3)$",
+        description="`local`: files under DATA_DIR/media, uploaded and downloaded through "
+        "signed URLs the API serves; `s3`: any S3-compatible store",
+    )
+    s3_bucket: str = "socialflow-media"
+    s3_endpoint_url: str | None = Field(
+        default=None, description="MinIO, moto or another S3-compatible endpoint; unset = AWS"
+    )
+    s3_public_endpoint_url: str | None = Field(
+        default=None,
+        description="the endpoint as clients reach it, for presigned URLs; default S3_ENDPOINT_URL",
+    )
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    media_upload_url_ttl_s: int = Field(default=900, ge=30, le=7 * 24 * 3600)
+    media_download_url_ttl_s: int = Field(default=300, ge=10, le=7 * 24 * 3600)
+    media_max_image_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
+    media_max_video_bytes: int = Field(default=500 * 1024 * 1024, ge=1)
+    media_max_image_pixels: int = Field(
+        default=100_000_000, ge=1, description="larger decoded images are refused (bombs)"
+    )
+    media_pending_expiry_hours: int = Field(default=24, ge=1)
+    media_url_signing_key: SecretStr | None = Field(
+        default=None,
+        description="HMAC key of the local backend's signed URLs; default: derived from "
+        "JWT_SIGNING_KEY",
+    )
+
     # -- delivery (relay and workers) -----------------------------------------------------------
     relay_max_enqueue_attempts: int = Field(
         default=5, ge=1, description="Redis command errors per event before it is dead-lettered"

@@ -8,6 +8,7 @@ from socialflow.ai import models as ai_models
 from socialflow.audit import models as audit_models
 from socialflow.db.base import SharedBase, TenantBase
 from socialflow.identity import models as identity_models
+from socialflow.media import models as media_models
 from socialflow.members import models as members_models
 from socialflow.outbox import models as outbox_models
 from socialflow.plans import models as plans_models
@@ -20,6 +21,7 @@ MODEL_MODULES = (
     audit_models,
     fleet_models,
     identity_models,
+    media_models,
     members_models,
     outbox_models,
     plans_models,

@@ -43,7 +43,11 @@ def test_every_route_names_a_declared_actor_on_its_queue_and_everything_declared
     check_routing()  # raises RoutingError listing every disagreement
     assert all(isinstance(event, type) for event in EVENT_ROUTES)
     assert set(ROUTES) == {event.event_type for event in product_events()}
-    assert event_actor_queues() == {"send_invitation_email": "email"}
+    assert event_actor_queues() == {
+        "send_invitation_email": "email",
+        "process_media": "media",
+        "remove_media_objects": "media",
+    }
     assert ROUTES["member.invited"] == (Route("send_invitation_email", "email"),)
 
 

@@ -27,6 +27,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "members",
         "tenancy",
         "ai",
+        "media",
         "event_routing tables devserver api_server",
         "app cli",
         "__main__",

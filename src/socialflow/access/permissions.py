@@ -33,6 +33,7 @@ class Permission(StrEnum):
     AI_KEYS_MANAGE = "ai_keys:manage"
     CONTENT_READ = "content:read"
     CONTENT_WRITE = "content:write"
+    CONTENT_MANAGE = "content:manage"  # others' content too (deleting their media)
     CONTENT_APPROVE = "content:approve"
     PUBLISH = "publish"
     OWNERSHIP_MANAGE = "ownership:manage"
@@ -54,6 +55,7 @@ _ADMIN = _EDITOR | {
     Permission.AUDIT_READ,
     Permission.AI_KEYS_MANAGE,
     Permission.CONTENT_APPROVE,
+    Permission.CONTENT_MANAGE,
     Permission.PUBLISH,
 }
 _OWNER = _ADMIN | {Permission.OWNERSHIP_MANAGE}

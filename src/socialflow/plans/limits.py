@@ -8,8 +8,6 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import TextClause, text
-
 
 class Measure(StrEnum):
     STOCK = "stock"  # what exists now, counted from the feature's own rows
@@ -48,24 +46,30 @@ MEASURES: dict[Resource, Measure] = {
 }
 
 # How a stock resource is counted, from the rows of the feature that owns it (`:tenant` is
-# the tenant's id). Its tables belong to layers above this one: named in SQL, not imported.
-# A resource whose feature does not exist yet has no rows, so nothing of it is used; the
-# feature adds its count here when it lands.
-STOCK_COUNTS: dict[Resource, TextClause] = {
+# the tenant's id, `{schema}` its quoted schema). Its tables belong to layers above this one:
+# named in SQL, not imported. A resource whose feature does not exist yet has no rows, so
+# nothing of it is used; the feature adds its count here when it lands.
+# Media: what was confirmed (processing or ready) and not deleted.
+_LIVE_MEDIA = (
+    "FROM {schema}.media_items WHERE deleted_at IS NULL AND status IN ('processing', 'ready')"
+)
+STOCK_COUNTS: dict[Resource, str] = {
+    Resource.STORAGE_BYTES: f"SELECT coalesce(sum(size), 0) {_LIVE_MEDIA}",
+    Resource.MEDIA_ITEMS: f"SELECT count(*) {_LIVE_MEDIA}",
     # Members, and invitations still open for people who are not members yet: an
     # invitation holds its seat until it is accepted or expires.
-    Resource.SEATS: text("""
+    Resource.SEATS: """
 SELECT (SELECT count(*) FROM shared.memberships WHERE tenant_id = :tenant)
      + (SELECT count(DISTINCT i.user_id) FROM shared.invitations i
         WHERE i.tenant_id = :tenant AND i.accepted_at IS NULL AND i.expires_at > now()
           AND NOT EXISTS (SELECT 1 FROM shared.memberships m
                           WHERE m.tenant_id = i.tenant_id AND m.user_id = i.user_id))
-"""),
+""",
 }
 
 # Seats taken by members alone: what an accepted invitation is counted against (its held seat
 # becomes a member's; after a limit was lowered, the first to accept get the seats left).
-MEMBER_SEATS = text("SELECT count(*) FROM shared.memberships WHERE tenant_id = :tenant")
+MEMBER_SEATS = "SELECT count(*) FROM shared.memberships WHERE tenant_id = :tenant"
 
 # Entitlements that are not consumed: how long events are kept, whether the platform's AI keys
 # may serve the tenant.

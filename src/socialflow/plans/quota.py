@@ -23,7 +23,7 @@ from decimal import Decimal
 from typing import Any, NoReturn, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import TextClause, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from socialflow.audit.record import record_change
@@ -276,7 +276,7 @@ async def reserve(
     resource: Resource,
     amount: Decimal | int = 1,
     *,
-    counted_by: TextClause | None = None,
+    counted_by: str | None = None,
     now: datetime | None = None,
 ) -> Quota:
     """Use `amount` of `resource` in the caller's transaction, or raise the `quota-exceeded`
@@ -362,12 +362,14 @@ async def _stock_used(
     session: AsyncSession,
     tenant: QuotaTenant,
     resource: Resource,
-    counted_by: TextClause | None = None,
+    counted_by: str | None = None,
 ) -> Decimal:
     count = counted_by if counted_by is not None else STOCK_COUNTS.get(resource)
     if count is None:
         return Decimal(0)
-    return Decimal((await session.execute(count, {"tenant": tenant.id})).scalar_one())
+    # The schema is validated and quoted; the count is a constant of plans.limits.
+    statement = text(count.format(schema=quote_schema(tenant.schema_name)))
+    return Decimal((await session.execute(statement, {"tenant": tenant.id})).scalar_one())
 
 
 async def _monthly_used(

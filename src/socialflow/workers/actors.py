@@ -47,6 +47,9 @@ EVENTS_DROPPED = Counter(
 # real ones are those of the registry's modules (workers.registry); tests declare their own.
 DECLARED_EVENT_ACTORS: dict[tuple[str, str], dramatiq.Actor[[dict[str, Any]], None]] = {}
 
+# The handler behind each event actor, by actor name (workers.testing runs them directly).
+EVENT_HANDLERS: dict[str, EventHandler] = {}
+
 RECORD_PROCESSED_SQL = text(
     "INSERT INTO shared.processed_event (event_id, actor) VALUES (:event_id, :actor) "
     "ON CONFLICT DO NOTHING RETURNING 1"
@@ -178,6 +181,7 @@ def event_actor(
             run, actor_name=name, queue_name=queue_name, broker=broker, **options
         )
         DECLARED_EVENT_ACTORS[handler.__module__, name] = actor
+        EVENT_HANDLERS[name] = handler
         return actor
 
     return decorator

@@ -7,10 +7,16 @@ that could drift from the real one (queue, name, handler, options).
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import dramatiq
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from socialflow.outbox.events import Event
+from socialflow.outbox.routing import RoutingTable
+from socialflow.workers.actors import EVENT_HANDLERS, apply_event
 from socialflow.workers.registry import event_actors
 
 
@@ -29,3 +35,42 @@ def bind_event_actors(
             **{**actor.options, **options},
         )
     return bound
+
+
+# The committed events not dispatched yet, oldest first, as the relay reads them.
+_PENDING = text("""
+SELECT event_id, event_type, tenant, tenant_id, aggregate_type, aggregate_id, payload, headers
+FROM shared.outbox WHERE tenant_id = :tenant_id AND event_type = ANY(:types) ORDER BY id
+""")
+
+
+async def apply_routed_events(
+    factory: async_sessionmaker[AsyncSession],
+    routes: RoutingTable,
+    tenant_id: uuid.UUID,
+    *event_types: str,
+) -> int:
+    """Apply the tenant's pending outbox events of `event_types` with the real actors their
+    routes name, in this process and loop, exactly as a worker applies them (once per event
+    and actor: a second call applies nothing again). The rows stay for the relay; returns how
+    many (event, actor) pairs were applied. `routes`: event_routing.ROUTES."""
+    async with factory() as session:
+        rows = (
+            await session.execute(_PENDING, {"tenant_id": tenant_id, "types": list(event_types)})
+        ).all()
+    applied = 0
+    for row in rows:
+        envelope = Event(
+            event_id=row.event_id,
+            event_type=row.event_type,
+            tenant=row.tenant,
+            aggregate_type=row.aggregate_type,
+            aggregate_id=row.aggregate_id,
+            payload=row.payload,
+            headers=row.headers or {},
+            tenant_id=row.tenant_id,
+        ).to_message_arg()
+        for route in routes.get(row.event_type, ()):
+            handler = EVENT_HANDLERS[route.actor]
+            applied += await apply_event(handler, route.actor, envelope, factory)
+    return applied

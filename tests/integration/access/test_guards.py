@@ -148,6 +148,7 @@ def _path_values(world: World) -> dict[str, str]:
         "key_id": str(uuid.uuid4()),
         "provider": "openai",
         "plan": "pro",
+        "media_id": str(uuid.uuid4()),
     }
 
 

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from litestar import Litestar
@@ -29,6 +30,7 @@ from socialflow.members.invitations import mint_token
 from socialflow.plans.limits import MAY_BE_UNLIMITED
 from socialflow.settings import Settings
 from tests.integration.ai.fake_openai import GOOD_KEY, fake_openai_server
+from tests.integration.media.support import photo
 from tests.integration.tenancy import test_oidc
 from tests.integration.tenancy.test_oidc import AUDIENCE, ISSUER, IdentityProvider
 from tests.integration.tenancy_fixtures import (
@@ -269,6 +271,19 @@ async def test_every_mutating_route_writes_an_outbox_row_with_its_change(
         await call("DELETE", ai_key, owner)
     await call("PUT", f"{tenant}/ai/settings", owner, {"embedding_dimension": 768})
 
+    photo_bytes = photo(400, 300)
+    media = f"{tenant}/media"
+    upload_body = {"filename": "a.jpg", "content_type": "image/jpeg", "size": len(photo_bytes)}
+    started = await call("POST", f"{media}/uploads", owner, upload_body)
+    upload = started["upload"]
+    sent = await platform.client.put(
+        urlsplit(upload["url"]).path, content=photo_bytes, headers=upload["headers"]
+    )
+    assert sent.status_code == 204, sent.text  # the local store: files, no database
+    await call("POST", f"{media}/{started['media_id']}/confirm", owner)
+    await call("PATCH", f"{media}/{started['media_id']}", owner, {"title": "Watched"})
+    await call("DELETE", f"{media}/{started['media_id']}", owner)
+
     id_token = idp[0].token(sub=unique("sub"), email=f"{unique('elsewhere')}@example.org")
     await call("POST", "/api/v1/me/identities", owner, {"id_token": id_token})
 
@@ -279,5 +294,6 @@ async def test_every_mutating_route_writes_an_outbox_row_with_its_change(
     assert _mutating_routes(app) - succeeded == set(), "mutating routes this test never ran"
     unrecorded = [request for request, _ in watch.violations]
     assert watch.violations == [], f"changed state without an outbox row: {unrecorded}"
-    # The watch saw them: a commit with events for each route but sign-in, refresh, key test.
-    assert watch.commits_with_events >= len(_mutating_routes(app)) - 3
+    # The watch saw them: a commit with events for each route but sign-in, refresh, key test
+    # and the local store's upload (a file, no transaction).
+    assert watch.commits_with_events >= len(_mutating_routes(app)) - 4

@@ -58,6 +58,7 @@ async def test_an_agency_admin_provisions_a_complete_tenant(
         "audit_log",
         "ai_provider_keys",
         "ai_settings",
+        "media_items",
     }
     assert pg.execute(f'SELECT version_num FROM "{schema}".alembic_version').fetchone() == (
         tenant_head(),
