@@ -269,6 +269,46 @@ def purge_expired_command() -> None:
     click.echo(f"purged {len(purged)} tenant(s){': ' + ', '.join(purged) if purged else ''}")
 
 
+@main.group()
+def media() -> None:
+    """Housekeeping of the media library."""
+
+
+@media.command("expire-uploads")
+@on_services()
+def expire_uploads_command() -> None:
+    """Delete uploads never confirmed within MEDIA_PENDING_EXPIRY_HOURS, in every tenant
+    (their objects are removed by the worker). Run it hourly."""
+    from sqlalchemy import text
+
+    from socialflow.media.services import expire_pending_uploads
+
+    async def expire() -> dict[str, int]:
+        expired: dict[str, int] = {}
+        async with _resources() as resources:
+            async with resources.unit_of_work() as session:
+                live = await session.scalars(
+                    text(
+                        "SELECT slug FROM shared.tenants "
+                        "WHERE status IN ('active', 'suspended') ORDER BY slug"
+                    )
+                )
+                slugs = list(live)
+            for slug in slugs:  # one transaction per tenant
+                async with resources.in_tenant(slug) as (_tenant, session):
+                    count = await expire_pending_uploads(session, resources.settings, slug)
+                if count:
+                    expired[slug] = count
+        return expired
+
+    expired = asyncio.run(expire())
+    total = sum(expired.values())
+    click.echo(
+        f"expired {total} upload(s)"
+        + (": " + ", ".join(f"{s} {n}" for s, n in expired.items()) if expired else "")
+    )
+
+
 @tenants.command("migrate")
 @click.option("--to", "target", default="head", show_default=True, help="revision (downgrade too)")
 @click.option("--concurrency", type=int, default=4, show_default=True)

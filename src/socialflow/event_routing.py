@@ -89,7 +89,7 @@ EVENT_ROUTES: EventRoutes = {
     MediaUploadStarted: (),
     MediaUploaded: (Route("process_media", "media"),),
     MediaProcessed: (),
-    MediaFailed: (),
+    MediaFailed: (Route("remove_media_objects", "media"),),
     MediaUpdated: (),
     MediaDeleted: (Route("remove_media_objects", "media"),),
 }

@@ -105,9 +105,20 @@ class RequestContextMiddleware:
             log.info(
                 "request.completed",
                 method=scope.get("method"),
-                path=scope["path"],
+                path=_logged_path(scope["path"]),
                 status=status,
                 duration_ms=round((time.perf_counter() - started) * 1000, 2),
             )
             clear_context()
             current_traceparent.reset(trace_token)
+
+
+# Paths whose last segment is a credential (the local store's signed URLs): logged without it.
+CREDENTIAL_PATHS = ("/api/v1/storage/",)
+
+
+def _logged_path(path: str) -> str:
+    for prefix in CREDENTIAL_PATHS:
+        if path.startswith(prefix):
+            return prefix + "…"
+    return path

@@ -27,6 +27,7 @@ from socialflow.media.storage import (
     StorageError,
     UploadRefused,
     media_storage,
+    owner_of,
 )
 
 NEWEST_FIRST = SortKey.of(created_at=datetime, id=uuid.UUID)
@@ -165,13 +166,21 @@ class LocalStorageController(Controller):
         request_max_body_size=None,  # the signed size bounds it, checked while it streams
     )
     async def upload(
-        self, token: FromPath[str], request: Request[Any, Any, Any], state: State
+        self,
+        token: FromPath[str],
+        request: Request[Any, Any, Any],
+        session: NamedDependency[AsyncSession],
+        state: State,
     ) -> None:
         storage = _local(state)
         try:
-            await storage.receive(token, request.headers.get("content-type"), request.stream())
-        except InvalidSignedUrl as exc:
-            raise Problem(403, "invalid-signature", f"This URL is not valid: {exc}.") from exc
+            grant = storage.signer.verify(token, "PUT")  # before a byte of the body is read
+        except (InvalidSignedUrl, StorageError, ValueError) as exc:
+            raise Problem(403, "invalid-signature", "This URL is not valid.") from exc
+        if not await services.accepts_upload(session, *owner_of(grant.key)):
+            raise Problem(409, "upload-refused", "This item takes no upload (any more).")
+        try:
+            await storage.receive(grant, request.headers.get("content-type"), request.stream())
         except UploadRefused as exc:
             raise Problem(409, "upload-refused", f"{exc}.") from exc
 

@@ -47,6 +47,7 @@ class MediaFailed(MediaEvent, frozen=True, kw_only=True):
     audit_log = AuditLog.NONE
 
     reason: str
+    storage_prefix: str
     duplicate_of: uuid.UUID | None = None
 
 

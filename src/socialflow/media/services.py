@@ -7,12 +7,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
-from sqlalchemy import Select, select, tuple_
+from sqlalchemy import Select, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from socialflow.access.directory import tenant_by_id
 from socialflow.access.permissions import Permission, allows
 from socialflow.access.tenant_access import TenantAccess
 from socialflow.audit.record import record_change
+from socialflow.db.tenant_schema import quote_schema
 from socialflow.lib.pagination import PageRequest
 from socialflow.lib.problems import Problem
 from socialflow.media.bodies import (
@@ -91,10 +93,10 @@ async def create_upload(
         if existing is not None:
             found = str(existing.id)
             return UploadOut(media_id=found, status=existing.status, duplicate_of=found), 200
-    for resource, amount in ((Resource.STORAGE_BYTES, data.size), (Resource.MEDIA_ITEMS, 1)):
-        checked = await quota.check(session, access.tenant, resource, amount)
-        if not checked.allowed:  # early, so nothing is uploaded for nothing; confirm reserves
-            raise quota.quota_exceeded(checked.quota, amount)
+    # Taken now, not at confirm: the bytes reach the store before confirm, so an upload never
+    # confirmed must count too (until it expires), or storage could be filled for nothing.
+    await quota.reserve(session, access.tenant, Resource.STORAGE_BYTES, data.size)
+    await quota.reserve(session, access.tenant, Resource.MEDIA_ITEMS, 1)
     media_id = uuid.uuid4()
     key = media_prefix(access.tenant.id, media_id) + ORIGINAL
     session.add(
@@ -153,8 +155,8 @@ async def confirm_upload(
     access: TenantAccess,
     media_id: uuid.UUID,
 ) -> MediaOut:
-    """The bytes are in storage: check them, take the tenant's storage and item quota, and
-    start processing (`media.uploaded`), in one transaction."""
+    """The bytes are in storage: check them and start processing (`media.uploaded`), in one
+    transaction."""
     item = await _locked(session, media_id)
     if item.status != "pending_upload":
         raise Problem(409, "invalid-state", f"This item is {item.status}: confirmed already.")
@@ -170,9 +172,7 @@ async def confirm_upload(
         )
     if stored > _max_size(settings, item.kind):
         raise Problem(413, "media-too-large", "The uploaded file is over the size limit.")
-    await quota.reserve(session, access.tenant, Resource.STORAGE_BYTES, item.size)
-    await quota.reserve(session, access.tenant, Resource.MEDIA_ITEMS, 1)
-    item.status = "processing"
+    item.status = "processing"  # its storage and item were taken when the upload started
     item.confirmed_at = item.updated_at = datetime.now(UTC)
     await session.flush()
     uploaded = MediaUploaded(
@@ -308,3 +308,52 @@ async def delete_media(session: AsyncSession, access: TenantAccess, media_id: uu
         filename=item.filename,
     )
     await record_change(session, access.principal, deleted, tenant=access.tenant.slug)
+
+
+async def accepts_upload(session: AsyncSession, tenant_id: uuid.UUID, media_id: uuid.UUID) -> bool:
+    """Whether the item is still waiting for its bytes (the local store's uploads ask: a
+    signed URL of an item deleted, expired or confirmed meanwhile writes nothing)."""
+    tenant = await tenant_by_id(session, tenant_id)
+    if tenant is None or tenant.status not in ("active", "suspended"):
+        return False
+    waiting = await session.execute(
+        text(
+            f"SELECT 1 FROM {quote_schema(tenant.schema_name)}.media_items "  # noqa: S608 - quoted
+            "WHERE id = :id AND status = 'pending_upload' AND deleted_at IS NULL"
+        ),
+        {"id": media_id},
+    )
+    return waiting.first() is not None
+
+
+SYSTEM_EXPIRY = "system:media-expiry"
+
+
+async def expire_pending_uploads(
+    session: AsyncSession, settings: Settings, tenant_slug: str, *, now: datetime | None = None
+) -> int:
+    """Uploads never confirmed within MEDIA_PENDING_EXPIRY_HOURS: deleted (their quota freed),
+    and `media.deleted` has their objects removed. The session is in the tenant's schema."""
+    cutoff = (now or datetime.now(UTC)) - timedelta(hours=settings.media_pending_expiry_hours)
+    expired = (
+        await session.scalars(
+            select(MediaItem)
+            .where(
+                MediaItem.status == "pending_upload",
+                MediaItem.deleted_at.is_(None),
+                MediaItem.created_at < cutoff,
+            )
+            .with_for_update(skip_locked=True)
+        )
+    ).all()
+    for item in expired:
+        item.deleted_at = item.updated_at = datetime.now(UTC)
+        await session.flush()
+        tenant_id = uuid.UUID(item.storage_key.split("/")[1])
+        deleted = MediaDeleted(
+            media_id=item.id,
+            storage_prefix=media_prefix(tenant_id, item.id),
+            filename=item.filename,
+        )
+        await record_change(session, SYSTEM_EXPIRY, deleted, tenant=tenant_slug)
+    return len(expired)

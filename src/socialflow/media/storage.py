@@ -49,6 +49,12 @@ def media_prefix(tenant_id: uuid.UUID, media_id: uuid.UUID) -> str:
     return f"tenants/{tenant_id}/media/{media_id}/"
 
 
+def owner_of(key: str) -> tuple[uuid.UUID, uuid.UUID]:
+    """The tenant and media item a key belongs to."""
+    parts = validate_key(key).split("/")
+    return uuid.UUID(parts[1]), uuid.UUID(parts[3])
+
+
 def validate_key(key: str) -> str:
     if not KEY_PATTERN.fullmatch(key) or ".." in key:
         raise StorageError(f"not a media key: {key!r}")
@@ -211,10 +217,10 @@ class LocalStorage:
         return await asyncio.to_thread(remove)
 
     async def receive(
-        self, token: str, content_type: str | None, chunks: AsyncIterator[bytes]
-    ) -> SignedGrant:
-        """Write an upload sent to a signed URL: exactly the signed size and type, once."""
-        grant = self.signer.verify(token, "PUT")
+        self, grant: SignedGrant, content_type: str | None, chunks: AsyncIterator[bytes]
+    ) -> None:
+        """Write an upload sent to a signed URL (`grant`, verified): exactly the signed size
+        and type, once."""
         if content_type != grant.content_type:
             raise UploadRefused(f"the URL is for Content-Type {grant.content_type}")
         path = self.path(grant.key)
@@ -239,7 +245,6 @@ class LocalStorage:
             finally:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp.name)
-        return grant
 
 
 # -- S3 -------------------------------------------------------------------------------------
@@ -261,10 +266,12 @@ class S3Storage:
                 "Key": validate_key(key),
                 "ContentType": content_type,
                 "ContentLength": size,
+                # A conditional write: the URL cannot replace what was uploaded (and checked).
+                "IfNoneMatch": "*",
             },
             ExpiresIn=expires_s,
         )
-        return UploadTarget(url, "PUT", {"Content-Type": content_type})
+        return UploadTarget(url, "PUT", {"Content-Type": content_type, "If-None-Match": "*"})
 
     def download_url(self, key: str, *, expires_s: int) -> str:
         url: str = self.presigner.generate_presigned_url(
@@ -288,7 +295,14 @@ class S3Storage:
         return int(head["ContentLength"])
 
     def open_read(self, key: str) -> IO[bytes]:
-        body = self.client.get_object(Bucket=self.bucket, Key=validate_key(key))["Body"]
+        from botocore.exceptions import ClientError
+
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=validate_key(key))["Body"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+                raise FileNotFoundError(key) from exc
+            raise
         spool = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024)  # noqa: SIM115 - returned
         for chunk in body.iter_chunks(1024 * 1024):
             spool.write(chunk)
@@ -308,7 +322,8 @@ class S3Storage:
         def remove() -> int:
             removed = 0
             paginator = self.client.get_paginator("list_objects_v2")
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            checked = validate_key(prefix.rstrip("/")) + "/"  # never the whole bucket
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=checked):
                 objects = [{"Key": o["Key"]} for o in page.get("Contents", [])]
                 if objects:
                     self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": objects})

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from socialflow.audit.record import record_change
@@ -32,6 +32,7 @@ from socialflow.settings import Settings
 from socialflow.workers.actors import event_actor, worker_resources
 
 MEDIA_QUEUE = "media"
+SAME_BYTES_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
 SYSTEM_MEDIA = "system:media"  # the actor of processing's changes
 # Declared content type → the formats its bytes may be.
 DECLARED_FORMATS = {
@@ -64,7 +65,14 @@ def _examine(storage: Storage, item: MediaItem, settings: Settings) -> Outcome:
         if item.focal_x is not None and item.focal_y is not None
         else None
     )
-    with storage.open_read(item.storage_key) as fp:
+    try:
+        opened = storage.open_read(item.storage_key)
+    except FileNotFoundError as exc:
+        raise Rejected("the uploaded file is gone from the store") from exc
+    with opened as fp:
+        fp.seek(0, os.SEEK_END)
+        if fp.tell() != item.size:  # what was confirmed is what is processed
+            raise Rejected(f"the stored file is {fp.tell()} bytes, {item.size} were confirmed")
         sha256 = sha256_of(fp)
         if item.declared_sha256 and item.declared_sha256 != sha256:
             raise Rejected("the bytes do not match the SHA-256 declared at upload")
@@ -78,7 +86,7 @@ def _examine(storage: Storage, item: MediaItem, settings: Settings) -> Outcome:
             image = process_image(fp, settings.media_max_image_pixels, focal)
             return Outcome(sha256, found.format, image)
         with _as_file(fp) as path:
-            video = probe_video(path)
+            video = probe_video(path, settings.media_max_image_pixels)
         poster = io.BytesIO()
         video.poster.save(poster, "PNG")
         image = process_image(poster, settings.media_max_image_pixels, focal)
@@ -121,10 +129,11 @@ async def process_media(session: AsyncSession, event: Event) -> None:
     try:
         outcome = await asyncio.to_thread(_examine, storage, item, settings)
     except Rejected as rejected:
-        await _fail(
-            session, event=event, item=item, storage=storage, prefix=prefix, reason=str(rejected)
-        )
+        await _fail(session, event=event, item=item, prefix=prefix, reason=str(rejected))
         return
+    # Of two items with the same bytes processed at once, the second waits here and then
+    # sees the first (the live-sha256 unique index would refuse it only at the end).
+    await session.execute(SAME_BYTES_LOCK, {"key": f"media-sha256:{outcome.sha256}"})
     duplicate = (
         await session.execute(
             select(MediaItem.id).where(
@@ -141,7 +150,6 @@ async def process_media(session: AsyncSession, event: Event) -> None:
             session,
             event=event,
             item=item,
-            storage=storage,
             prefix=prefix,
             reason=reason,
             duplicate_of=duplicate,
@@ -186,23 +194,27 @@ async def _fail(
     *,
     event: Event,
     item: MediaItem,
-    storage: Storage,
     prefix: str,
     reason: str,
     duplicate_of: uuid.UUID | None = None,
 ) -> None:
-    """The item `failed` with `reason`; nothing of it stays in storage."""
-    await storage.delete_prefix(prefix)
+    """The item `failed` with `reason`; `media.failed` has its objects removed once this
+    commits (not before: a failed commit would leave a processing item without its file)."""
     item.status = "failed"
     item.failure_reason = reason
     item.processed_at = item.updated_at = datetime.now(UTC)
     await session.flush()
-    failed = MediaFailed(media_id=item.id, reason=reason, duplicate_of=duplicate_of)
+    failed = MediaFailed(
+        media_id=item.id, reason=reason, duplicate_of=duplicate_of, storage_prefix=prefix
+    )
     await record_change(session, SYSTEM_MEDIA, failed, tenant=event.tenant)
 
 
 @event_actor(queue_name=MEDIA_QUEUE, actor_name="remove_media_objects")
 async def remove_media_objects(session: AsyncSession, event: Event) -> None:
-    """`media.deleted` → the item's original and derivatives leave storage."""
+    """`media.deleted`, `media.failed` → the item's original and derivatives leave storage.
+    The prefix is the event's tenant's and item's, whatever the payload says."""
+    assert event.tenant_id is not None
+    prefix = media_prefix(event.tenant_id, uuid.UUID(event.payload["media_id"]))
     storage = media_storage(worker_resources().settings)
-    await storage.delete_prefix(event.payload["storage_prefix"])
+    await storage.delete_prefix(prefix)

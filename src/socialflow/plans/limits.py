@@ -49,9 +49,11 @@ MEASURES: dict[Resource, Measure] = {
 # the tenant's id, `{schema}` its quoted schema). Its tables belong to layers above this one:
 # named in SQL, not imported. A resource whose feature does not exist yet has no rows, so
 # nothing of it is used; the feature adds its count here when it lands.
-# Media: what was confirmed (processing or ready) and not deleted.
+# Media: what is uploading (its bytes may be in the store already), processing or ready, and
+# not deleted. Uploads never confirmed leave it when they expire.
 _LIVE_MEDIA = (
-    "FROM {schema}.media_items WHERE deleted_at IS NULL AND status IN ('processing', 'ready')"
+    "FROM {schema}.media_items WHERE deleted_at IS NULL "
+    "AND status IN ('pending_upload', 'processing', 'ready')"
 )
 STOCK_COUNTS: dict[Resource, str] = {
     Resource.STORAGE_BYTES: f"SELECT coalesce(sum(size), 0) {_LIVE_MEDIA}",

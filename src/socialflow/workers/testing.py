@@ -54,23 +54,29 @@ async def apply_routed_events(
     routes name, in this process and loop, exactly as a worker applies them (once per event
     and actor: a second call applies nothing again). The rows stay for the relay; returns how
     many (event, actor) pairs were applied. `routes`: event_routing.ROUTES."""
-    async with factory() as session:
-        rows = (
-            await session.execute(_PENDING, {"tenant_id": tenant_id, "types": list(event_types)})
-        ).all()
     applied = 0
-    for row in rows:
-        envelope = Event(
-            event_id=row.event_id,
-            event_type=row.event_type,
-            tenant=row.tenant,
-            aggregate_type=row.aggregate_type,
-            aggregate_id=row.aggregate_id,
-            payload=row.payload,
-            headers=row.headers or {},
-            tenant_id=row.tenant_id,
-        ).to_message_arg()
-        for route in routes.get(row.event_type, ()):
-            handler = EVENT_HANDLERS[route.actor]
-            applied += await apply_event(handler, route.actor, envelope, factory)
-    return applied
+    while True:  # what the actors emit is applied too, until nothing new is pending
+        async with factory() as session:
+            rows = (
+                await session.execute(
+                    _PENDING, {"tenant_id": tenant_id, "types": list(event_types)}
+                )
+            ).all()
+        this_round = 0
+        for row in rows:
+            envelope = Event(
+                event_id=row.event_id,
+                event_type=row.event_type,
+                tenant=row.tenant,
+                aggregate_type=row.aggregate_type,
+                aggregate_id=row.aggregate_id,
+                payload=row.payload,
+                headers=row.headers or {},
+                tenant_id=row.tenant_id,
+            ).to_message_arg()
+            for route in routes.get(row.event_type, ()):
+                handler = EVENT_HANDLERS[route.actor]
+                this_round += await apply_event(handler, route.actor, envelope, factory)
+        if not this_round:
+            return applied
+        applied += this_round

@@ -94,7 +94,7 @@ class Uploader:
 
     async def process(self) -> int:
         return await apply_routed_events(
-            self.factory, ROUTES, self.tenant_id, "media.uploaded", "media.deleted"
+            self.factory, ROUTES, self.tenant_id, "media.uploaded", "media.failed", "media.deleted"
         )
 
     async def upload(self, data: bytes, **body: Any) -> dict[str, Any]:

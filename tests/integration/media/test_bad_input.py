@@ -16,14 +16,14 @@ from tests.integration.media.support import Uploader, photo, png
 
 
 def _objects(settings: Settings, uploader: Uploader, media_id: str) -> list[str]:
-    """What the store holds for the item."""
+    """The names of what the store holds for the item."""
     storage = media_storage(settings)
     prefix = f"tenants/{uploader.tenant_id}/media/{media_id}/"
     if isinstance(storage, LocalStorage):
         folder = storage.root / prefix
         return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
     listed = storage.client.list_objects_v2(Bucket=storage.bucket, Prefix=prefix)  # type: ignore[attr-defined]
-    return sorted(o["Key"] for o in listed.get("Contents", []))
+    return sorted(o["Key"].rsplit("/", 1)[1] for o in listed.get("Contents", []))
 
 
 async def _uploaded_then_processed(uploader: Uploader, data: bytes, **body: Any) -> dict[str, Any]:
@@ -176,3 +176,72 @@ async def test_another_tenants_media_is_out_of_reach(
         theirs, json={"title": "x"}, headers=world.owner_b.headers
     )
     assert patched.status_code == 404
+
+
+async def test_an_upload_never_confirmed_holds_its_quota_then_expires_with_its_objects(
+    uploader: Uploader, media_settings: Settings, pg: psycopg.Connection[Any]
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from socialflow.db.session import unit_of_work
+    from socialflow.db.tenancy import enter_tenant_schema
+    from socialflow.media.services import expire_pending_uploads
+
+    data = photo(450, 300)
+    started = (await uploader.start(data)).json()
+    await uploader.send(started["upload"], data)
+    usage = await uploader.client.get(
+        f"/api/v1/tenants/{uploader.tenant}/usage", headers=uploader.who.headers
+    )
+    held = {r["resource"]: r["used"] for r in usage.json()["resources"]}
+    assert (held["media_items"], held["storage_bytes"]) == (1, len(data))  # held while pending
+    assert _objects(media_settings, uploader, started["media_id"]) == ["original"]
+
+    schema = "t_" + uploader.tenant.replace("-", "_")
+    async with unit_of_work(uploader.factory) as session:
+        await enter_tenant_schema(session, schema)
+        now = datetime.now(UTC)
+        assert await expire_pending_uploads(session, media_settings, uploader.tenant, now=now) == 0
+        later = now + timedelta(hours=media_settings.media_pending_expiry_hours, minutes=1)
+        assert (
+            await expire_pending_uploads(session, media_settings, uploader.tenant, now=later) == 1
+        )
+    await uploader.process()
+    assert _objects(media_settings, uploader, started["media_id"]) == []
+    gone = await uploader.confirm(started["media_id"])
+    assert gone.status_code == 404
+    usage = await uploader.client.get(
+        f"/api/v1/tenants/{uploader.tenant}/usage", headers=uploader.who.headers
+    )
+    freed = {r["resource"]: r["used"] for r in usage.json()["resources"]}
+    assert (freed["media_items"], freed["storage_bytes"]) == (0, 0)
+
+
+@pytest.mark.parametrize("media_settings", ["local"], indirect=True)
+async def test_a_local_upload_url_of_a_deleted_item_writes_nothing(
+    uploader: Uploader, media_settings: Settings
+) -> None:
+    data = photo(460, 300)
+    started = (await uploader.start(data)).json()
+    deleted = await uploader.client.delete(
+        f"{uploader.base}/{started['media_id']}", headers=uploader.who.headers
+    )
+    assert deleted.status_code == 204
+    sent = await uploader.send(started["upload"], data)
+    assert sent.status_code == 409, sent.text
+    assert _objects(media_settings, uploader, started["media_id"]) == []
+
+
+async def test_comments_in_the_original_reach_no_derivative(uploader: Uploader) -> None:
+    import io as bytes_io
+
+    from PIL import Image
+
+    image = Image.new("RGB", (500, 400), (10, 120, 200))
+    out = bytes_io.BytesIO()
+    image.save(out, "JPEG", comment=b"taken at 12 Secret Street")
+    assert b"Secret Street" in out.getvalue()
+    item = await uploader.upload(out.getvalue())
+    for derivative in item["derivatives"]:
+        data = await uploader.download(derivative["url"])
+        assert b"Secret Street" not in data, derivative["name"]
