@@ -22,6 +22,7 @@ from socialflow.media.events import (
     MediaUpdated,
     MediaUploaded,
     MediaUploadStarted,
+    MediaVariantRendered,
 )
 from socialflow.members.events import (
     ApiKeyCreated,
@@ -91,6 +92,7 @@ EVENT_ROUTES: EventRoutes = {
     MediaProcessed: (),
     MediaFailed: (Route("remove_media_objects", "media"),),
     MediaUpdated: (),
+    MediaVariantRendered: (),
     MediaDeleted: (Route("remove_media_objects", "media"),),
 }
 

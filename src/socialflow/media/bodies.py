@@ -99,6 +99,16 @@ class MediaList(msgspec.Struct):
 
 def derivative_list(derivatives: dict[str, Any]) -> list[Derivative]:
     return [
-        Derivative(name=name, **{k: v for k, v in d.items() if k != "key"})
+        Derivative(
+            name=name, format=d["format"], width=d["width"], height=d["height"], size=d["size"]
+        )
         for name, d in sorted(derivatives.items())
     ]
+
+
+class VariantOut(msgspec.Struct, kw_only=True):
+    profile: str
+    width: int
+    height: int
+    url: str  # short-lived
+    focal_point: FocalPoint

@@ -19,7 +19,14 @@ from socialflow.access.tenant_access import TenantAccess
 from socialflow.lib.pagination import SortKey, page_request, page_response
 from socialflow.lib.problems import Problem
 from socialflow.media import services
-from socialflow.media.bodies import MediaList, MediaOut, MediaPatch, UploadCreate, UploadOut
+from socialflow.media.bodies import (
+    MediaList,
+    MediaOut,
+    MediaPatch,
+    UploadCreate,
+    UploadOut,
+    VariantOut,
+)
 from socialflow.media.storage import (
     LOCAL_URL_PATH,
     InvalidSignedUrl,
@@ -117,6 +124,30 @@ class MediaController(Controller):
     ) -> MediaOut:
         settings = state.settings
         return await services.get_media(session, settings, media_storage(settings), media_id)
+
+    @get(
+        "/{media_id:uuid}/variants/{profile:str}",
+        guards=[requires(Permission.CONTENT_READ)],
+        summary="The item cut for a platform (rendered on first use, around its focal point)",
+        opt={"problems": (409,)},  # not ready
+    )
+    async def variant(
+        self,
+        media_id: FromPath[uuid.UUID],
+        profile: FromPath[str],
+        access: NamedDependency[TenantAccess],
+        session: NamedDependency[AsyncSession],
+        state: State,
+    ) -> VariantOut:
+        settings = state.settings
+        return await services.variant(
+            session,
+            settings=settings,
+            storage=media_storage(settings),
+            access=access,
+            media_id=media_id,
+            profile=profile,
+        )
 
     @patch(
         "/{media_id:uuid}",

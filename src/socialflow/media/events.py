@@ -51,6 +51,14 @@ class MediaFailed(MediaEvent, frozen=True, kw_only=True):
     duplicate_of: uuid.UUID | None = None
 
 
+class MediaVariantRendered(MediaEvent, frozen=True, kw_only=True):
+    event_type = "media.variant_rendered"  # a platform's cut, on first use
+    audit_log = AuditLog.NONE
+
+    profile: str
+    storage_key: str
+
+
 class MediaUpdated(FieldsChanged, frozen=True, kw_only=True):
     event_type = "media.updated"  # title, alt text, tags, focal point
     aggregate_type = "media"

@@ -306,3 +306,28 @@ def probe_video(path: str, max_pixels: int) -> VideoFacts:
     duration = meta.get("duration")
     poster = Image.frombytes("RGB", (width, height), first)
     return VideoFacts(width, height, float(duration) if duration else None, codecs, poster)
+
+
+# Per-platform variants: name → (width, height).
+PROFILES: dict[str, tuple[int, int]] = {
+    "instagram_portrait": (1080, 1350),
+    "instagram_square": (1080, 1080),
+    "x_landscape": (1600, 900),
+    "linkedin": (1200, 627),
+    "story": (1080, 1920),
+}
+
+
+def render_variant(
+    fp: IO[bytes], size: tuple[int, int], focal: tuple[float, float]
+) -> tuple[bytes, int, int]:
+    """`size` cut around the focal point from the item's largest derivative (already upright
+    and metadata-free), as JPEG; never upscaled: a smaller source gives a smaller variant of
+    the same aspect ratio."""
+    with Image.open(fp) as source:
+        source.load()
+        width, height = size
+        scale = min(1.0, source.width / width, source.height / height)
+        target = (max(1, round(width * scale)), max(1, round(height * scale)))
+        cut = ImageOps.fit(source.convert("RGB"), target, Image.Resampling.LANCZOS, centering=focal)
+    return _encode(cut, "JPEG"), cut.width, cut.height

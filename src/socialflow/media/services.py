@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,10 +25,18 @@ from socialflow.media.bodies import (
     UploadCreate,
     UploadInstructions,
     UploadOut,
+    VariantOut,
     derivative_list,
 )
-from socialflow.media.events import MediaDeleted, MediaUpdated, MediaUploaded, MediaUploadStarted
+from socialflow.media.events import (
+    MediaDeleted,
+    MediaUpdated,
+    MediaUploaded,
+    MediaUploadStarted,
+    MediaVariantRendered,
+)
 from socialflow.media.models import MediaItem
+from socialflow.media.processing import PROFILES, render_variant
 from socialflow.media.storage import Storage, media_prefix
 from socialflow.plans import quota
 from socialflow.plans.limits import Resource
@@ -357,3 +366,58 @@ async def expire_pending_uploads(
         )
         await record_change(session, SYSTEM_EXPIRY, deleted, tenant=tenant_slug)
     return len(expired)
+
+
+async def variant(
+    session: AsyncSession,
+    *,
+    settings: Settings,
+    storage: Storage,
+    access: TenantAccess,
+    media_id: uuid.UUID,
+    profile: str,
+) -> VariantOut:
+    """The item cut for a platform's profile around its focal point (centre by default),
+    rendered on first use and kept; a new focal point renders it again."""
+    size = PROFILES.get(profile)
+    if size is None:
+        raise Problem(404, "not-found", f"No profile {profile!r}; one of {', '.join(PROFILES)}.")
+    item = await _locked(session, media_id)
+    if item.status != "ready":
+        raise Problem(409, "invalid-state", f"This item is {item.status}: not ready yet.")
+    focal = (
+        (item.focal_x, item.focal_y)
+        if item.focal_x is not None and item.focal_y is not None
+        else (0.5, 0.5)
+    )
+    name = f"variant_{profile}"
+    kept = (item.derivatives or {}).get(name)
+    if kept is None or tuple(kept.get("focal", ())) != focal:
+        source_key = item.derivatives["large_jpeg"]["key"]
+
+        def render() -> tuple[bytes, int, int]:
+            with storage.open_read(source_key) as fp:
+                return render_variant(fp, size, focal)
+
+        body, width, height = await asyncio.to_thread(render)
+        key = media_prefix(access.tenant.id, item.id) + f"{profile}.jpg"
+        await storage.put(key, body, "image/jpeg")
+        kept = {
+            "key": key,
+            "format": "jpeg",
+            "width": width,
+            "height": height,
+            "size": len(body),
+            "focal": list(focal),
+        }
+        item.derivatives = {**(item.derivatives or {}), name: kept}
+        await session.flush()
+        rendered = MediaVariantRendered(media_id=item.id, profile=profile, storage_key=key)
+        await record_change(session, access.principal, rendered, tenant=access.tenant.slug)
+    return VariantOut(
+        profile=profile,
+        width=kept["width"],
+        height=kept["height"],
+        url=storage.download_url(kept["key"], expires_s=settings.media_download_url_ttl_s),
+        focal_point=FocalPoint(*focal),
+    )

@@ -149,6 +149,7 @@ def _path_values(world: World) -> dict[str, str]:
         "provider": "openai",
         "plan": "pro",
         "media_id": str(uuid.uuid4()),
+        "profile": "story",
     }
 
 

@@ -3,12 +3,14 @@ actor), roles, audit."""
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import psycopg
+from PIL import Image
 
 from socialflow.settings import Settings
-from tests.integration.media.support import Uploader, photo
+from tests.integration.media.support import Uploader, has_gps, photo
 from tests.integration.media.test_bad_input import _objects
 from tests.integration.tenancy_fixtures import Platform, World
 
@@ -83,3 +85,39 @@ async def test_editors_delete_their_own_media_and_admins_anyones(
     assert (await uploader.client.get(url, headers=viewer.headers)).status_code == 200
     admin = await platform.member(world.tenant_a, "admin")
     assert (await uploader.client.delete(url, headers=admin.headers)).status_code == 204
+
+
+async def test_platform_variants_have_their_sizes_and_follow_the_focal_point(
+    uploader: Uploader,
+) -> None:
+    item = await uploader.upload(photo(3000, 2000))
+    sizes = {
+        "instagram_portrait": (1080, 1350),
+        "instagram_square": (1080, 1080),
+        "x_landscape": (1600, 900),
+        "linkedin": (1200, 627),
+        "story": (1080, 1920),
+    }
+    url = f"{uploader.base}/{item['id']}/variants"
+    for profile, (width, height) in sizes.items():
+        answer = await uploader.client.get(f"{url}/{profile}", headers=uploader.who.headers)
+        assert answer.status_code == 200, answer.text
+        shown = answer.json()
+        # From the 2048 x 1365 derivative: never upscaled, the profile's aspect ratio kept.
+        scale = min(1.0, 2048 / width, 1365 / height)
+        assert (shown["width"], shown["height"]) == (round(width * scale), round(height * scale))
+        data = await uploader.download(shown["url"])
+        assert Image.open(io.BytesIO(data)).size == (shown["width"], shown["height"])
+        assert not has_gps(data)
+    first = (await uploader.client.get(f"{url}/story", headers=uploader.who.headers)).json()
+    centred = await uploader.download(first["url"])
+    await uploader.client.patch(
+        f"{uploader.base}/{item['id']}",
+        json={"focal_point": {"x": 0.1, "y": 0.5}},
+        headers=uploader.who.headers,
+    )
+    moved = (await uploader.client.get(f"{url}/story", headers=uploader.who.headers)).json()
+    assert moved["focal_point"] == {"x": 0.1, "y": 0.5}
+    assert await uploader.download(moved["url"]) != centred
+    unknown = await uploader.client.get(f"{url}/myspace", headers=uploader.who.headers)
+    assert unknown.status_code == 404
