@@ -9,7 +9,6 @@ from typing import Any
 import boto3
 import psycopg
 import pytest
-from moto.server import ThreadedMotoServer
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -26,6 +25,7 @@ from socialflow.vault.keyring import (
 )
 from socialflow.vault.rotation import rotate_master, vault_status
 from socialflow.vault.service import Vault, data_key_context
+from tests.integration.moto_server import moto_endpoint
 from tests.integration.vault import make_tenants
 
 Factory = async_sessionmaker[AsyncSession]
@@ -34,21 +34,8 @@ PURPOSE = "test.kms"
 
 @pytest.fixture(scope="module")
 def kms_endpoint() -> Iterator[str]:
-    with pytest.MonkeyPatch.context() as env:
-        # Dummy credentials: moto accepts any, and nothing may reach for real ones.
-        env.setenv("AWS_ACCESS_KEY_ID", "testing")
-        env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        env.setenv("AWS_SESSION_TOKEN", "testing")
-        env.setenv("AWS_EC2_METADATA_DISABLED", "true")
-        env.setenv("AWS_CONFIG_FILE", "/dev/null")
-        env.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        server.start()
-        host, port = server.get_host_and_port()
-        try:
-            yield f"http://{host}:{port}"
-        finally:
-            server.stop()
+    with moto_endpoint() as endpoint:
+        yield endpoint
 
 
 def create_kms_key(endpoint: str) -> str:
