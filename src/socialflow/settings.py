@@ -269,6 +269,13 @@ class Settings(BaseSettings):
         default=100_000_000, ge=1, description="larger decoded images are refused (bombs)"
     )
     media_pending_expiry_hours: int = Field(default=24, ge=1)
+    media_similar_max_distance: int = Field(
+        default=8,
+        ge=0,
+        le=64,
+        description="bits two perceptual hashes differ by, at most, "
+        "for items to be listed as similar",
+    )
     media_url_signing_key: SecretStr | None = Field(
         default=None,
         description="HMAC key of the local backend's signed URLs; default: derived from "

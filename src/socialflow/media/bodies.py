@@ -90,6 +90,9 @@ class MediaOut(msgspec.Struct, kw_only=True):
     failure_reason: str | None = None
     derivatives: list[Derivative] = msgspec.field(default_factory=list)
     original_url: str | None = None  # short-lived; on a single item's answer
+    # Near-duplicates (perceptual hash within MEDIA_SIMILAR_MAX_DISTANCE), nearest first; on a
+    # single item's answer.
+    similar: list[str] = msgspec.field(default_factory=list)
 
 
 class MediaList(msgspec.Struct):
@@ -112,3 +115,16 @@ class VariantOut(msgspec.Struct, kw_only=True):
     height: int
     url: str  # short-lived
     focal_point: FocalPoint
+
+
+class UsageFigure(msgspec.Struct, kw_only=True):
+    limit: int | None  # None: unlimited
+    used: int
+    remaining: int | None
+
+
+class MediaUsageOut(msgspec.Struct, kw_only=True):
+    storage_bytes: UsageFigure
+    media_items: UsageFigure
+    by_status: dict[str, int]
+    by_kind: dict[str, int]

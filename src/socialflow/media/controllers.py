@@ -23,6 +23,7 @@ from socialflow.media.bodies import (
     MediaList,
     MediaOut,
     MediaPatch,
+    MediaUsageOut,
     UploadCreate,
     UploadOut,
     VariantOut,
@@ -109,6 +110,16 @@ class MediaController(Controller):
         }
         items = await services.list_media(session, page, filters=filters)
         return page_response(request, items, page, NEWEST_FIRST, MediaList)
+
+    @get(
+        "/usage",
+        guards=[requires(Permission.CONTENT_READ)],
+        summary="The tenant's media against its plan: bytes and items",
+    )
+    async def usage(
+        self, access: NamedDependency[TenantAccess], session: NamedDependency[AsyncSession]
+    ) -> MediaUsageOut:
+        return await services.media_usage(session, access)
 
     @get(
         "/{media_id:uuid}",

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
-from sqlalchemy import Select, select, text, tuple_
+from sqlalchemy import Select, func, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from socialflow.access.directory import tenant_by_id
@@ -22,9 +22,11 @@ from socialflow.media.bodies import (
     FocalPoint,
     MediaOut,
     MediaPatch,
+    MediaUsageOut,
     UploadCreate,
     UploadInstructions,
     UploadOut,
+    UsageFigure,
     VariantOut,
     derivative_list,
 )
@@ -243,7 +245,56 @@ async def get_media(
     ).scalar_one_or_none()
     if item is None:
         raise _not_found(media_id)
-    return media_out(item, storage, settings.media_download_url_ttl_s)
+    shown = media_out(item, storage, settings.media_download_url_ttl_s)
+    if item.phash is not None:
+        params = {
+            "id": item.id,
+            "phash": item.phash,
+            "distance": settings.media_similar_max_distance,
+        }
+        shown.similar = [str(row) for row in await session.scalars(SIMILAR_SQL, params)]
+    return shown
+
+
+# Other live items whose 64-bit perceptual hashes differ from this one's in few bits, nearest
+# first (hex hashes read as bit strings; the tenant's schema through the search_path).
+SIMILAR_SQL = text("""
+SELECT id FROM (
+    SELECT id, bit_count(('x' || phash)::bit(64) # ('x' || :phash)::bit(64)) AS distance
+    FROM media_items
+    WHERE phash IS NOT NULL AND id <> :id AND status = 'ready' AND deleted_at IS NULL
+) near WHERE distance <= :distance ORDER BY distance, id LIMIT 20
+""")
+
+
+async def media_usage(session: AsyncSession, access: TenantAccess) -> MediaUsageOut:
+    """The tenant's media against its plan: bytes and items, and counts by status and kind."""
+    figures = {}
+    for resource in (Resource.STORAGE_BYTES, Resource.MEDIA_ITEMS):
+        held = await quota.quota_of(session, access.tenant, resource)
+        figures[resource.value] = UsageFigure(
+            limit=None if held.limit is None else int(held.limit),
+            used=int(held.used),
+            remaining=None if held.remaining is None else int(held.remaining),
+        )
+    counts = (
+        await session.execute(
+            select(MediaItem.status, MediaItem.kind, func.count())
+            .where(MediaItem.deleted_at.is_(None))
+            .group_by(MediaItem.status, MediaItem.kind)
+        )
+    ).all()
+    by_status: dict[str, int] = {}
+    by_kind: dict[str, int] = {}
+    for status, kind, count in counts:
+        by_status[status] = by_status.get(status, 0) + count
+        by_kind[kind] = by_kind.get(kind, 0) + count
+    return MediaUsageOut(
+        storage_bytes=figures["storage_bytes"],
+        media_items=figures["media_items"],
+        by_status=by_status,
+        by_kind=by_kind,
+    )
 
 
 async def list_media(

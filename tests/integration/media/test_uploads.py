@@ -117,3 +117,65 @@ async def test_the_plans_storage_quota_is_taken_at_confirm(
     resources = {r["resource"]: r for r in usage.json()["resources"]}
     assert resources["media_items"]["used"] == 1
     assert resources["storage_bytes"]["used"] == len(first)
+
+
+async def test_a_heic_photo_is_processed_like_any_other(uploader: Uploader) -> None:
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+    out = io.BytesIO()
+    Image.new("RGB", (800, 600), (20, 160, 90)).save(out, format="HEIF", quality=80)
+    item = await uploader.upload(
+        out.getvalue(), filename="IMG_0001.HEIC", content_type="image/heic"
+    )
+    assert item["status"] == "ready", item
+    assert (item["detected_format"], item["width"], item["height"]) == ("heif", 800, 600)
+    assert len(item["derivatives"]) == 8
+
+
+async def test_a_video_gets_its_duration_codecs_and_a_poster_with_derivatives(
+    uploader: Uploader, tmp_path: Any
+) -> None:
+    import imageio_ffmpeg
+
+    path = tmp_path / "clip.mp4"
+    frames = imageio_ffmpeg.write_frames(str(path), (320, 240), fps=10, codec="libx264")
+    frames.send(None)
+    for n in range(20):  # 2 s
+        frames.send(bytes([n * 10 % 256]) * (320 * 240 * 3))
+    frames.close()
+    item = await uploader.upload(path.read_bytes(), filename="clip.mp4", content_type="video/mp4")
+    assert item["status"] == "ready", item
+    assert item["kind"] == "video"
+    assert (item["detected_format"], item["width"], item["height"]) == ("mp4", 320, 240)
+    assert item["codecs"].startswith("h264")
+    assert 1.5 <= item["duration_s"] <= 2.5
+    derivatives = {d["name"]: d for d in item["derivatives"]}
+    assert derivatives["large_jpeg"]["width"] == 320  # the poster, never upscaled
+
+
+async def test_near_duplicates_are_listed_as_similar(uploader: Uploader) -> None:
+    first = await uploader.upload(photo(1200, 800))
+    # The same picture re-encoded smaller: other bytes, nearly the same perceptual hash.
+    out = io.BytesIO()
+    Image.open(io.BytesIO(photo(1200, 800))).resize((900, 600)).save(out, "JPEG", quality=70)
+    second = await uploader.upload(out.getvalue())
+    other = await uploader.upload(png(640, 480), filename="other.png", content_type="image/png")
+    assert second["status"] == "ready"
+    assert second["similar"] == [first["id"]]
+    assert first["similar"] == []  # read before the second existed
+    assert (await uploader.item(first["id"]))["similar"] == [second["id"]]
+    assert other["id"] not in (await uploader.item(first["id"]))["similar"]
+
+
+async def test_media_usage_shows_bytes_and_counts_against_the_plan(uploader: Uploader) -> None:
+    data = photo(700, 500)
+    await uploader.upload(data)
+    usage = await uploader.client.get(f"{uploader.base}/usage", headers=uploader.who.headers)
+    assert usage.status_code == 200, usage.text
+    shown = usage.json()
+    assert shown["storage_bytes"]["used"] == len(data)
+    assert shown["storage_bytes"]["limit"] == 250 * 1024**3  # pro
+    assert shown["media_items"] == {"limit": 50_000, "used": 1, "remaining": 49_999}
+    assert shown["by_status"] == {"ready": 1}
+    assert shown["by_kind"] == {"image": 1}
