@@ -534,3 +534,107 @@ def test_a_worker_killed_mid_actor_loses_nothing_and_the_invitation_is_mailed_on
     assert stack.accept(token_in(sent)).status_code == 200
     restarted.signal(signal.SIGTERM)
     assert restarted.wait(timeout_s=30) == 0
+
+
+# -- 5. media: a worker killed mid-processing ---------------------------------------------
+
+
+def _big_photo(width: int, height: int) -> bytes:
+    """A photo-like JPEG large enough that processing takes a while (noise does not
+    compress, so decoding and resampling do real work)."""
+    import io
+
+    from PIL import Image
+
+    noise = Image.effect_noise((width, height), 60)
+    out = io.BytesIO()
+    Image.merge("RGB", (noise, noise.transpose(Image.Transpose.FLIP_LEFT_RIGHT), noise)).save(
+        out, "JPEG", quality=85
+    )
+    return out.getvalue()
+
+
+def _held_by_a_transaction(pg: psycopg.Connection[Any], schema: str, media_id: str) -> bool:
+    """Whether the item's row is locked: process_media holds it while it processes."""
+    try:
+        with pg.transaction():
+            pg.execute(
+                f'SELECT 1 FROM "{schema}".media_items WHERE id = %s FOR UPDATE NOWAIT',
+                (media_id,),
+            )
+    except psycopg.errors.LockNotAvailable:
+        return True
+    return False
+
+
+def test_a_worker_killed_mid_processing_loses_nothing_and_the_item_is_processed_once(
+    launch: Start, stack: Stack, pg: psycopg.Connection[Any], redis_url: str
+) -> None:
+    email = f"{unique('owner')}@example.com"
+    made = launch(["admin", "create-user", "--email", email, "--password", PASSWORD])
+    assert made.wait(timeout_s=60) == 0, made.output
+    slug = stack.provision(email)
+    owner = stack.login(email)
+    schema = "t_" + slug.replace("-", "_")
+    data = _big_photo(8000, 6000)  # 48 megapixels: over a second of work
+    media = f"/api/v1/tenants/{slug}/media"
+    started = stack.api.post(
+        f"{media}/uploads",
+        json={"filename": "big.jpg", "content_type": "image/jpeg", "size": len(data)},
+        headers=owner,
+    )
+    assert started.status_code == 201, started.text
+    upload = started.json()["upload"]
+    path = "/" + upload["url"].split("/", 3)[3]
+    assert stack.api.put(path, content=data, headers=upload["headers"]).status_code == 204
+    media_id = started.json()["media_id"]
+    assert stack.api.post(f"{media}/{media_id}/confirm", headers=owner).status_code == 200
+    event = pg.execute(
+        "SELECT event_id FROM shared.outbox WHERE event_type = 'media.uploaded' "
+        "AND aggregate_id = %s",
+        (media_id,),
+    ).fetchone()
+    assert event is not None
+
+    _, worker = start_relay_and_worker(launch)
+    wait_for(lambda: _held_by_a_transaction(pg, schema, media_id), "processing under way")
+    worker.kill()  # SIGKILL mid-processing: derivatives maybe written, nothing committed
+    status = pg.execute(f'SELECT status FROM "{schema}".media_items WHERE id = %s', (media_id,))
+    assert status.fetchone() == ("processing",)
+
+    def applied() -> int:
+        row = pg.execute(
+            "SELECT count(*) FROM shared.processed_event WHERE event_id = %s "
+            "AND actor = 'process_media'",
+            (event[0],),
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    assert applied() == 0
+    client = redis_lib.Redis.from_url(redis_url)
+    try:
+
+        def requeued() -> bool:
+            requeue_messages_of_dead_workers(redis_url, "media")
+            return str(event[0]) in queued_event_ids(client, "media")
+
+        wait_for(requeued, "the killed worker's message back on its queue")
+    finally:
+        client.close()
+
+    restarted = launch(["worker"])
+
+    def ready() -> bool:
+        row = pg.execute(
+            f'SELECT status FROM "{schema}".media_items WHERE id = %s',
+            (media_id,),
+        ).fetchone()
+        return row == ("ready",)
+
+    wait_for(ready, "processed after the redelivery", timeout_s=60)
+    assert applied() == 1  # once: the killed attempt committed nothing
+    item = stack.api.get(f"{media}/{media_id}", headers=owner).json()
+    assert (item["width"], item["height"]) == (8000, 6000)
+    assert len(item["derivatives"]) == 8
+    restarted.signal(signal.SIGTERM)
+    assert restarted.wait(timeout_s=60) == 0
