@@ -13,7 +13,19 @@ import importlib.util
 import pkgutil
 
 import socialflow
-from socialflow.ai.events import AiKeyConfigured, AiKeyRemoved, AiSettingsUpdated
+from socialflow.ai.events import (
+    AiEmbeddingModelChanged,
+    AiKeyConfigured,
+    AiKeyInvalid,
+    AiKeyRemoved,
+    AiSettingsUpdated,
+)
+from socialflow.captions.events import (
+    CaptionEdited,
+    CaptionRequested,
+    MediaCaptioned,
+    MediaEmbedded,
+)
 from socialflow.identity.events import UserIdentityLinked
 from socialflow.media.events import (
     MediaDeleted,
@@ -41,6 +53,8 @@ from socialflow.outbox.routing import (
     routing_problems,
 )
 from socialflow.plans.events import (
+    AiBudgetExceeded,
+    AiBudgetWarning,
     EntitlementsChanged,
     PlanCreated,
     PlanUpdated,
@@ -81,12 +95,21 @@ EVENT_ROUTES: EventRoutes = {
     AiKeyConfigured: (),
     AiKeyRemoved: (),
     AiSettingsUpdated: (),
+    AiKeyInvalid: (),
+    # Captioning and embedding actors are not wired yet (issue 16 in progress).
+    AiEmbeddingModelChanged: (),
+    CaptionRequested: (),
+    MediaCaptioned: (),
+    CaptionEdited: (),
+    MediaEmbedded: (),
     UserIdentityLinked: (),
     PlanCreated: (),
     PlanUpdated: (),
     EntitlementsChanged: (),
     QuotaWarning: (),
     QuotaExceeded: (),
+    AiBudgetWarning: (),
+    AiBudgetExceeded: (),
     MediaUploadStarted: (),
     MediaUploaded: (Route("process_media", "media"),),
     MediaProcessed: (),

@@ -145,6 +145,19 @@ class Settings(BaseSettings):
     ai_platform_keys: dict[str, SecretStr] = Field(
         default_factory=dict, description='JSON {"openai": "sk-…"}: the platform\'s own keys'
     )
+    ai_caption_max_tokens: int = Field(default=800, ge=50, le=8000)
+    ai_call_timeout_s: float = Field(default=60.0, gt=0)
+    ai_rate_limits_per_minute: dict[str, int] = Field(
+        default_factory=lambda: {"caption": 120, "embed": 600, "embed_query": 1200},
+        description='JSON {"caption": 120, …}: provider calls a tenant may make a minute, by '
+        "operation, shared by every worker",
+    )
+    ai_max_attempts: int = Field(
+        default=6, ge=1, description="failed calls (429, 5xx, timeouts) of one item before it fails"
+    )
+    ai_reservation_ttl_s: int = Field(
+        default=900, ge=60, description="a reservation older than this was a lost call: released"
+    )
     outbound_allowed_networks: tuple[str, ...] = Field(
         default=(), description="CIDRs tenants' URLs may reach although private (e.g. 10.0.0.0/8)"
     )
@@ -170,6 +183,9 @@ class Settings(BaseSettings):
     oidc_jwks_refresh_cooldown_s: float = Field(default=30.0, ge=0)
     worker_processes: int = Field(default=1, ge=1)
     worker_threads: int = Field(default=4, ge=1)
+    worker_ai_threads: int = Field(
+        default=64, ge=1, description="threads of `socialflow worker --queues ai`: calls in flight"
+    )
     relay_batch_size: int = Field(default=500, ge=1, le=10_000)
     relay_poll_interval_s: float = Field(default=1.0, gt=0)
     relay_concurrency: int = Field(default=2, ge=1, le=16)

@@ -28,6 +28,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "tenancy",
         "ai",
         "media",
+        "captions",
         "event_routing tables devserver api_server",
         "app cli",
         "__main__",

@@ -9,6 +9,7 @@ kind is silently replaced by litellm's own, unguarded one, so paths that would t
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -51,7 +52,13 @@ MESSAGES = {
     "bad_request": "The provider rejected the request; check the model name and API version.",
     "connection_error": "The provider could not be reached.",
     "provider_error": "The provider answered with an error.",
+    "content_refused": "The provider refused this content under its usage policy.",
 }
+# What a failed call means for the work that made it.
+RETRYABLE = frozenset(
+    {"timeout", "rate_limited", "connection_error", "provider_error", "too_many_redirects"}
+)
+KEY_REFUSED = frozenset({"authentication_error", "permission_denied"})
 _BY_STATUS = {
     400: "bad_request",
     401: "authentication_error",
@@ -84,6 +91,43 @@ async def acompletion(
     """`litellm.acompletion` with `credentials`, through the guard, each answer within
     `timeout_s`. Failures are raised as they come; `summarise()` turns one into what a tenant
     may see."""
+    return await _call_litellm(
+        "acompletion",
+        credentials,
+        settings,
+        model,
+        timeout_s,
+        resolver,
+        messages=messages,
+        **params,
+    )
+
+
+async def aembedding(
+    credentials: ProviderCredentials,
+    settings: Settings,
+    *,
+    model: str,
+    input: list[str],
+    timeout_s: float,
+    resolver: Resolver | None = None,
+    **params: Any,
+) -> Any:
+    """`litellm.aembedding` with `credentials`, through the guard, as `acompletion`."""
+    return await _call_litellm(
+        "aembedding", credentials, settings, model, timeout_s, resolver, input=input, **params
+    )
+
+
+async def _call_litellm(  # noqa: PLR0917 - the two public calls' arguments, passed on
+    function: str,
+    credentials: ProviderCredentials,
+    settings: Settings,
+    model: str,
+    timeout_s: float,
+    resolver: Resolver | None,
+    **params: Any,
+) -> Any:
     import litellm  # heavy: imported on first use
 
     litellm.suppress_debug_info = True
@@ -91,9 +135,8 @@ async def acompletion(
     _refuse_unguarded_paths(credentials, name)
     async with litellm_client(credentials, settings, resolver=resolver) as client:
         # `timeout_s` bounds each read and, in the guarded transport, the whole answer.
-        return await litellm.acompletion(
+        return await getattr(litellm, function)(
             model=name,
-            messages=messages,
             api_key=credentials.api_key,
             api_base=credentials.base_url,
             api_version=credentials.api_version,
@@ -178,13 +221,38 @@ def summarise(exc: BaseException) -> CallFailure:
     return CallFailure(error_type, status, MESSAGES[error_type])
 
 
-def _classify(exc: BaseException) -> tuple[str, int | None]:
-    from litellm.exceptions import APIConnectionError, Timeout
+def retry_after_s(exc: BaseException) -> float | None:
+    """The provider's `Retry-After` (seconds or an HTTP date) on a failed call, if it sent one."""
+    from email.utils import parsedate_to_datetime
+
+    for link in _chain(exc):
+        response = getattr(link, "response", None)
+        headers = getattr(response, "headers", None) or getattr(
+            link, "litellm_response_headers", None
+        )
+        value = headers.get("retry-after") if headers is not None else None
+        if not value:
+            continue
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            try:
+                when = parsedate_to_datetime(value)
+            except (TypeError, ValueError):
+                return None
+            return max(0.0, when.timestamp() - time.time())
+    return None
+
+
+def _classify(exc: BaseException) -> tuple[str, int | None]:  # noqa: PLR0911 - one per kind
+    from litellm.exceptions import APIConnectionError, ContentPolicyViolationError, Timeout
 
     chain = list(_chain(exc))
     for link in chain:
         if isinstance(link, OutboundError):
             return link.kind, None
+    if any(isinstance(link, ContentPolicyViolationError) for link in chain):
+        return "content_refused", getattr(exc, "status_code", None)
     if any(isinstance(link, httpx.TooManyRedirects) for link in chain):
         return "too_many_redirects", None
     timeouts = (TimeoutError, Timeout, httpx.TimeoutException)

@@ -9,11 +9,10 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from socialflow.access.directory import TenantRef
 from socialflow.ai.models import AIProviderKey
 from socialflow.ai.providers import Provider
 from socialflow.lib.problems import Problem
-from socialflow.plans.quota import limits_for
+from socialflow.plans.quota import QuotaTenant, limits_for
 from socialflow.settings import Settings
 from socialflow.vault.service import SealedSecret, Vault
 
@@ -38,15 +37,29 @@ async def credentials_for(
     session: AsyncSession,
     vault: Vault,
     settings: Settings,
-    tenant: TenantRef,
+    tenant: QuotaTenant,
     provider: Provider,
+    *,
+    allow_invalid: bool = False,
 ) -> ProviderCredentials:
-    """Credentials for one AI call of `tenant`; the session must be in the tenant's schema."""
+    """Credentials for one AI call of `tenant`; the session must be in the tenant's schema.
+    A key of the tenant's that the provider refused (`invalid`) is not used until replaced
+    (the `ai-key-invalid` problem), unless `allow_invalid` (the key test)."""
     own_key = select(
-        AIProviderKey.sealed_key, AIProviderKey.base_url, AIProviderKey.api_version
+        AIProviderKey.sealed_key,
+        AIProviderKey.base_url,
+        AIProviderKey.api_version,
+        AIProviderKey.status,
     ).where(AIProviderKey.provider == provider.value)
     row = (await session.execute(own_key)).one_or_none()
     if row is not None:
+        if row.status == "invalid" and not allow_invalid:
+            raise Problem(
+                409,
+                "ai-key-invalid",
+                f"The tenant's {provider.value} key was refused by the provider; "
+                "store a new key to use it again.",
+            )
         api_key = await vault.decrypt(
             session,
             tenant.id,

@@ -39,6 +39,35 @@ class AiKeyRemoved(DomainEvent, frozen=True, kw_only=True):
     fingerprint: str
 
 
+class AiKeyInvalid(DomainEvent, frozen=True, kw_only=True):
+    """The provider refused the tenant's key (401/403): no call uses it until it is replaced."""
+
+    event_type = "ai_key.invalid"
+    aggregate_type = "ai_key"
+    aggregate_key = "provider"
+    audit_log = AuditLog.TENANT
+
+    provider: str
+    last4: str
+    fingerprint: str
+    reason: str  # authentication_error or permission_denied
+
+
+class AiEmbeddingModelChanged(DomainEvent, frozen=True, kw_only=True):
+    """The tenant's embedding model (or dimension) changed: its vector column was re-typed and
+    emptied; every item is embedded again by a backfill of this generation."""
+
+    event_type = "ai.embedding_model_changed"
+    aggregate_type = "ai_settings"
+    aggregate_key = "generation"
+    audit_log = AuditLog.NONE  # ai_settings.updated is the audited change
+
+    generation: int
+    model: str
+    dimension: int
+    total: int
+
+
 class AiSettingsUpdated(SettingsChange, frozen=True, kw_only=True):
     event_type = "ai_settings.updated"
     aggregate_type = "ai_settings"

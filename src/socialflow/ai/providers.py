@@ -37,3 +37,13 @@ def litellm_model(provider: Provider, model: str) -> str:
 
 
 _PREFIXES = {p.value for p in Provider} | {"openai"}
+
+
+def provider_of(model: str) -> Provider:
+    """The provider a configured model name belongs to: its prefix (`anthropic/claude-…`),
+    OpenAI's when it has none."""
+    prefix = model.split("/", 1)[0] if "/" in model else "openai"
+    try:
+        return Provider(prefix)
+    except ValueError:
+        return Provider.OPENAI

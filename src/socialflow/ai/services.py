@@ -5,21 +5,51 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from sqlalchemy import Boolean, Text, cast, delete, func, literal_column, select, update
+from sqlalchemy import (
+    Boolean,
+    Text,
+    bindparam,
+    cast,
+    delete,
+    func,
+    literal_column,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from socialflow.access.tenant_access import TenantAccess
-from socialflow.ai.bodies import AIKeyOut, AIKeyTestResult, AISettingsOut
-from socialflow.ai.credentials import KEY_PURPOSE, credentials_for, key_record
-from socialflow.ai.events import AiKeyConfigured, AiKeyRemoved, AiSettingsUpdated
+from socialflow.ai import vectors
+from socialflow.ai.bodies import (
+    AIKeyOut,
+    AIKeyTestResult,
+    AISettingsOut,
+    AISettingsRow,
+    Reembedding,
+)
+from socialflow.ai.credentials import (
+    KEY_PURPOSE,
+    ProviderCredentials,
+    credentials_for,
+    key_record,
+)
+from socialflow.ai.events import (
+    AiEmbeddingModelChanged,
+    AiKeyConfigured,
+    AiKeyInvalid,
+    AiKeyRemoved,
+    AiSettingsUpdated,
+)
 from socialflow.ai.key_check import try_credentials
 from socialflow.ai.models import AIProviderKey, AISettings
-from socialflow.ai.providers import TEST_MODELS, Provider
+from socialflow.ai.pricing import model_facts
+from socialflow.ai.providers import TEST_MODELS, Provider, litellm_model, provider_of
 from socialflow.audit.record import record_change
 from socialflow.lib.outbound import check_outbound_url
 from socialflow.lib.pagination import PageRequest
 from socialflow.lib.problems import Problem
+from socialflow.plans.quota import QuotaTenant
 from socialflow.settings import Settings
 from socialflow.tenancy.settings_rows import SettingsRow
 from socialflow.vault.service import Vault, fingerprint, last4
@@ -36,6 +66,9 @@ KEY_OUT = (
     cast(AIProviderKey.created_by, Text).label("created_by"),
     AIProviderKey.updated_at,
     cast(AIProviderKey.updated_by, Text).label("updated_by"),
+    AIProviderKey.status,
+    AIProviderKey.invalid_reason,
+    AIProviderKey.invalid_at,
 )
 # What storing a key again replaces; created_* stay the first store's.
 REPLACED_ON_PUT = (
@@ -47,6 +80,9 @@ REPLACED_ON_PUT = (
     "last4",
     "fingerprint",
     "updated_by",
+    "status",
+    "invalid_reason",
+    "invalid_at",
 )
 
 
@@ -102,6 +138,9 @@ async def put_key(
         fingerprint=fingerprint(api_key),
         created_by=access.principal.user_id,
         updated_by=access.principal.user_id,
+        status="valid",
+        invalid_reason=None,
+        invalid_at=None,
     )
     upsert = stored.on_conflict_do_update(
         index_elements=[AIProviderKey.provider],
@@ -156,7 +195,9 @@ async def test_key(
     model: str | None,
 ) -> AIKeyTestResult:
     await get_key(session, provider)  # 404 when the tenant has no key of its own
-    credentials = await credentials_for(session, vault, settings, access.tenant, provider)
+    credentials = await credentials_for(
+        session, vault, settings, access.tenant, provider, allow_invalid=True
+    )
     if model is None:
         ai = await read_settings(session)
         model = TEST_MODELS.get(provider) or ai.caption_model.split("/", 1)[-1]
@@ -164,22 +205,88 @@ async def test_key(
     return msgspec.convert({"provider": provider.value, **outcome}, AIKeyTestResult)
 
 
+SYSTEM_AI = "system:ai"  # the actor of what AI calls find out (a refused key)
+
 AI_SETTINGS = SettingsRow(
     AISettings,
-    ("caption_model", "embedding_model", "embedding_dimension"),
-    out=AISettingsOut,
+    (
+        "caption_model",
+        "embedding_model",
+        "embedding_dimension",
+        "brand_voice",
+        "caption_language",
+        "hashtag_count",
+    ),
+    out=AISettingsRow,
     event=AiSettingsUpdated,
 )
+_EMBEDDING = ("embedding_model", "embedding_dimension")
+
+
+def _settings_out(row: AISettingsRow) -> AISettingsOut:
+    progress = Reembedding(
+        done=row.reembed_done,
+        total=row.reembed_total,
+        running=row.reembed_done < row.reembed_total,
+    )
+    return AISettingsOut(
+        caption_model=row.caption_model,
+        embedding_model=row.embedding_model,
+        embedding_dimension=row.embedding_dimension,
+        brand_voice=row.brand_voice,
+        caption_language=row.caption_language,
+        hashtag_count=row.hashtag_count,
+        reembedding=progress,
+        updated_at=row.updated_at,
+    )
+
+
+async def read_settings_row(session: AsyncSession) -> AISettingsRow:
+    return await AI_SETTINGS.read(session)
 
 
 async def read_settings(session: AsyncSession) -> AISettingsOut:
-    return await AI_SETTINGS.read(session)
+    return _settings_out(await AI_SETTINGS.read(session))
 
 
 async def update_settings(
     session: AsyncSession, access: TenantAccess, changes: dict[str, Any]
 ) -> AISettingsOut:
-    return await AI_SETTINGS.update(session, access, changes)
+    """Change the AI settings. A new embedding model (or dimension) re-types the tenant's
+    vector column, empties it and starts a backfill that embeds every item again."""
+    before = await AI_SETTINGS.read(session)
+    for name in ("brand_voice", "caption_language"):
+        if changes.get(name) == "":
+            changes[name] = None  # "" clears
+    changes = {k: v for k, v in changes.items() if getattr(before, k) != v}
+    if "embedding_model" in changes and "embedding_dimension" not in changes:
+        changes["embedding_dimension"] = _native_dimension(changes["embedding_model"])
+        if changes["embedding_dimension"] == before.embedding_dimension:
+            del changes["embedding_dimension"]
+    after = await AI_SETTINGS.update(session, access, changes)
+    if any(name in changes for name in _EMBEDDING):
+        generation, total = await vectors.retype(session, after.embedding_dimension)
+        started = AiEmbeddingModelChanged(
+            generation=generation,
+            model=after.embedding_model,
+            dimension=after.embedding_dimension,
+            total=total,
+        )
+        await record_change(session, access.principal, started, tenant=access.tenant.slug)
+        after = await AI_SETTINGS.read(session)
+    return _settings_out(after)
+
+
+def _native_dimension(model: str) -> int:
+    facts = model_facts(litellm_model(provider_of(model), model))
+    if facts.vector_size is None:
+        raise Problem(
+            422,
+            "validation-error",
+            f"The dimension of {model!r} is not known: give embedding_dimension with it.",
+            errors=[{"field": "embedding_dimension", "message": "required for this model"}],
+        )
+    return int(facts.vector_size)
 
 
 async def reseal_ai_keys(
@@ -204,3 +311,29 @@ async def reseal_ai_keys(
             .values(sealed_key=resealed.to_bytes(), key_version=resealed.key_version)
         )
     return len(rows)
+
+
+_MARK_INVALID = (
+    update(AIProviderKey)
+    .where(AIProviderKey.provider == bindparam("p"), AIProviderKey.fingerprint == bindparam("fp"))
+    .where(AIProviderKey.status == "valid")
+    .values(status="invalid", invalid_reason=bindparam("reason"), invalid_at=func.now())
+    .returning(AIProviderKey.last4)
+)
+
+
+async def mark_key_invalid(
+    session: AsyncSession, tenant: QuotaTenant, credentials: ProviderCredentials, reason: str
+) -> bool:
+    """Mark the tenant's key that was refused as `invalid` (not a key stored since), with its
+    event; False when it was already marked or replaced."""
+    used = fingerprint(credentials.api_key)
+    params = {"p": credentials.provider.value, "fp": used, "reason": reason}
+    last = (await session.execute(_MARK_INVALID, params)).scalar_one_or_none()
+    if last is None:
+        return False
+    invalid = AiKeyInvalid(
+        provider=credentials.provider.value, last4=last, fingerprint=used, reason=reason
+    )
+    await record_change(session, SYSTEM_AI, invalid, tenant=tenant.slug)
+    return True

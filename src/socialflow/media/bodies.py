@@ -65,6 +65,22 @@ class Derivative(msgspec.Struct, kw_only=True):
     url: str | None = None  # short-lived; on a single item's answer
 
 
+class CaptionOut(msgspec.Struct, kw_only=True):
+    """The item's AI caption: `state` says whether there is one (generated, edited) or why not
+    (pending, not_configured, budget_exceeded, key_invalid, refused, failed; `reason`)."""
+
+    state: str
+    caption: str | None = None
+    alt_text: str | None = None
+    description: str | None = None
+    hashtags: list[str] = msgspec.field(default_factory=list)
+    language: str | None = None
+    model: str | None = None
+    prompt_version: str | None = None
+    reason: str | None = None
+    generated_at: datetime | None = None
+
+
 class MediaOut(msgspec.Struct, kw_only=True):
     id: str
     kind: str
@@ -93,6 +109,8 @@ class MediaOut(msgspec.Struct, kw_only=True):
     # Near-duplicates (perceptual hash within MEDIA_SIMILAR_MAX_DISTANCE), nearest first; on a
     # single item's answer.
     similar: list[str] = msgspec.field(default_factory=list)
+    caption: CaptionOut | None = None  # None: never asked for
+    embedding_state: str | None = None
 
 
 class MediaList(msgspec.Struct):

@@ -6,11 +6,13 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+from pgvector.sqlalchemy import Vector
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     DateTime,
     Float,
+    ForeignKey,
     Index,
     String,
     Text,
@@ -25,6 +27,18 @@ from socialflow.db.base import TenantBase
 
 STATUSES = ("pending_upload", "processing", "ready", "failed")
 KINDS = ("image", "video")
+# pending: asked for; generated / edited: a caption is there; the others say why there is none.
+CAPTION_STATES = (
+    "pending",
+    "generated",
+    "edited",
+    "not_configured",
+    "budget_exceeded",
+    "key_invalid",
+    "refused",
+    "failed",
+)
+EMBEDDING_STATES = ("pending", "embedded", "no_text", "not_configured", "budget_exceeded", "failed")
 
 
 class MediaItem(TenantBase):
@@ -37,6 +51,14 @@ class MediaItem(TenantBase):
             name=conv("ck_media_items_status"),
         ),
         CheckConstraint("kind IN ('image', 'video')", name=conv("ck_media_items_kind")),
+        CheckConstraint(
+            f"caption_state IN ({', '.join(repr(s) for s in CAPTION_STATES)})",
+            name=conv("ck_media_items_caption_state"),
+        ),
+        CheckConstraint(
+            f"embedding_state IN ({', '.join(repr(s) for s in EMBEDDING_STATES)})",
+            name=conv("ck_media_items_embedding_state"),
+        ),
         CheckConstraint(
             "(focal_x IS NULL OR focal_x BETWEEN 0 AND 1) "
             "AND (focal_y IS NULL OR focal_y BETWEEN 0 AND 1)",
@@ -88,3 +110,38 @@ class MediaItem(TenantBase):
     confirmed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The AI caption (captions/): its state, what the model wrote, with which model and prompt.
+    caption_state: Mapped[str | None] = mapped_column(String(20))
+    caption: Mapped[str | None] = mapped_column(Text)
+    caption_alt_text: Mapped[str | None] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(Text)
+    hashtags: Mapped[list[str]] = mapped_column(ARRAY(String(100)), server_default=text("'{}'"))
+    caption_language: Mapped[str | None] = mapped_column(String(16))
+    caption_model: Mapped[str | None] = mapped_column(String(200))
+    caption_prompt_version: Mapped[str | None] = mapped_column(String(16))
+    caption_reason: Mapped[str | None] = mapped_column(Text)
+    captioned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The item's vector (media_embeddings): its state and, when it has none, why.
+    embedding_state: Mapped[str | None] = mapped_column(String(20))
+    embedding_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class MediaEmbedding(TenantBase):
+    """An item's vector for the tenant's embedding model. The column is typed per tenant
+    (`vector(N)` for its model's dimension, ai_settings.embedding_dimension): declared here
+    without one, typed by captions.vectors when the tenant's schema gets it. Only the current
+    model's vectors are ever here: a model change empties the table as it re-types it."""
+
+    __tablename__ = "media_embeddings"
+
+    media_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True),
+        ForeignKey("media_items.id", ondelete="CASCADE"),
+        primary_key=True,
+    )
+    model: Mapped[str] = mapped_column(String(200))
+    content_sha256: Mapped[str] = mapped_column(String(64))  # of the text embedded
+    embedding: Mapped[Any] = mapped_column(Vector())
+    embedded_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )

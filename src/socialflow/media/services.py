@@ -19,6 +19,7 @@ from socialflow.db.tenant_schema import quote_schema
 from socialflow.lib.pagination import PageRequest
 from socialflow.lib.problems import Problem
 from socialflow.media.bodies import (
+    CaptionOut,
     FocalPoint,
     MediaOut,
     MediaPatch,
@@ -232,6 +233,25 @@ def media_out(item: MediaItem, storage: Storage | None = None, ttl_s: int = 0) -
         failure_reason=item.failure_reason,
         derivatives=derivatives,
         original_url=original_url,
+        caption=caption_out(item),
+        embedding_state=item.embedding_state,
+    )
+
+
+def caption_out(item: MediaItem) -> CaptionOut | None:
+    if item.caption_state is None:
+        return None
+    return CaptionOut(
+        state=item.caption_state,
+        caption=item.caption,
+        alt_text=item.caption_alt_text,
+        description=item.description,
+        hashtags=list(item.hashtags or []),
+        language=item.caption_language,
+        model=item.caption_model,
+        prompt_version=item.caption_prompt_version,
+        reason=item.caption_reason,
+        generated_at=item.captioned_at,
     )
 
 

@@ -59,3 +59,22 @@ class QuotaWarning(QuotaThreshold, frozen=True, kw_only=True):
 
 class QuotaExceeded(QuotaThreshold, frozen=True, kw_only=True):
     event_type = "quota.exceeded"  # a use refused: at most one event per period
+
+
+class AiBudgetWarning(QuotaThreshold, frozen=True, kw_only=True):
+    event_type = "ai.budget.warning"  # 80 % of the month's AI spend reserved or spent
+
+
+class AiBudgetExceeded(QuotaThreshold, frozen=True, kw_only=True):
+    event_type = "ai.budget.exceeded"  # an AI call refused: at most one event per month
+
+
+# The events of a resource whose crossings have a name of their own (else quota.*).
+THRESHOLD_EVENTS: dict[str, tuple[type[QuotaThreshold], type[QuotaThreshold]]] = {
+    "ai_spend_usd_per_month": (AiBudgetWarning, AiBudgetExceeded),
+}
+
+
+def threshold_events(resource: str) -> tuple[type[QuotaThreshold], type[QuotaThreshold]]:
+    """(warning, exceeded) event classes of `resource`."""
+    return THRESHOLD_EVENTS.get(resource, (QuotaWarning, QuotaExceeded))

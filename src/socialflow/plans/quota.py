@@ -10,7 +10,8 @@ Exact under concurrency, released by rollback:
 
 A limit lowered below what is used (a downgrade) blocks new use and takes nothing away.
 Crossing 80 % emits `quota.warning` with the use; a refusal emits `quota.exceeded` (at most
-once per period) in a transaction of its own once the caller's has rolled back.
+once per period; for AI spend, `ai.budget.warning` and `ai.budget.exceeded`) in a
+transaction of its own once the caller's has rolled back.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from socialflow.audit.record import record_change
 from socialflow.db.session import after_transaction
 from socialflow.db.tenant_schema import quote_schema
 from socialflow.lib.problems import Problem
-from socialflow.plans.events import QuotaExceeded, QuotaThreshold, QuotaWarning
+from socialflow.plans.events import QuotaThreshold, threshold_events
 from socialflow.plans.limits import STOCK_COUNTS, Limits, Measure, Resource, effective
 
 WARNING_RATIO = Decimal("0.8")
@@ -402,7 +403,7 @@ async def _warn_on_crossing(
         return
     threshold = after.limit * WARNING_RATIO
     if after.used - amount < threshold <= after.used:
-        warning: QuotaThreshold = QuotaWarning(**_event_fields(after))
+        warning: QuotaThreshold = threshold_events(after.resource.value)[0](**_event_fields(after))
         await record_change(session, SYSTEM_QUOTA, warning, tenant=tenant.slug)
 
 
@@ -440,5 +441,5 @@ async def _notice_exceeded(
     async with AsyncSession(engine) as session, session.begin():
         params = {"tenant": tenant.id, "resource": quota.resource.value, "period": period}
         if (await session.execute(NOTICE_SQL, params)).first() is not None:
-            exceeded = QuotaExceeded(**_event_fields(quota))
+            exceeded = threshold_events(quota.resource.value)[1](**_event_fields(quota))
             await record_change(session, SYSTEM_QUOTA, exceeded, tenant=tenant.slug)

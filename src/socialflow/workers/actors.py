@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import dramatiq
@@ -49,6 +50,8 @@ DECLARED_EVENT_ACTORS: dict[tuple[str, str], dramatiq.Actor[[dict[str, Any]], No
 
 # The handler behind each event actor, by actor name (workers.testing runs them directly).
 EVENT_HANDLERS: dict[str, EventHandler] = {}
+# The handlers of actors declared with `stepwise=True`, by actor name.
+STEPWISE_HANDLERS: dict[str, StepwiseHandler] = {}
 
 RECORD_PROCESSED_SQL = text(
     "INSERT INTO shared.processed_event (event_id, actor) VALUES (:event_id, :actor) "
@@ -94,6 +97,90 @@ async def record_processed(session: AsyncSession, event_id: uuid.UUID, actor: st
     """True the first time `actor` records `event_id`; False for a redelivery."""
     result = await session.execute(RECORD_PROCESSED_SQL, {"event_id": event_id, "actor": actor})
     return result.first() is not None
+
+
+class TenantGone(Exception):
+    """The event's tenant is deleted, purged or unknown: the event is dropped."""
+
+    def __init__(self, status: str | None) -> None:
+        super().__init__(status or "unknown")
+        self.status = status or "unknown"
+
+
+class EventSteps:
+    """The transactions of a stepwise actor (`event_actor(..., stepwise=True)`).
+
+    An actor that waits on slow I/O between database work (an AI provider's answer) must not
+    hold a transaction, and a pooled connection, while it waits: it runs each step in a
+    transaction of its own, in the event's tenant schema. The step that writes the effects
+    calls `complete(session)`, which records the event as processed in that same transaction,
+    so a redelivery after it commits is a no-op; what earlier steps wrote must be safe to
+    find again on a redelivery (the actor resumes or undoes it).
+    """
+
+    def __init__(self, factory: async_sessionmaker[AsyncSession], event: Event, actor: str) -> None:
+        self.factory = factory
+        self.event = event
+        self.actor = actor
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A unit of work in the event's tenant schema; raises TenantGone when the tenant is
+        no longer live (the actor stops; the event is dropped)."""
+        async with unit_of_work(self.factory) as session:
+            if self.event.tenant is not None or self.event.tenant_id is not None:
+                status = await enter_event_tenant(session, self.event)
+                if status not in LIVE_TENANT_STATUSES:
+                    raise TenantGone(status)
+            session.commit = _commit_forbidden  # type: ignore[method-assign]
+            try:
+                yield session
+            finally:
+                del session.commit
+
+    async def already_processed(self, session: AsyncSession) -> bool:
+        found = await session.execute(
+            PROCESSED_SQL, {"event_id": self.event.event_id, "actor": self.actor}
+        )
+        return found.first() is not None
+
+    async def complete(self, session: AsyncSession) -> bool:
+        """Record the event as processed with the effects of this transaction; False when a
+        concurrent delivery recorded it first (the caller then writes nothing)."""
+        return await record_processed(session, self.event.event_id, self.actor)
+
+
+StepwiseHandler = Callable[[EventSteps, Event], Awaitable[None]]
+
+PROCESSED_SQL = text(
+    "SELECT 1 FROM shared.processed_event WHERE event_id = :event_id AND actor = :actor"
+)
+
+
+async def apply_event_stepwise(
+    handler: StepwiseHandler,
+    actor: str,
+    envelope: dict[str, Any],
+    factory: async_sessionmaker[AsyncSession],
+) -> bool:
+    """Run a stepwise handler for one event; False if its tenant is gone (dropped)."""
+    event = Event.from_message_arg(envelope)
+    try:
+        await handler(EventSteps(factory, event, actor), event)
+    except TenantGone as gone:
+        log.warning("actor.tenant_gone", tenant_status=gone.status)
+        EVENTS_DROPPED.labels(actor=actor, reason=gone.status).inc()
+        return False
+    return True
+
+
+async def apply_named_event(
+    actor: str, envelope: dict[str, Any], factory: async_sessionmaker[AsyncSession]
+) -> bool:
+    """Apply one event with the handler of the actor declared as `actor`, as its worker would."""
+    if actor in STEPWISE_HANDLERS:
+        return await apply_event_stepwise(STEPWISE_HANDLERS[actor], actor, envelope, factory)
+    return await apply_event(EVENT_HANDLERS[actor], actor, envelope, factory)
 
 
 async def apply_event(
@@ -148,12 +235,16 @@ def event_actor(
     actor_name: str | None = None,
     broker: dramatiq.Broker | None = None,
     session_factory: Callable[[], async_sessionmaker[AsyncSession]] | None = None,
+    stepwise: bool = False,
     **options: Any,
-) -> Callable[[EventHandler], dramatiq.Actor[[dict[str, Any]], None]]:
+) -> Callable[[Any], dramatiq.Actor[[dict[str, Any]], None]]:
     """Declare `handler(session, event)` as a Dramatiq actor on `queue_name`.
 
     Retries default to the WORKER_* settings; past them the message lands in Dramatiq's
     dead-letter queue and the EventContext middleware logs it with its event id.
+
+    With `stepwise`, the handler is `handler(steps, event)` and opens its own transactions
+    (EventSteps) instead of running in one.
     """
     settings = get_settings()
     options.setdefault("max_retries", settings.worker_max_retries)
@@ -161,7 +252,7 @@ def event_actor(
     options.setdefault("max_backoff", settings.worker_max_backoff_ms)
     sessions = session_factory or WorkerResources.session_factory
 
-    def decorator(handler: EventHandler) -> dramatiq.Actor[[dict[str, Any]], None]:
+    def decorator(handler: Any) -> dramatiq.Actor[[dict[str, Any]], None]:
         name = actor_name or handler.__name__
 
         def run(envelope: dict[str, Any]) -> None:
@@ -171,7 +262,7 @@ def event_actor(
 
             async def in_context() -> None:
                 await asyncio.create_task(
-                    apply_event(handler, name, envelope, sessions()), context=context
+                    apply_named_event(name, envelope, sessions()), context=context
                 )
 
             get_event_loop_thread().run_coroutine(in_context())  # type: ignore[union-attr]
@@ -181,7 +272,10 @@ def event_actor(
             run, actor_name=name, queue_name=queue_name, broker=broker, **options
         )
         DECLARED_EVENT_ACTORS[handler.__module__, name] = actor
-        EVENT_HANDLERS[name] = handler
+        if stepwise:
+            STEPWISE_HANDLERS[name] = handler
+        else:
+            EVENT_HANDLERS[name] = handler
         return actor
 
     return decorator

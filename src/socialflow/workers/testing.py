@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from socialflow.outbox.events import Event
 from socialflow.outbox.routing import RoutingTable
-from socialflow.workers.actors import EVENT_HANDLERS, apply_event
+from socialflow.workers.actors import apply_named_event
 from socialflow.workers.registry import event_actors
 
 
@@ -75,8 +75,7 @@ async def apply_routed_events(
                 tenant_id=row.tenant_id,
             ).to_message_arg()
             for route in routes.get(row.event_type, ()):
-                handler = EVENT_HANDLERS[route.actor]
-                this_round += await apply_event(handler, route.actor, envelope, factory)
+                this_round += await apply_named_event(route.actor, envelope, factory)
         if not this_round:
             return applied
         applied += this_round

@@ -59,10 +59,18 @@ async def test_an_agency_admin_provisions_a_complete_tenant(
         "ai_provider_keys",
         "ai_settings",
         "media_items",
+        "media_embeddings",
+        "ai_usage",
     }
     assert pg.execute(f'SELECT version_num FROM "{schema}".alembic_version').fetchone() == (
         tenant_head(),
     )
+    # The vector column is typed for the tenant's embedding model (1536 by default).
+    assert pg.execute(
+        "SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+        "WHERE a.attrelid = %s::regclass AND a.attname = 'embedding'",
+        (f'"{schema}".media_embeddings',),
+    ).fetchone() == ("extensions.vector(1536)",)
     owner = pg.execute(
         "SELECT u.email, m.role, u.password_hash IS NULL FROM shared.memberships m "
         "JOIN shared.users u ON u.id = m.user_id JOIN shared.tenants t ON t.id = m.tenant_id "

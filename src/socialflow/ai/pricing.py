@@ -1,0 +1,64 @@
+"""What a model costs and can do, from litellm's model cost map (bundled: no fetch at run time).
+
+A call's *upper bound* is what the budget reserves before it is made: every prompt token it
+could be billed for (text bytes bound BPE tokens; an image at most IMAGE_TOKENS_BOUND) and the
+whole completion it may write (`max_tokens`). What the provider reports settles it after.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import ROUND_CEILING, Decimal
+from functools import lru_cache
+
+MICRO_DOLLAR = Decimal("0.000001")
+# The most tokens one image of at most 640 px a side is billed as by the vision models we know
+# (OpenAI high detail: 765; Anthropic: ~550; Gemini: 258), with room to spare.
+IMAGE_TOKENS_BOUND = 1_600
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    name: str  # as litellm names it: provider/model
+    known: bool  # in the cost map; an unknown model costs nothing that we could know
+    input_cost: Decimal  # USD per prompt token
+    output_cost: Decimal  # USD per completion token
+    mode: str | None  # chat, embedding …
+    supports_vision: bool | None
+    vector_size: int | None  # an embedding model's native dimension
+
+    def upper_bound(self, prompt_tokens: int, completion_tokens: int) -> Decimal:
+        return _dollars(prompt_tokens * self.input_cost + completion_tokens * self.output_cost)
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> Decimal:
+        return self.upper_bound(prompt_tokens, completion_tokens)
+
+
+def _dollars(value: Decimal) -> Decimal:
+    # Rounded up: a fraction of a micro-dollar is never lost from the budget.
+    return value.quantize(MICRO_DOLLAR, rounding=ROUND_CEILING)
+
+
+@lru_cache(maxsize=1024)
+def model_facts(name: str) -> ModelFacts:
+    """Facts of `name` (litellm's provider/model); `known` False when the map lacks it."""
+    import litellm
+
+    try:
+        info = litellm.get_model_info(name)
+    except Exception:  # litellm raises its own errors (and plain ones) for an unmapped model
+        return ModelFacts(name, False, Decimal(0), Decimal(0), None, None, None)
+    return ModelFacts(
+        name,
+        True,
+        Decimal(str(info.get("input_cost_per_token") or 0)),
+        Decimal(str(info.get("output_cost_per_token") or 0)),
+        info.get("mode"),
+        info.get("supports_vision"),
+        info.get("output_vector_size"),
+    )
+
+
+def text_tokens_bound(text: str) -> int:
+    """At most as many tokens as UTF-8 bytes (a BPE token covers at least one byte)."""
+    return len(text.encode())

@@ -1,0 +1,1 @@
+"""AI captions and embeddings of media items (on the AI calls of `ai/`)."""

@@ -1,0 +1,188 @@
+"""What captioning and embedding share around a provider call: the tenant, its credentials
+(or the state that says why there are none), the rate limit, the budget's reservation, and
+what a failure means (retry later, the key refused, the content refused, or failed)."""
+
+from __future__ import annotations
+
+import random
+import re
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+
+import structlog
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from socialflow.ai import ledger
+from socialflow.ai.calls import (
+    KEY_REFUSED,
+    MESSAGES,
+    RETRYABLE,
+    log_failure,
+    retry_after_s,
+    summarise,
+)
+from socialflow.ai.credentials import ProviderCredentials, credentials_for
+from socialflow.ai.pricing import ModelFacts, model_facts
+from socialflow.ai.providers import Provider, litellm_model, provider_of
+from socialflow.ai.rate import wait_ms
+from socialflow.ai.services import mark_key_invalid
+from socialflow.lib.problems import Problem
+from socialflow.outbox.events import Event
+from socialflow.plans.quota import TenantKey
+from socialflow.resources import Resources
+
+log = structlog.get_logger(__name__)
+
+AI_QUEUE = "ai"
+
+_TENANT = text("SELECT id, slug, schema_name FROM shared.tenants WHERE id = :id")
+_CODE = re.compile(r"^[a-z0-9_.\-]{1,64}$")
+
+
+@dataclass(frozen=True)
+class NoCall:
+    """Why no call is made for an item: its state and a sentence for the tenant."""
+
+    state: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Try again in `delay_ms` (rate limited here or by the provider, or a transient error)."""
+
+    delay_ms: int
+
+
+async def tenant_of(session: AsyncSession, event: Event) -> TenantKey:
+    row = (await session.execute(_TENANT, {"id": event.tenant_id})).one()
+    return TenantKey(row.id, row.slug, row.schema_name)
+
+
+async def credentials(
+    session: AsyncSession, resources: Resources, tenant: TenantKey, model: str
+) -> ProviderCredentials | NoCall:
+    """The tenant's key for `model`'s provider (BYOK first, then the platform's if its plan
+    allows), or the state saying why there is none."""
+    try:
+        return await credentials_for(
+            session, resources.vault, resources.settings, tenant, provider_of(model)
+        )
+    except Problem as problem:
+        if problem.kind == "ai-provider-not-configured":
+            return NoCall("not_configured", problem.detail)
+        if problem.kind == "ai-key-invalid":
+            return NoCall("key_invalid", problem.detail)
+        raise
+
+
+def facts_for(credentials: ProviderCredentials, model: str, mode: str) -> ModelFacts | NoCall:
+    """The model's facts; an unknown model is refused unless it is served by the tenant's own
+    OpenAI-compatible server (whose price nobody knows: it costs 0 here)."""
+    facts = model_facts(litellm_model(credentials.provider, model))
+    if not facts.known:
+        if credentials.provider is Provider.OPENAI_COMPATIBLE:
+            return facts
+        return NoCall("failed", f"The model {model!r} is not supported: pick a known model.")
+    if facts.mode is not None and facts.mode != mode:
+        return NoCall("failed", f"The model {model!r} is not a {mode} model.")
+    return facts
+
+
+async def rate_wait(resources: Resources, tenant: TenantKey, operation: str) -> Retry | None:
+    limit = resources.settings.ai_rate_limits_per_minute.get(operation)
+    if limit is None or resources.redis is None:
+        return None
+    delay = await wait_ms(resources.redis, tenant.id, operation, limit)
+    return Retry(delay) if delay else None
+
+
+async def reserve(
+    session: AsyncSession,
+    resources: Resources,
+    tenant: TenantKey,
+    event: Event,
+    *,
+    operation: str,
+    credentials: ProviderCredentials,
+    model: str,
+    amount: Decimal,
+    media_id: uuid.UUID | None,
+) -> ledger.Reservation | NoCall:
+    """Give back what a lost delivery of this event reserved, then reserve this call's bound."""
+    await ledger.release_abandoned(
+        session,
+        tenant,
+        event_id=event.event_id,
+        stale_after_s=resources.settings.ai_reservation_ttl_s,
+    )
+    try:
+        return await ledger.reserve_call(
+            session,
+            tenant,
+            operation=operation,
+            model=model,
+            key_source="byok" if credentials.source == "tenant" else "platform",
+            amount=amount,
+            media_id=media_id,
+            event_id=event.event_id,
+            request_id=str(event.headers.get("request_id") or event.event_id)[:64],
+        )
+    except ledger.BudgetExceeded as exceeded:
+        return NoCall("budget_exceeded", exceeded.problem.detail)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A failed call: its kind (calls.MESSAGES), whether to try again and when."""
+
+    kind: str
+    status: int | None
+    retry_after_s: float | None
+    code: str | None  # the provider's error code when it is a plain identifier
+
+    @property
+    def transient(self) -> bool:
+        return self.kind in RETRYABLE
+
+    @property
+    def key_refused(self) -> bool:
+        return self.kind in KEY_REFUSED
+
+    @property
+    def message(self) -> str:
+        return MESSAGES[self.kind]
+
+
+def failure_of(exc: BaseException, credentials: ProviderCredentials) -> Failure:
+    summary = summarise(exc)
+    code = getattr(exc, "code", None)
+    failure = Failure(
+        summary.error_type,
+        summary.status_code,
+        retry_after_s(exc),
+        code if isinstance(code, str) and _CODE.match(code) else None,
+    )
+    log_failure(credentials, summary, exc)
+    return failure
+
+
+def retry_delay_ms(failure: Failure, attempt: int) -> int:
+    """Exponential backoff with jitter, never sooner than the provider's Retry-After."""
+    backoff = min(1_000 * 2 ** max(attempt - 1, 0), 300_000)
+    wanted = max(backoff, int((failure.retry_after_s or 0) * 1000))
+    return int(wanted) + random.randint(0, 500)  # noqa: S311 - jitter, not a secret
+
+
+async def key_refused(
+    session: AsyncSession, tenant: TenantKey, credentials: ProviderCredentials, failure: Failure
+) -> NoCall:
+    """The provider refused the key: the tenant's is marked invalid (event ai_key.invalid);
+    the platform's is the operator's to fix (logged as an error)."""
+    if credentials.source == "tenant":
+        await mark_key_invalid(session, tenant, credentials, failure.kind)
+        return NoCall("key_invalid", f"The provider refused the tenant's key: {failure.message}")
+    log.error("ai.platform_key_refused", provider=credentials.provider.value)
+    return NoCall("failed", "The platform's key for this provider was refused; try later.")

@@ -1,0 +1,134 @@
+"""The AI budget: a call's upper bound reserved before it is made, exact under concurrency,
+settled to the real cost, released when nothing was spent, given back when a delivery died."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+from sqlalchemy import text
+
+from socialflow.access.directory import TenantDirectory, TenantRef
+from socialflow.ai import ledger
+from socialflow.db.session import unit_of_work
+from socialflow.db.tenant_schema import search_path_for
+from socialflow.plans import quota
+from socialflow.plans.limits import Resource
+from tests.integration.tenancy_fixtures import Platform, World
+
+DIME = Decimal("0.100000")
+
+
+async def _tenant(platform: Platform, slug: str) -> TenantRef:
+    async with unit_of_work(platform.factory) as session:
+        tenant = await TenantDirectory(ttl_s=0).find(session, slug)
+    assert tenant is not None
+    return tenant
+
+
+async def _reserve(
+    platform: Platform, tenant: TenantRef, amount: Decimal, **kw: Any
+) -> ledger.Reservation | None:
+    try:
+        async with unit_of_work(platform.factory) as session:
+            await _enter(session, tenant)
+            return await ledger.reserve_call(
+                session,
+                tenant,
+                operation="caption",
+                model="openai/gpt-4o-mini",
+                key_source="byok",
+                amount=amount,
+                **kw,
+            )
+    except ledger.BudgetExceeded:
+        return None
+
+
+async def _enter(session: Any, tenant: TenantRef) -> None:
+    await session.execute(
+        text("SELECT set_config('search_path', :p, true)"),
+        {"p": search_path_for(tenant.schema_name)},
+    )
+
+
+async def _spent(platform: Platform, tenant: TenantRef) -> Decimal:
+    async with unit_of_work(platform.factory) as session:
+        return (await quota.quota_of(session, tenant, Resource.AI_SPEND_USD_PER_MONTH)).used
+
+
+def _ledger(pg: psycopg.Connection[Any], tenant: TenantRef) -> list[Any]:
+    return pg.execute(
+        f'SELECT outcome, reserved_usd, cost_usd FROM "{tenant.schema_name}".ai_usage '
+        "ORDER BY created_at"
+    ).fetchall()
+
+
+async def test_a_hundred_concurrent_reservations_against_a_budget_for_ten_admit_exactly_ten(
+    platform: Platform, world: World, pg: psycopg.Connection[Any]
+) -> None:
+    await platform.entitle(world.operator, world.tenant_a, ai_spend_usd_per_month=1.0)
+    tenant = await _tenant(platform, world.tenant_a)
+    outcomes = await asyncio.gather(*(_reserve(platform, tenant, DIME) for _ in range(100)))
+    taken = [o for o in outcomes if o is not None]
+    assert len(taken) == 10
+    assert await _spent(platform, tenant) == Decimal("1.0")
+    rows = _ledger(pg, tenant)
+    assert len(rows) == 10  # a refused reservation writes no ledger row
+    assert {r[0] for r in rows} == {"reserved"}
+    events = pg.execute(
+        "SELECT event_type FROM shared.outbox WHERE tenant = %s AND event_type LIKE 'ai.budget.%%'",
+        (world.tenant_a,),
+    ).fetchall()
+    assert sorted(e[0] for e in events) == ["ai.budget.exceeded", "ai.budget.warning"]
+
+
+async def test_settling_charges_the_real_cost_and_releasing_gives_everything_back(
+    platform: Platform, world: World, pg: psycopg.Connection[Any]
+) -> None:
+    await platform.entitle(world.operator, world.tenant_a, ai_spend_usd_per_month=1.0)
+    tenant = await _tenant(platform, world.tenant_a)
+    paid = await _reserve(platform, tenant, DIME)
+    failed = await _reserve(platform, tenant, DIME)
+    assert paid is not None
+    assert failed is not None
+    assert await _spent(platform, tenant) == Decimal("0.2")
+    async with unit_of_work(platform.factory) as session:
+        await _enter(session, tenant)
+        await ledger.settle(
+            session,
+            tenant,
+            paid,
+            ledger.Settlement("ok", cost=Decimal("0.003"), prompt_tokens=900, completion_tokens=80),
+        )
+        await ledger.settle(session, tenant, failed, ledger.Settlement("failed"))
+    assert await _spent(platform, tenant) == Decimal("0.003")
+    assert sorted((r[0], r[2]) for r in _ledger(pg, tenant)) == [
+        ("failed", Decimal(0)),
+        ("ok", Decimal("0.003")),
+    ]
+
+
+async def test_a_redelivery_gives_back_what_the_lost_delivery_reserved(
+    platform: Platform, world: World, pg: psycopg.Connection[Any]
+) -> None:
+    await platform.entitle(world.operator, world.tenant_a, ai_spend_usd_per_month=1.0)
+    tenant = await _tenant(platform, world.tenant_a)
+    event_id = uuid.uuid4()
+    lost = await _reserve(platform, tenant, DIME, event_id=event_id)
+    assert lost is not None
+    async with unit_of_work(platform.factory) as session:
+        await _enter(session, tenant)
+        released = await ledger.release_abandoned(
+            session, tenant, event_id=event_id, stale_after_s=900
+        )
+    assert released == 1
+    assert await _spent(platform, tenant) == Decimal(0)
+    # The lost call answers after all: its cost is counted in full.
+    async with unit_of_work(platform.factory) as session:
+        await _enter(session, tenant)
+        await ledger.settle(session, tenant, lost, ledger.Settlement("ok", cost=Decimal("0.02")))
+    assert await _spent(platform, tenant) == Decimal("0.02")
