@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from socialflow.lib.problems import Problem
 from socialflow.plans import quota
 from socialflow.plans.limits import Resource
-from socialflow.plans.quota import Quota, QuotaTenant
+from socialflow.plans.quota import QuotaTenant
 
 AI_SPEND = Resource.AI_SPEND_USD_PER_MONTH
 
@@ -178,8 +178,3 @@ async def attempts(session: AsyncSession, *, event_id: uuid.UUID, operation: str
     """The ledger's outcomes of the calls made for one event (retries count themselves)."""
     rows = await session.execute(_ATTEMPTS, {"event_id": event_id, "operation": operation})
     return {row.outcome: int(row.n) for row in rows}
-
-
-async def budget(session: AsyncSession, tenant: QuotaTenant) -> Quota:
-    """The month's AI budget: limit, spent and reserved, when it resets."""
-    return await quota.quota_of(session, tenant, AI_SPEND)

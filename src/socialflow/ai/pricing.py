@@ -27,11 +27,9 @@ class ModelFacts:
     supports_vision: bool | None
     vector_size: int | None  # an embedding model's native dimension
 
-    def upper_bound(self, prompt_tokens: int, completion_tokens: int) -> Decimal:
-        return _dollars(prompt_tokens * self.input_cost + completion_tokens * self.output_cost)
-
     def cost(self, prompt_tokens: int, completion_tokens: int) -> Decimal:
-        return self.upper_bound(prompt_tokens, completion_tokens)
+        """What these tokens cost (a call's upper bound, given the most it may use)."""
+        return _dollars(prompt_tokens * self.input_cost + completion_tokens * self.output_cost)
 
 
 def _dollars(value: Decimal) -> Decimal:

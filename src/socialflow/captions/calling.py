@@ -155,6 +155,15 @@ class Failure:
     def message(self) -> str:
         return MESSAGES[self.kind]
 
+    def settlement(self, latency_ms: float) -> ledger.Settlement:
+        """The ledger's record of the failed call: nothing spent."""
+        outcome = "transient" if self.transient else "failed"
+        if self.key_refused:
+            outcome = "key_refused"
+        elif self.kind == "content_refused":
+            outcome = "refused"
+        return ledger.Settlement(outcome, latency_ms=latency_ms, error_type=self.kind)
+
 
 def failure_of(exc: BaseException, credentials: ProviderCredentials) -> Failure:
     summary = summarise(exc)

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import select, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from socialflow.ai import ledger
@@ -157,7 +157,7 @@ async def _plan(  # noqa: PLR0911 - one return per reason not to call
         instructions=event.payload.get("prompt") or None,
     )
     max_tokens = resources.settings.ai_caption_max_tokens
-    bound = facts.upper_bound(prompt.text_length() + IMAGE_TOKENS_BOUND, max_tokens)
+    bound = facts.cost(prompt.text_length() + IMAGE_TOKENS_BOUND, max_tokens)
     reservation = await calling.reserve(
         session,
         resources,
@@ -327,14 +327,7 @@ async def _judge(  # noqa: PLR0911 - one return per kind of answer
 
 def _settlement(plan: Plan, answer: Answer) -> ledger.Settlement:
     if answer.failure is not None:
-        outcome = "transient" if answer.failure.transient else "failed"
-        if answer.failure.key_refused:
-            outcome = "key_refused"
-        elif answer.failure.kind == "content_refused":
-            outcome = "refused"
-        return ledger.Settlement(
-            outcome, latency_ms=answer.latency_ms, error_type=answer.failure.kind
-        )
+        return answer.failure.settlement(answer.latency_ms)
     if answer.usage_reported:
         cost = plan.facts.cost(answer.prompt_tokens, answer.completion_tokens)
         error_type = None
@@ -372,11 +365,3 @@ async def _no_call(
     item.updated_at = datetime.now(UTC)
     captioned = MediaCaptioned(media_id=item.id, state=why.state, model=model, reason=why.reason)
     await record_change(session, SYSTEM_AI, captioned, tenant=tenant.slug)
-
-
-async def items_to_caption(session: AsyncSession) -> list[uuid.UUID]:
-    """Ready items without a caption (used by tests and tooling)."""
-    query = select(MediaItem.id).where(
-        MediaItem.status == "ready", MediaItem.caption_state.is_(None)
-    )
-    return list(await session.scalars(query))

@@ -199,7 +199,7 @@ async def _batch(  # noqa: PLR0917 - the call's context, each distinct
     wait = await calling.rate_wait(resources, tenant, OPERATION)
     if wait is not None:
         return wait
-    bound = facts.upper_bound(sum(text_tokens_bound(t) for _, t in items), 0)
+    bound = facts.cost(sum(text_tokens_bound(t) for _, t in items), 0)
     reservation = await calling.reserve(
         session,
         resources,
@@ -323,12 +323,7 @@ async def _store(  # noqa: PLR0912 - one branch per kind of answer
 
 def _settlement(batch: Batch, answer: Vectors) -> ledger.Settlement:
     if answer.failure is not None:
-        outcome = "transient" if answer.failure.transient else "failed"
-        if answer.failure.key_refused:
-            outcome = "key_refused"
-        return ledger.Settlement(
-            outcome, latency_ms=answer.latency_ms, error_type=answer.failure.kind
-        )
+        return answer.failure.settlement(answer.latency_ms)
     if answer.usage_reported:
         cost, error_type = batch.facts.cost(answer.prompt_tokens, 0), None
     else:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-
 from socialflow.media.events import MediaEvent
 from socialflow.outbox.events import AuditLog
 
@@ -50,7 +48,3 @@ class MediaEmbedded(MediaEvent, frozen=True, kw_only=True):
     model: str | None = None
     reason: str | None = None
     generation: int = 0
-
-
-def media_id_of(payload: dict[str, object]) -> uuid.UUID:
-    return uuid.UUID(str(payload["media_id"]))
