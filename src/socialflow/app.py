@@ -22,6 +22,7 @@ from socialflow.access.guards import (
 )
 from socialflow.ai.controllers import AIController
 from socialflow.audit.controllers import AuditLogController
+from socialflow.captions.controllers import CaptionsController
 from socialflow.db.session import UnitOfWorkMiddleware, provide_session
 from socialflow.health.controllers import HealthController
 from socialflow.identity.auth import api_key_cache, authenticate, principal_from_header
@@ -104,6 +105,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             EntitlementsController,
             AgencyUsageController,
             MediaController,
+            CaptionsController,
             LocalStorageController,
         ],
         dependencies={

@@ -98,25 +98,69 @@ def relay() -> None:
 
 @main.command()
 @click.option("--processes", type=int, default=None, help="default: WORKER_PROCESSES")
-@click.option("--threads", type=int, default=None, help="default: WORKER_THREADS")
+@click.option(
+    "--threads",
+    type=int,
+    default=None,
+    help="default: WORKER_AI_THREADS for the ai queue alone, else WORKER_THREADS",
+)
+@click.option(
+    "--queues",
+    "queues",
+    multiple=True,
+    help="only these queues (repeat or comma-separate); default: every queue",
+)
+@click.option(
+    "--exclude-queues",
+    "excluded",
+    multiple=True,
+    help="every queue but these, e.g. `--exclude-queues ai` beside an ai worker",
+)
 @on_services(redis=True)
-def worker(processes: int | None, threads: int | None) -> None:
-    """Run Dramatiq workers for every actor."""
+def worker(
+    processes: int | None, threads: int | None, queues: tuple[str, ...], excluded: tuple[str, ...]
+) -> None:
+    """Run Dramatiq workers for the actors of every queue (or of the queues chosen)."""
     from dramatiq.cli import main as dramatiq_main
     from dramatiq.cli import make_argument_parser
 
     settings = get_settings()
-    args = make_argument_parser().parse_args(
-        [
-            "socialflow.workers.entry",
-            "--processes",
-            str(processes or settings.worker_processes),
-            "--threads",
-            str(threads or settings.worker_threads),
-            "--skip-logging",
-        ]
-    )
-    sys.exit(dramatiq_main(args))
+    chosen = worker_queues(_names(queues), _names(excluded))
+    if threads is None:
+        threads = settings.worker_ai_threads if chosen == ["ai"] else settings.worker_threads
+    argv = [
+        "socialflow.workers.entry",
+        "--processes",
+        str(processes or settings.worker_processes),
+        "--threads",
+        str(threads),
+        "--skip-logging",
+    ]
+    if queues or excluded:
+        argv += ["--queues", *chosen]
+    sys.exit(dramatiq_main(make_argument_parser().parse_args(argv)))
+
+
+def _names(values: tuple[str, ...]) -> list[str]:
+    return [name.strip() for value in values for name in value.split(",") if name.strip()]
+
+
+def worker_queues(queues: list[str], excluded: list[str]) -> list[str]:
+    """The queues a worker consumes: those named (default all the routing table uses), less
+    the excluded; an unknown name, or nothing left, is refused."""
+    from socialflow.event_routing import EVENT_ROUTES
+
+    known = sorted({route.queue for routes in EVENT_ROUTES.values() for route in routes})
+    unknown = sorted(set(queues + excluded) - set(known))
+    if unknown:
+        raise click.BadParameter(
+            f"unknown queue(s) {', '.join(unknown)}; the queues are {', '.join(known)}",
+            param_hint="--queues / --exclude-queues",
+        )
+    chosen = [q for q in (queues or known) if q not in excluded]
+    if not chosen:
+        raise click.BadParameter("no queue left to consume", param_hint="--exclude-queues")
+    return chosen
 
 
 @main.command()

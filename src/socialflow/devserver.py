@@ -1,7 +1,8 @@
-"""`socialflow dev`: embedded services, migrations, then API + relay + worker under one supervisor.
+"""`socialflow dev`: embedded services, migrations, then the API, the relay and two workers (the
+AI queue's, with many threads, and every other queue's) under one supervisor.
 
-If one of the three dies, the others are stopped and the supervisor says which died and how;
-Ctrl-C (or SIGTERM) stops all three, then the embedded servers.
+If one of them dies, the others are stopped and the supervisor says which died and how;
+Ctrl-C (or SIGTERM) stops them all, then the embedded servers.
 """
 
 from __future__ import annotations
@@ -24,7 +25,13 @@ from socialflow.db.migrate import upgrade_shared
 from socialflow.plans.seeding import seed_catalogue
 from socialflow.settings import Settings
 
-PROCESSES = ("api", "relay", "worker")
+# name → its `socialflow` command
+PROCESSES: dict[str, tuple[str, ...]] = {
+    "api": ("api",),
+    "relay": ("relay",),
+    "worker": ("worker", "--exclude-queues", "ai"),
+    "ai-worker": ("worker", "--queues", "ai"),
+}
 BOOTSTRAP_OPERATOR = "operator@socialflow.localhost"
 STOP_TIMEOUT_S = 15.0
 READY_TIMEOUT_S = 120.0
@@ -36,9 +43,9 @@ class Supervisor:
     children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     stopping: threading.Event = field(default_factory=threading.Event)
 
-    def start(self, name: str) -> None:
+    def start(self, name: str, command: tuple[str, ...]) -> None:
         self.children[name] = subprocess.Popen(  # noqa: S603 - our own interpreter and command
-            [sys.executable, "-m", "socialflow", name],
+            [sys.executable, "-m", "socialflow", *command],
             env=self.env,
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C reaches the supervisor only; it stops us in order
@@ -139,8 +146,8 @@ def run_dev(settings: Settings) -> int:
         seed_catalogue(settings, urls.database_url)
         operator_password = _bootstrap_operator(settings, urls.database_url)
         supervisor = Supervisor(env=env, stopping=stop_requested)
-        for name in PROCESSES:
-            supervisor.start(name)
+        for name, command in PROCESSES.items():
+            supervisor.start(name, command)
         base = f"http://{settings.host}:{settings.port}"
         try:
             if wait_until_ready(base, supervisor):

@@ -34,7 +34,8 @@ class Resources:
     session_factory: async_sessionmaker[AsyncSession]
     vault: Vault
     directory: TenantDirectory
-    # The cache Redis (rate limits, idempotency, tenant announcements): the API's only.
+    # The cache Redis (rate limits, idempotency, tenant announcements): the API's and the
+    # workers' (the AI actors' rate limits).
     redis: Redis | None = None
 
     @classmethod

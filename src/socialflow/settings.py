@@ -145,6 +145,11 @@ class Settings(BaseSettings):
     ai_platform_keys: dict[str, SecretStr] = Field(
         default_factory=dict, description='JSON {"openai": "sk-…"}: the platform\'s own keys'
     )
+    ai_platform_base_urls: dict[str, str] = Field(
+        default_factory=dict,
+        description='JSON {"openai": "https://gateway.internal/v1"}: where the platform\'s keys '
+        "call (a gateway of the operator's); default: each provider's own endpoint",
+    )
     ai_caption_max_tokens: int = Field(default=800, ge=50, le=8000)
     ai_call_timeout_s: float = Field(default=60.0, gt=0)
     ai_rate_limits_per_minute: dict[str, int] = Field(

@@ -47,6 +47,9 @@ def test_every_route_names_a_declared_actor_on_its_queue_and_everything_declared
         "send_invitation_email": "email",
         "process_media": "media",
         "remove_media_objects": "media",
+        "caption_media": "ai",
+        "embed_media": "ai",
+        "reembed_media": "ai",
     }
     assert ROUTES["member.invited"] == (Route("send_invitation_email", "email"),)
 

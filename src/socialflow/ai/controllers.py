@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from socialflow.access.guards import requires
 from socialflow.access.permissions import Permission
 from socialflow.access.tenant_access import TenantAccess
-from socialflow.ai import services
+from socialflow.ai import services, usage
 from socialflow.ai.bodies import (
     AIKeyList,
     AIKeyOut,
@@ -23,6 +23,7 @@ from socialflow.ai.bodies import (
     AIKeyTestResult,
     AISettingsOut,
     AISettingsPut,
+    AIUsageOut,
 )
 from socialflow.lib.pagination import page_request, page_response
 
@@ -99,6 +100,16 @@ class AIController(Controller):
         self, access: NamedDependency[TenantAccess], session: NamedDependency[AsyncSession]
     ) -> AISettingsOut:
         return await services.read_settings(session)
+
+    @get("/usage", summary="AI calls and spend of a billing period, and the budget's state")
+    async def read_usage(
+        self,
+        access: NamedDependency[TenantAccess],
+        session: NamedDependency[AsyncSession],
+        *,
+        month: FromQuery[str | None] = None,
+    ) -> AIUsageOut:
+        return await usage.usage(session, access.tenant, month)
 
     @put("/settings", summary="Change the caption and embedding models")
     async def write_settings(

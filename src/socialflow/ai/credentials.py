@@ -70,7 +70,12 @@ async def credentials_for(
         return ProviderCredentials(provider, api_key, "tenant", row.base_url, row.api_version)
     platform_key = settings.ai_platform_keys.get(provider.value)
     if platform_key is not None and (await limits_for(session, tenant)).platform_ai_keys:
-        return ProviderCredentials(provider, platform_key.get_secret_value(), "platform")
+        return ProviderCredentials(
+            provider,
+            platform_key.get_secret_value(),
+            "platform",
+            settings.ai_platform_base_urls.get(provider.value),
+        )
     raise Problem(
         409,
         "ai-provider-not-configured",

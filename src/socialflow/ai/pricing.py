@@ -57,6 +57,25 @@ def model_facts(name: str) -> ModelFacts:
     )
 
 
+def unusable_model(model: str, mode: str, *, vision: bool = False) -> str | None:
+    """Why `model` (as a tenant names it) cannot serve `mode` (chat, embedding), with images
+    when `vision`; None when it can. An unknown model is refused unless the tenant's own
+    OpenAI-compatible server serves it (whose price nobody knows: it costs 0 here)."""
+    from socialflow.ai.providers import Provider, litellm_model, provider_of
+
+    provider = provider_of(model)
+    facts = model_facts(litellm_model(provider, model))
+    if not facts.known:
+        if provider is Provider.OPENAI_COMPATIBLE:
+            return None
+        return f"The model {model!r} is not supported: pick a known model."
+    if facts.mode is not None and facts.mode != mode:
+        return f"The model {model!r} is not a{'n' if mode[0] in 'aeiou' else ''} {mode} model."
+    if vision and facts.supports_vision is not True:  # the map marks the models that can
+        return f"The model {model!r} cannot see images: pick a vision model."
+    return None
+
+
 def text_tokens_bound(text: str) -> int:
     """At most as many tokens as UTF-8 bytes (a BPE token covers at least one byte)."""
     return len(text.encode())

@@ -24,8 +24,8 @@ from socialflow.ai.calls import (
     summarise,
 )
 from socialflow.ai.credentials import ProviderCredentials, credentials_for
-from socialflow.ai.pricing import ModelFacts, model_facts
-from socialflow.ai.providers import Provider, litellm_model, provider_of
+from socialflow.ai.pricing import ModelFacts, model_facts, unusable_model
+from socialflow.ai.providers import litellm_model, provider_of
 from socialflow.ai.rate import wait_ms
 from socialflow.ai.services import mark_key_invalid
 from socialflow.lib.problems import Problem
@@ -78,17 +78,14 @@ async def credentials(
         raise
 
 
-def facts_for(credentials: ProviderCredentials, model: str, mode: str) -> ModelFacts | NoCall:
-    """The model's facts; an unknown model is refused unless it is served by the tenant's own
-    OpenAI-compatible server (whose price nobody knows: it costs 0 here)."""
-    facts = model_facts(litellm_model(credentials.provider, model))
-    if not facts.known:
-        if credentials.provider is Provider.OPENAI_COMPATIBLE:
-            return facts
-        return NoCall("failed", f"The model {model!r} is not supported: pick a known model.")
-    if facts.mode is not None and facts.mode != mode:
-        return NoCall("failed", f"The model {model!r} is not a {mode} model.")
-    return facts
+def facts_for(
+    credentials: ProviderCredentials, model: str, mode: str, *, vision: bool = False
+) -> ModelFacts | NoCall:
+    """The model's facts, or `failed` saying why it cannot serve (pricing.unusable_model)."""
+    why = unusable_model(model, mode, vision=vision)
+    if why is not None:
+        return NoCall("failed", why)
+    return model_facts(litellm_model(credentials.provider, model))
 
 
 async def rate_wait(resources: Resources, tenant: TenantKey, operation: str) -> Retry | None:

@@ -116,6 +116,11 @@ async def _prepare(
     if item is None or item.deleted_at is not None or item.status != "ready":
         await steps.complete(session)  # nothing to caption (deleted, failed)
         return None
+    if item.caption_state == "edited":
+        # An editor wrote the caption after this was asked for (a request sets `pending`):
+        # theirs stands, and no call is paid for.
+        await steps.complete(session)
+        return None
     tenant = await calling.tenant_of(session, event)
     planned = await _plan(session, event, resources, tenant, item)
     if isinstance(planned, NoCall):
@@ -128,7 +133,7 @@ async def _prepare(
     return planned
 
 
-async def _plan(  # noqa: PLR0911 - one return per reason not to call
+async def _plan(
     session: AsyncSession,
     event: Event,
     resources: Resources,
@@ -142,11 +147,9 @@ async def _plan(  # noqa: PLR0911 - one return per reason not to call
     credentials = await calling.credentials(session, resources, tenant, model)
     if isinstance(credentials, NoCall):
         return credentials
-    facts = calling.facts_for(credentials, model, "chat")
+    facts = calling.facts_for(credentials, model, "chat", vision=True)
     if isinstance(facts, NoCall):
         return facts
-    if facts.supports_vision is False:
-        return NoCall("failed", f"The model {model!r} cannot see images: pick a vision model.")
     wait = await calling.rate_wait(resources, tenant, OPERATION)
     if wait is not None:
         return wait
@@ -266,8 +269,8 @@ async def _finish(
 ) -> Retry | None:
     await ledger.settle(session, plan.tenant, plan.reservation, _settlement(plan, answer))
     item = await session.get(MediaItem, plan.media_id, with_for_update=True)
-    if item is None or item.deleted_at is not None:
-        await steps.complete(session)
+    if item is None or item.deleted_at is not None or item.caption_state == "edited":
+        await steps.complete(session)  # gone, or edited by hand during the call: theirs stands
         return None
     verdict = await _judge(session, event, resources, plan=plan, answer=answer)
     if isinstance(verdict, Retry):

@@ -147,7 +147,8 @@ async def create_upload(
     )
 
 
-async def _locked(session: AsyncSession, media_id: uuid.UUID) -> MediaItem:
+async def locked_item(session: AsyncSession, media_id: uuid.UUID) -> MediaItem:
+    """The live item, locked for this transaction's change; 404 when there is none."""
     item = (
         await session.execute(
             select(MediaItem)
@@ -169,7 +170,7 @@ async def confirm_upload(
 ) -> MediaOut:
     """The bytes are in storage: check them and start processing (`media.uploaded`), in one
     transaction."""
-    item = await _locked(session, media_id)
+    item = await locked_item(session, media_id)
     if item.status != "pending_upload":
         raise Problem(409, "invalid-state", f"This item is {item.status}: confirmed already.")
     stored = await storage.size_of(item.storage_key)
@@ -350,7 +351,7 @@ async def list_media(
 async def update_media(
     session: AsyncSession, access: TenantAccess, media_id: uuid.UUID, data: MediaPatch
 ) -> MediaOut:
-    item = await _locked(session, media_id)
+    item = await locked_item(session, media_id)
     wanted: dict[str, Any] = {}
     for field in ("title", "alt_text", "tags"):
         value = getattr(data, field)
@@ -375,7 +376,7 @@ async def update_media(
 async def delete_media(session: AsyncSession, access: TenantAccess, media_id: uuid.UUID) -> None:
     """Hidden at once (soft delete); `media.deleted` has an actor remove its objects. Editors
     delete what they uploaded; deleting others' media takes `content:manage` (admins)."""
-    item = await _locked(session, media_id)
+    item = await locked_item(session, media_id)
     assert access.role is not None
     own = item.uploaded_by == access.principal.actor
     if not own and not allows(access.role, Permission.CONTENT_MANAGE):
@@ -453,7 +454,7 @@ async def variant(
     size = PROFILES.get(profile)
     if size is None:
         raise Problem(404, "not-found", f"No profile {profile!r}; one of {', '.join(PROFILES)}.")
-    item = await _locked(session, media_id)
+    item = await locked_item(session, media_id)
     if item.status != "ready":
         raise Problem(409, "invalid-state", f"This item is {item.status}: not ready yet.")
     focal = (

@@ -74,7 +74,12 @@ class WorkerResources:
     @classmethod
     def get(cls) -> Resources:
         if cls._resources is None:
-            cls._resources = Resources.open(cls._settings or get_settings())
+            settings = cls._settings or get_settings()
+            cls._resources = Resources.open(
+                settings,
+                # The AI actors' per-tenant rate limits live there.
+                cache_redis=settings.effective_cache_redis_url is not None,
+            )
         return cls._resources
 
     @classmethod
@@ -122,6 +127,7 @@ class EventSteps:
         self.factory = factory
         self.event = event
         self.actor = actor
+        self.completed = False  # this delivery recorded the event (in a committed step)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
@@ -147,7 +153,9 @@ class EventSteps:
     async def complete(self, session: AsyncSession) -> bool:
         """Record the event as processed with the effects of this transaction; False when a
         concurrent delivery recorded it first (the caller then writes nothing)."""
-        return await record_processed(session, self.event.event_id, self.actor)
+        recorded = await record_processed(session, self.event.event_id, self.actor)
+        self.completed = self.completed or recorded
+        return recorded
 
 
 StepwiseHandler = Callable[[EventSteps, Event], Awaitable[None]]
@@ -163,15 +171,18 @@ async def apply_event_stepwise(
     envelope: dict[str, Any],
     factory: async_sessionmaker[AsyncSession],
 ) -> bool:
-    """Run a stepwise handler for one event; False if its tenant is gone (dropped)."""
+    """Run a stepwise handler for one event; True if this delivery completed it (False: done
+    before, or its tenant is gone and the event dropped). Whatever the handler raises (a
+    Retry) propagates."""
     event = Event.from_message_arg(envelope)
+    steps = EventSteps(factory, event, actor)
     try:
-        await handler(EventSteps(factory, event, actor), event)
+        await handler(steps, event)
     except TenantGone as gone:
         log.warning("actor.tenant_gone", tenant_status=gone.status)
         EVENTS_DROPPED.labels(actor=actor, reason=gone.status).inc()
         return False
-    return True
+    return steps.completed
 
 
 async def apply_named_event(

@@ -10,7 +10,11 @@ import dramatiq
 from socialflow.workers.actors import DECLARED_EVENT_ACTORS
 
 # Feature `tasks` modules, e.g. "socialflow.media.tasks", as features arrive.
-ACTOR_MODULES: tuple[str, ...] = ("socialflow.members.tasks", "socialflow.media.tasks")
+ACTOR_MODULES: tuple[str, ...] = (
+    "socialflow.members.tasks",
+    "socialflow.media.tasks",
+    "socialflow.captions.tasks",
+)
 
 for _module in ACTOR_MODULES:
     importlib.import_module(_module)

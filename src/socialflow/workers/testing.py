@@ -11,6 +11,7 @@ import uuid
 from typing import Any
 
 import dramatiq
+import dramatiq.errors
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -49,20 +50,26 @@ async def apply_routed_events(
     routes: RoutingTable,
     tenant_id: uuid.UUID,
     *event_types: str,
+    retries: list[int] | None = None,
+    max_rounds: int = 20,
 ) -> int:
     """Apply the tenant's pending outbox events of `event_types` with the real actors their
     routes name, in this process and loop, exactly as a worker applies them (once per event
     and actor: a second call applies nothing again). The rows stay for the relay; returns how
-    many (event, actor) pairs were applied. `routes`: event_routing.ROUTES."""
+    many (event, actor) pairs were applied. `routes`: event_routing.ROUTES.
+
+    An actor asking to run again later (Dramatiq's `Retry`) runs again in the next round, at
+    once; the delays it asked for are appended to `retries`. More than `max_rounds` rounds is
+    an error (an actor that never finishes)."""
     applied = 0
-    while True:  # what the actors emit is applied too, until nothing new is pending
+    for _ in range(max_rounds):  # what the actors emit is applied too, until nothing is new
         async with factory() as session:
             rows = (
                 await session.execute(
                     _PENDING, {"tenant_id": tenant_id, "types": list(event_types)}
                 )
             ).all()
-        this_round = 0
+        this_round, again_later = 0, False
         for row in rows:
             envelope = Event(
                 event_id=row.event_id,
@@ -75,7 +82,15 @@ async def apply_routed_events(
                 tenant_id=row.tenant_id,
             ).to_message_arg()
             for route in routes.get(row.event_type, ()):
-                this_round += await apply_named_event(route.actor, envelope, factory)
-        if not this_round:
+                try:
+                    done = await apply_named_event(route.actor, envelope, factory)
+                except dramatiq.errors.Retry as again:
+                    if retries is not None:
+                        retries.append(again.delay or 0)
+                    again_later = True
+                    continue
+                this_round += done
+        if not this_round and not again_later:
             return applied
         applied += this_round
+    raise RuntimeError(f"the events were still being retried after {max_rounds} rounds")

@@ -7,6 +7,7 @@ import hashlib
 import io
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -50,6 +51,18 @@ def png(width: int = 300, height: int = 200) -> bytes:
     out = io.BytesIO()
     Image.new("RGBA", (width, height), (10, 200, 10, 128)).save(out, "PNG")
     return out.getvalue()
+
+
+def mp4(path: Path, frames: int = 20) -> bytes:
+    """A 320x240 H.264 clip of `frames` frames at 10 fps, written at `path`."""
+    import imageio_ffmpeg
+
+    writer = imageio_ffmpeg.write_frames(str(path), (320, 240), fps=10, codec="libx264")
+    writer.send(None)
+    for n in range(frames):
+        writer.send(bytes([n * 10 % 256]) * (320 * 240 * 3))
+    writer.close()
+    return path.read_bytes()
 
 
 def has_gps(data: bytes) -> bool:

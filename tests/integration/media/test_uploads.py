@@ -10,7 +10,15 @@ import psycopg
 from PIL import Image
 
 from socialflow.settings import Settings
-from tests.integration.media.support import ROTATE_90_CW, Uploader, has_gps, photo, png, sha256
+from tests.integration.media.support import (
+    ROTATE_90_CW,
+    Uploader,
+    has_gps,
+    mp4,
+    photo,
+    png,
+    sha256,
+)
 from tests.integration.tenancy_fixtures import Platform, World
 
 DERIVATIVES = {
@@ -136,15 +144,8 @@ async def test_a_heic_photo_is_processed_like_any_other(uploader: Uploader) -> N
 async def test_a_video_gets_its_duration_codecs_and_a_poster_with_derivatives(
     uploader: Uploader, tmp_path: Any
 ) -> None:
-    import imageio_ffmpeg
-
-    path = tmp_path / "clip.mp4"
-    frames = imageio_ffmpeg.write_frames(str(path), (320, 240), fps=10, codec="libx264")
-    frames.send(None)
-    for n in range(20):  # 2 s
-        frames.send(bytes([n * 10 % 256]) * (320 * 240 * 3))
-    frames.close()
-    item = await uploader.upload(path.read_bytes(), filename="clip.mp4", content_type="video/mp4")
+    clip = mp4(tmp_path / "clip.mp4", frames=20)  # 2 s
+    item = await uploader.upload(clip, filename="clip.mp4", content_type="video/mp4")
     assert item["status"] == "ready", item
     assert item["kind"] == "video"
     assert (item["detected_format"], item["width"], item["height"]) == ("mp4", 320, 240)

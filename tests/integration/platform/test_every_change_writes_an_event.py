@@ -224,6 +224,19 @@ async def _tenant_with_invited_owner(
     return slug, await platform.login(owner_email)
 
 
+async def _as_if_processed(platform: Platform, slug: str, media_id: str) -> None:
+    async with unit_of_work(platform.factory) as session:
+        schema = (
+            await session.execute(
+                text("SELECT schema_name FROM shared.tenants WHERE slug = :s"), {"s": slug}
+            )
+        ).scalar_one()
+        await session.execute(
+            text(f"UPDATE \"{schema}\".media_items SET status = 'ready' WHERE id = :id"),
+            {"id": media_id},
+        )
+
+
 async def test_every_mutating_route_writes_an_outbox_row_with_its_change(
     watch: TransactionWatch,
     answered: list[Answered],
@@ -282,6 +295,9 @@ async def test_every_mutating_route_writes_an_outbox_row_with_its_change(
     assert sent.status_code == 204, sent.text  # the local store: files, no database
     await call("POST", f"{media}/{started['media_id']}/confirm", owner)
     await call("PATCH", f"{media}/{started['media_id']}", owner, {"title": "Watched"})
+    await _as_if_processed(platform, slug, started["media_id"])  # the media worker's part
+    await call("POST", f"{media}/{started['media_id']}/captions", owner, {"prompt": "Short."})
+    await call("PATCH", f"{media}/{started['media_id']}/caption", owner, {"caption": "Mine"})
     await call("DELETE", f"{media}/{started['media_id']}", owner)
 
     id_token = idp[0].token(sub=unique("sub"), email=f"{unique('elsewhere')}@example.org")
