@@ -12,6 +12,7 @@ from typing import Any
 import psutil
 import pytest
 
+from socialflow.devserver import PROCESSES
 from tests.e2e.conftest import CommandRun, free_port
 
 Start = Callable[..., CommandRun]
@@ -23,12 +24,13 @@ def _get(url: str) -> tuple[int, dict[str, Any]]:
 
 
 def _children(run: CommandRun) -> dict[str, psutil.Process]:
-    """The dev supervisor's api/relay/worker processes, by name."""
+    """The dev supervisor's processes (api, relay, worker, ai-worker), by name."""
     found = {}
     for child in psutil.Process(run.process.pid).children():
-        command = child.cmdline()
-        if command[-1] in {"api", "relay", "worker"}:
-            found[command[-1]] = child
+        command = tuple(child.cmdline())
+        for name, args in PROCESSES.items():
+            if command[-len(args) :] == args:
+                found[name] = child
     return found
 
 
@@ -44,7 +46,7 @@ def test_dev_runs_api_relay_and_worker_and_ctrl_c_stops_them_all(
         {"status": "ready", "checks": {"database": "ok", "redis": "ok"}},
     )
     children = _children(dev)
-    assert set(children) == {"api", "relay", "worker"}
+    assert set(children) == {"api", "relay", "worker", "ai-worker"}
     # The printed bootstrap operator can sign in.
     login = dev.output.split("Operator login: ", 1)[1].split()
     email, password = login[0], login[2]
@@ -74,7 +76,7 @@ def test_dev_stops_the_others_and_says_which_died(
 
     assert dev.wait() == 1
     assert "relay killed by SIGKILL" in dev.output
-    for name in ("api", "worker"):
+    for name in ("api", "worker", "ai-worker"):
         assert not children[name].is_running() or children[name].status() == psutil.STATUS_ZOMBIE
 
 

@@ -59,6 +59,9 @@ RETRYABLE = frozenset(
     {"timeout", "rate_limited", "connection_error", "provider_error", "too_many_redirects"}
 )
 KEY_REFUSED = frozenset({"authentication_error", "permission_denied"})
+# Error codes of a provider's content refusal that litellm leaves a plain BadRequestError
+# (OpenAI's 400 content_policy_violation; Azure's content_filter).
+_CONTENT_POLICY_CODES = frozenset({"content_policy_violation", "content_filter"})
 _BY_STATUS = {
     400: "bad_request",
     401: "authentication_error",
@@ -251,7 +254,11 @@ def _classify(exc: BaseException) -> tuple[str, int | None]:  # noqa: PLR0911 - 
     for link in chain:
         if isinstance(link, OutboundError):
             return link.kind, None
-    if any(isinstance(link, ContentPolicyViolationError) for link in chain):
+    if any(
+        isinstance(link, ContentPolicyViolationError)
+        or getattr(link, "code", None) in _CONTENT_POLICY_CODES
+        for link in chain
+    ):
         return "content_refused", getattr(exc, "status_code", None)
     if any(isinstance(link, httpx.TooManyRedirects) for link in chain):
         return "too_many_redirects", None

@@ -46,11 +46,16 @@ def model_facts(name: str) -> ModelFacts:
         info = litellm.get_model_info(name)
     except Exception:  # litellm raises its own errors (and plain ones) for an unmapped model
         return ModelFacts(name, False, Decimal(0), Decimal(0), None, None, None)
+    input_cost = Decimal(str(info.get("input_cost_per_token") or 0))
+    output_cost = Decimal(str(info.get("output_cost_per_token") or 0))
+    # litellm answers some unmapped names by pattern (any "openai/gpt-…") with an empty entry:
+    # a model neither priced nor given a mode is not one the map knows.
+    known = info.get("mode") is not None or bool(input_cost or output_cost)
     return ModelFacts(
         name,
-        True,
-        Decimal(str(info.get("input_cost_per_token") or 0)),
-        Decimal(str(info.get("output_cost_per_token") or 0)),
+        known,
+        input_cost,
+        output_cost,
         info.get("mode"),
         info.get("supports_vision"),
         info.get("output_vector_size"),

@@ -121,6 +121,7 @@ async def _prepare(
         # theirs stands, and no call is paid for.
         await steps.complete(session)
         return None
+    item.caption_state = item.caption_state or "pending"  # shown while it waits (a retry)
     tenant = await calling.tenant_of(session, event)
     planned = await _plan(session, event, resources, tenant, item)
     if isinstance(planned, NoCall):

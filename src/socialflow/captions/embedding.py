@@ -131,6 +131,7 @@ async def embed_item(  # noqa: PLR0911 - one return per reason not to call
         if existing is not None and existing.content_sha256 == digest:
             await steps.complete(session)  # the same text has its vector already
             return None
+        item.embedding_state = item.embedding_state or "pending"
         batch = await _batch(session, event, resources, tenant, settings, [(item.id, content)])
         if isinstance(batch, NoCall):
             await _mark(session, steps, tenant, [item.id], batch)

@@ -38,7 +38,15 @@ CAPTION_STATES = (
     "refused",
     "failed",
 )
-EMBEDDING_STATES = ("pending", "embedded", "no_text", "not_configured", "budget_exceeded", "failed")
+EMBEDDING_STATES = (
+    "pending",
+    "embedded",
+    "no_text",
+    "not_configured",
+    "budget_exceeded",
+    "key_invalid",
+    "failed",
+)
 
 
 class MediaItem(TenantBase):

@@ -45,6 +45,37 @@ FROM shared.outbox WHERE tenant_id = :tenant_id AND event_type = ANY(:types) ORD
 """)
 
 
+async def pending_rows(
+    factory: async_sessionmaker[AsyncSession], tenant_id: uuid.UUID, *event_types: str
+) -> list[Any]:
+    """The tenant's committed outbox rows of `event_types`, oldest first."""
+    async with factory() as session:
+        found = await session.execute(
+            _PENDING, {"tenant_id": tenant_id, "types": list(event_types)}
+        )
+        return list(found.all())
+
+
+async def pending_envelopes(
+    factory: async_sessionmaker[AsyncSession], tenant_id: uuid.UUID, *event_types: str
+) -> list[dict[str, Any]]:
+    """Those rows as the messages the relay would send the actors."""
+    return [_envelope(row) for row in await pending_rows(factory, tenant_id, *event_types)]
+
+
+def _envelope(row: Any) -> dict[str, Any]:
+    return Event(
+        event_id=row.event_id,
+        event_type=row.event_type,
+        tenant=row.tenant,
+        aggregate_type=row.aggregate_type,
+        aggregate_id=row.aggregate_id,
+        payload=row.payload,
+        headers=row.headers or {},
+        tenant_id=row.tenant_id,
+    ).to_message_arg()
+
+
 async def apply_routed_events(
     factory: async_sessionmaker[AsyncSession],
     routes: RoutingTable,
@@ -63,24 +94,9 @@ async def apply_routed_events(
     an error (an actor that never finishes)."""
     applied = 0
     for _ in range(max_rounds):  # what the actors emit is applied too, until nothing is new
-        async with factory() as session:
-            rows = (
-                await session.execute(
-                    _PENDING, {"tenant_id": tenant_id, "types": list(event_types)}
-                )
-            ).all()
         this_round, again_later = 0, False
-        for row in rows:
-            envelope = Event(
-                event_id=row.event_id,
-                event_type=row.event_type,
-                tenant=row.tenant,
-                aggregate_type=row.aggregate_type,
-                aggregate_id=row.aggregate_id,
-                payload=row.payload,
-                headers=row.headers or {},
-                tenant_id=row.tenant_id,
-            ).to_message_arg()
+        for row in await pending_rows(factory, tenant_id, *event_types):
+            envelope = _envelope(row)
             for route in routes.get(row.event_type, ()):
                 try:
                     done = await apply_named_event(route.actor, envelope, factory)

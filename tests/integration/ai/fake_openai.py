@@ -491,6 +491,11 @@ def _words(text: str) -> int:
 _WORD = re.compile(r"\w+")
 
 
+# OpenAI's embedding models answer vectors of these lengths unless asked for `dimensions`;
+# other models answer `FakeProvider.embedding_dimension`.
+NATIVE_DIMENSIONS = {"text-embedding-3-large": 3072, "text-embedding-3-small": 1536}
+
+
 def fake_embedding(text: str, dimension: int) -> list[float]:
     """A bag-of-words hashing embedding: each lowercase word adds ±1 to one of `dimension`
     buckets (both picked by its BLAKE2b hash), then the vector is scaled to length 1. Texts
@@ -517,7 +522,7 @@ def _embeddings_answer(provider: FakeProvider, body: dict[str, Any]) -> _Reply:
         )
     dimension = body.get("dimensions")
     if dimension is None:
-        dimension = provider.embedding_dimension
+        dimension = NATIVE_DIMENSIONS.get(str(body.get("model")), provider.embedding_dimension)
     if isinstance(dimension, bool) or not isinstance(dimension, int) or dimension < 1:
         return _error(
             400,

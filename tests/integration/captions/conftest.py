@@ -102,10 +102,17 @@ class Studio(Uploader):
         assert answer.status_code == 200, answer.text
         return answer.json()  # type: ignore[no-any-return]
 
-    async def run(self, retries: list[int] | None = None) -> int:
-        """The worker: every pipeline event pending, until nothing is left (retries at once)."""
+    async def run(
+        self,
+        retries: list[int] | None = None,
+        *,
+        types: tuple[str, ...] = PIPELINE_EVENTS,
+        max_rounds: int = 20,
+    ) -> int:
+        """The worker: the pending events of `types`, until nothing is left (retries at once,
+        their delays appended to `retries`)."""
         return await apply_routed_events(
-            self.factory, ROUTES, self.tenant_id, *PIPELINE_EVENTS, retries=retries
+            self.factory, ROUTES, self.tenant_id, *types, retries=retries, max_rounds=max_rounds
         )
 
     async def process(self) -> int:
