@@ -256,7 +256,7 @@ def _classify(exc: BaseException) -> tuple[str, int | None]:  # noqa: PLR0911 - 
             return link.kind, None
     if any(
         isinstance(link, ContentPolicyViolationError)
-        or getattr(link, "code", None) in _CONTENT_POLICY_CODES
+        or (isinstance(code := getattr(link, "code", None), str) and code in _CONTENT_POLICY_CODES)
         for link in chain
     ):
         return "content_refused", getattr(exc, "status_code", None)

@@ -18,7 +18,7 @@ from socialflow.plans import quota
 from socialflow.plans.limits import Resource
 from socialflow.plans.quota import QuotaTenant
 
-_MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+_MONTH = re.compile(r"^(20\d\d)-(0[1-9]|1[0-2])\Z")  # 2000-01 … 2099-12
 
 
 async def period_of(
@@ -35,7 +35,7 @@ async def period_of(
         raise Problem(
             422,
             "validation-error",
-            f"month must be YYYY-MM, not {month[:20]!r}.",
+            f"month must be YYYY-MM (2000 to 2099), not {month[:20]!r}.",
             errors=[{"field": "month", "message": "YYYY-MM"}],
         )
     zone = await quota.tenant_zone(session, tenant)

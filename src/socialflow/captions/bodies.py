@@ -10,7 +10,7 @@ from socialflow.ai.bodies import ModelName
 from socialflow.captions.prompt import MAX_ALT_TEXT, MAX_CAPTION, MAX_DESCRIPTION
 
 # A hashtag as stored: "#" then letters, digits or underscores.
-Hashtag = Annotated[str, msgspec.Meta(min_length=2, max_length=100, pattern=r"^#\w+$")]
+Hashtag = Annotated[str, msgspec.Meta(min_length=2, max_length=100, pattern=r"^#\w+\Z")]
 
 
 class CaptionRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -5,7 +5,6 @@ what a failure means (retry later, the key refused, the content refused, or fail
 from __future__ import annotations
 
 import random
-import re
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
@@ -38,7 +37,20 @@ log = structlog.get_logger(__name__)
 AI_QUEUE = "ai"
 
 _TENANT = text("SELECT id, slug, schema_name FROM shared.tenants WHERE id = :id")
-_CODE = re.compile(r"^[a-z0-9_.\-]{1,64}$")
+# Provider error codes a tenant may see in an item's reason (known ones, never free text).
+SHOWN_CODES = frozenset(
+    {
+        "content_policy_violation",
+        "content_filter",
+        "context_length_exceeded",
+        "model_not_found",
+        "invalid_image",
+        "image_parse_error",
+        "insufficient_quota",
+        "rate_limit_exceeded",
+        "invalid_api_key",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -85,7 +97,11 @@ def facts_for(
     why = unusable_model(model, mode, vision=vision)
     if why is not None:
         return NoCall("failed", why)
-    return model_facts(litellm_model(credentials.provider, model))
+    facts = model_facts(litellm_model(credentials.provider, model))
+    if not facts.known and credentials.source != "tenant":
+        # An unpriced model costs the budget nothing: only on the tenant's own key.
+        return NoCall("failed", f"The model {model!r} has no known price: use your own key.")
+    return facts
 
 
 async def rate_wait(resources: Resources, tenant: TenantKey, operation: str) -> Retry | None:
@@ -169,7 +185,7 @@ def failure_of(exc: BaseException, credentials: ProviderCredentials) -> Failure:
         summary.error_type,
         summary.status_code,
         retry_after_s(exc),
-        code if isinstance(code, str) and _CODE.match(code) else None,
+        code if isinstance(code, str) and code in SHOWN_CODES else None,
     )
     log_failure(credentials, summary, exc)
     return failure

@@ -42,10 +42,11 @@ from socialflow.captions.prompt import (
     Caption,
     CaptionPrompt,
     Malformed,
+    clean,
     parse_caption,
 )
 from socialflow.media.models import MediaItem
-from socialflow.media.storage import media_storage
+from socialflow.media.storage import StorageError, media_storage
 from socialflow.outbox.events import Event
 from socialflow.plans.quota import TenantKey
 from socialflow.resources import Resources
@@ -88,6 +89,7 @@ class Answer:
     caption: Caption | None = None
     refusal: str | None = None
     malformed: str | None = None
+    unreadable: str | None = None  # no call was made: the image is not in the store
     failure: calling.Failure | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -161,7 +163,8 @@ async def _plan(
         instructions=event.payload.get("prompt") or None,
     )
     max_tokens = resources.settings.ai_caption_max_tokens
-    bound = facts.cost(prompt.text_length() + IMAGE_TOKENS_BOUND, max_tokens)
+    text_bytes = prompt.text_length(item.title, list(item.tags or []))
+    bound = facts.cost(text_bytes + IMAGE_TOKENS_BOUND, max_tokens)
     reservation = await calling.reserve(
         session,
         resources,
@@ -204,7 +207,10 @@ def _supports_schema(facts: ModelFacts) -> bool:
 
 async def _call(plan: Plan, resources: Resources) -> Answer:
     storage = media_storage(resources.settings)
-    image = await asyncio.to_thread(_read_all, storage, plan.image_key)
+    try:
+        image = await asyncio.to_thread(_read_all, storage, plan.image_key)
+    except (OSError, StorageError):
+        return Answer(unreadable="The item's image could not be read from the store.")
     data_url = "data:image/jpeg;base64," + base64.b64encode(image).decode()
     messages = plan.prompt.messages(data_url, kind=plan.kind, title=plan.title, tags=plan.tags)
     params: dict[str, Any] = {"max_tokens": resources.settings.ai_caption_max_tokens}
@@ -236,8 +242,8 @@ async def _call(plan: Plan, resources: Resources) -> Answer:
     }
     message = response.choices[0].message if getattr(response, "choices", None) else None
     refusal = getattr(message, "refusal", None)
-    if isinstance(refusal, str) and refusal.strip():
-        return Answer(refusal=refusal.strip()[:500], **counted)
+    if isinstance(refusal, str) and clean(refusal, 500):
+        return Answer(refusal=clean(refusal, 500), **counted)
     try:
         caption = parse_caption(
             getattr(message, "content", None),
@@ -318,6 +324,8 @@ async def _judge(  # noqa: PLR0911 - one return per kind of answer
         if attempts < resources.settings.ai_max_attempts:
             return Retry(calling.retry_delay_ms(failure, attempts))
         return NoCall("failed", f"{failure.message} (after {attempts} attempts)")
+    if answer.unreadable is not None:
+        return NoCall("failed", answer.unreadable)
     if answer.refusal is not None:
         return NoCall("refused", answer.refusal)
     if answer.malformed is not None:
@@ -332,6 +340,8 @@ async def _judge(  # noqa: PLR0911 - one return per kind of answer
 def _settlement(plan: Plan, answer: Answer) -> ledger.Settlement:
     if answer.failure is not None:
         return answer.failure.settlement(answer.latency_ms)
+    if answer.unreadable is not None:
+        return ledger.Settlement("failed", error_type="image_unreadable")
     if answer.usage_reported:
         cost = plan.facts.cost(answer.prompt_tokens, answer.completion_tokens)
         error_type = None

@@ -238,9 +238,13 @@ async def _call(batch: Batch, resources: Resources) -> Vectors:
         )
     usage = getattr(response, "usage", None)
     tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
-    data = sorted(response.data, key=lambda d: _field(d, "index"))
+    try:
+        data = sorted(response.data, key=lambda d: _field(d, "index"))
+        vectors = [[float(x) for x in _field(d, "embedding")] for d in data]
+    except (AttributeError, KeyError, TypeError, ValueError):
+        vectors = []  # not the vectors asked for: stored as a wrong answer (the item fails)
     return Vectors(
-        vectors=[list(_field(d, "embedding")) for d in data],
+        vectors=vectors,
         prompt_tokens=tokens,
         usage_reported=tokens > 0,
         latency_ms=round((time.perf_counter() - started) * 1000, 1),

@@ -80,10 +80,15 @@ class CaptionPrompt:
             },
         ]
 
-    def text_length(self) -> int:
-        """The prompt's text bytes at most (its part of the call's upper bound)."""
-        extra = len((self.brand_voice or "").encode()) + len((self.instructions or "").encode())
-        return len(_SYSTEM.encode()) + 600 + extra
+    def text_length(self, title: str | None = None, tags: list[str] | None = None) -> int:
+        """The prompt's text bytes at most (its part of the call's upper bound), with the
+        item's title and tags."""
+        extra = sum(
+            len(part.encode())
+            for part in (self.brand_voice, self.instructions, title, *(tags or []))
+            if part
+        )
+        return len(_SYSTEM.encode()) + 600 + 2 * len(tags or []) + extra
 
 
 class Malformed(ValueError):
@@ -109,7 +114,15 @@ class Caption:
 
 _FENCE = re.compile(r"^```(?:json)?\s*|\s*```$", re.IGNORECASE)
 _TAG_CHARS = re.compile(r"[^\w]", re.UNICODE)
-_LANGUAGE = re.compile(r"^[a-zA-Z]{2,3}(-[a-zA-Z0-9]{2,8})*$")
+_LANGUAGE = re.compile(r"^[a-zA-Z]{2,3}(-[a-zA-Z0-9]{2,8}){0,2}\Z")
+MAX_LANGUAGE = 16  # the column's length
+# Control characters (NUL among them, which PostgreSQL text refuses) but newline and tab.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def clean(text: str, limit: int) -> str:
+    """A model's (or an editor's) text as stored: no control characters, trimmed, bounded."""
+    return _CONTROL.sub("", text).strip()[:limit]
 
 
 def parse_caption(content: object, *, language: str, hashtag_count: int) -> Caption:
@@ -131,10 +144,15 @@ def parse_caption(content: object, *, language: str, hashtag_count: int) -> Capt
         if word and f"#{word}".lower() not in {t.lower() for t in tags}:
             tags.append(f"#{word}")
     said = answer.language.strip()
+    caption = clean(answer.caption, MAX_CAPTION)
+    if not caption:
+        raise Malformed("the caption is empty")
     return Caption(
-        caption=answer.caption.strip()[:MAX_CAPTION],
-        alt_text=answer.alt_text.strip()[:MAX_ALT_TEXT],
-        description=answer.description.strip()[:MAX_DESCRIPTION],
+        caption=caption,
+        alt_text=clean(answer.alt_text, MAX_ALT_TEXT),
+        description=clean(answer.description, MAX_DESCRIPTION),
         hashtags=tags[:hashtag_count],
-        language=said if _LANGUAGE.match(said) else language,
+        language=said
+        if len(said) <= MAX_LANGUAGE and _LANGUAGE.match(said)
+        else language[:MAX_LANGUAGE],
     )

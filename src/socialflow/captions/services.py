@@ -10,11 +10,13 @@ from typing import Any
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from socialflow.access.permissions import Permission, allows
 from socialflow.access.tenant_access import TenantAccess
 from socialflow.ai.pricing import unusable_model
 from socialflow.audit.record import record_change
 from socialflow.captions.bodies import CaptionPatch, CaptionRequest
 from socialflow.captions.events import CaptionEdited, CaptionRequested
+from socialflow.captions.prompt import clean
 from socialflow.lib.problems import Problem
 from socialflow.media.bodies import CaptionOut
 from socialflow.media.models import MediaItem
@@ -46,6 +48,10 @@ async def request_caption(
     """A new caption for the item, made by the caption actor (`media.caption_requested`); the
     item's caption is `pending` until it lands, replacing the current one, edited or not."""
     if data.model is not None:
+        assert access.role is not None
+        if not allows(access.role, Permission.AI_KEYS_MANAGE):
+            # The model is the admins' choice (it sets what a caption costs).
+            raise Problem(403, "forbidden", "Only admins choose another caption model.")
         why = unusable_model(data.model, "chat", vision=True)
         if why is not None:
             raise Problem(422, "validation-error", why, errors=[{"field": "model", "message": why}])
@@ -75,7 +81,7 @@ async def edit_caption(
         if value is msgspec.UNSET:
             continue
         if isinstance(value, str):
-            value = value.strip() or None
+            value = clean(value, len(value)) or None
         elif isinstance(value, list):
             value = list(dict.fromkeys(value))  # no duplicates, order kept
         if getattr(item, column) != value:
@@ -89,6 +95,4 @@ async def edit_caption(
         await session.flush()
         edited = CaptionEdited(media_id=item.id, fields=sorted(changes))
         await record_change(session, access.principal, edited, tenant=access.tenant.slug)
-    out = caption_out(item)
-    assert out is not None
-    return out
+    return caption_out(item) or CaptionOut(state="pending")

@@ -190,10 +190,14 @@ async def test_a_new_caption_is_asked_for_with_instructions_and_lands_through_th
     url = f"{studio.base}/{item['id']}/captions"
     provider.caption_for = lambda _: {**DEFAULT_CAPTION, "caption": "Second take"}
 
+    editor_picks = await studio.client.post(
+        url, json={"model": "openai/gpt-4o"}, headers=studio.who.headers
+    )
+    assert editor_picks.status_code == 403  # the model (its price) is the admins' choice
     asked = await studio.client.post(
         url,
         json={"prompt": "Mention the sunset.", "model": "openai/gpt-4o"},
-        headers=studio.who.headers,
+        headers=studio.owner.headers,
     )
 
     assert asked.status_code == 202, asked.text
@@ -233,7 +237,7 @@ async def test_a_caption_request_with_bad_input_changes_nothing(
     before = len(events(pg, studio.tenant, "media.caption_requested"))
 
     answer = await studio.client.post(
-        f"{studio.base}/{item['id']}/captions", json=body, headers=studio.who.headers
+        f"{studio.base}/{item['id']}/captions", json=body, headers=studio.owner.headers
     )
 
     assert answer.status_code == status, answer.text
@@ -367,7 +371,7 @@ async def test_ai_usage_totals_the_months_calls_by_operation_model_and_key_sourc
     assert past.json()["calls"] == 0
     assert past.json()["totals"] == []
     assert past.json()["period_start"].startswith("2020-01")
-    for bad in ("2020-13", "january", "2020-1", "'; DROP TABLE x"):
+    for bad in ("2020-13", "january", "2020-1", "'; DROP TABLE x", "0000-01", "9999-12"):
         wrong = await studio.client.get(url, params={"month": bad}, headers=studio.owner.headers)
         assert wrong.status_code == 422, bad
     editor = await studio.client.get(url, headers=studio.who.headers)
