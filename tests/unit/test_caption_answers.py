@@ -1,11 +1,16 @@
-"""A model's caption answer as stored: parsed leniently, cleaned strictly, bounded."""
+"""A model's caption answer as stored: parsed leniently, cleaned strictly, bounded; its
+vectors read in either form a provider sends."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+import struct
 
 import pytest
 
+from socialflow.captions import embedding
 from socialflow.captions.prompt import MAX_CAPTION, Malformed, parse_caption
 
 ANSWER = {
@@ -52,3 +57,14 @@ def test_texts_are_bounded() -> None:
 def test_what_is_not_a_caption_is_malformed(content: str) -> None:
     with pytest.raises(Malformed):
         parse_caption(content, language="en", hashtag_count=2)
+
+
+def test_a_vector_is_read_from_json_numbers_or_base64_float32() -> None:
+    floats = [0.5, -1.25, 3.0]
+    packed = base64.b64encode(struct.pack("<3f", *floats)).decode()
+    assert embedding._floats(packed) == floats
+    assert embedding._floats([1, "2.5"]) == [1.0, 2.5]
+    with pytest.raises(ValueError, match="float32"):
+        embedding._floats(base64.b64encode(b"12345").decode())
+    with pytest.raises(binascii.Error):
+        embedding._floats("not base64!")

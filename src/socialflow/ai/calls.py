@@ -10,6 +10,7 @@ kind is silently replaced by litellm's own, unguarded one, so paths that would t
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -25,6 +26,12 @@ from socialflow.lib.outbound_http import guarded_client, guarded_transport
 from socialflow.settings import Settings
 
 log = structlog.get_logger(__name__)
+
+# Embeddings asked for as base64 (captions.embedding) arrive as strings where litellm's response
+# model declares float lists; dumping it warns on every call, about a value that is right.
+warnings.filterwarnings(
+    "ignore", message="Pydantic serializer warnings", category=UserWarning, module="pydantic.main"
+)
 
 _OPENAI_SDK = {Provider.OPENAI, Provider.OPENAI_COMPATIBLE}
 

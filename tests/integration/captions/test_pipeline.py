@@ -93,6 +93,8 @@ async def test_an_upload_gets_a_caption_from_the_tenants_own_key_and_its_text_a_
 
     (embedded,) = embedding_calls(provider)
     (text,) = embedded["input"]
+    # Vectors travel as base64 float32 (OpenAI's compact form), decoded to the same numbers.
+    assert embedded["encoding_format"] == "base64"
     for part in ("Harbour at dawn", "A test caption", "A detailed description", "sea"):
         assert part in text
     vector = vector_of(pg, studio.tenant, item["id"])
