@@ -1,11 +1,18 @@
 """AI budgets and the usage ledger: reserve a call's upper bound before it is made, settle to
 what it cost after, release what a failed call never spent.
 
-The reservation raises the tenant's monthly AI spend (plans.quota, a conditional upsert that
-never passes the limit) in the transaction that writes the call's ledger row `reserved`, so
-however many workers reserve at once, the calls made can never spend past the budget — the
-leak of gateways that check before and count after. Settling corrects the month's counter by
-(real cost - reserved) in the billing period the reservation was made in.
+A reservation is one statement, committed on its own: it raises the tenant's monthly AI spend
+(plans.quota's conditional upsert, which never passes the limit) and writes the call's ledger
+row `reserved` only if the raise happened, so however many workers reserve at once, the calls
+made can never spend past the budget — the leak of gateways that check before and count after.
+Settling is one statement too: the ledger row gets the call's outcome and cost, and the month's
+counter is corrected by (cost - reserved) in the billing period the reservation was made in.
+
+Why one statement each: every call of a tenant updates the same counter row, and its lock is
+held until the transaction ends. In a transaction of several statements it would be held across
+the client's round trips (and its event loop's delays): the tenant's calls would queue behind
+each other. Committed by the server as the statement ends, it is held for the statement only.
+Both run outside the caller's transactions (db.session.autocommitted): between them, the call.
 """
 
 from __future__ import annotations
@@ -17,8 +24,10 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from socialflow.db.session import autocommitted
+from socialflow.db.tenant_schema import quote_schema
 from socialflow.lib.problems import Problem
 from socialflow.plans import quota
 from socialflow.plans.limits import Resource
@@ -26,27 +35,54 @@ from socialflow.plans.quota import QuotaTenant
 
 AI_SPEND = Resource.AI_SPEND_USD_PER_MONTH
 
-_INSERT = text("""
-INSERT INTO ai_usage (id, created_at, operation, model, key_source, reserved_usd,
-                      media_id, event_id, request_id)
-VALUES (:id, :created_at, :operation, :model, :key_source, :reserved, :media_id, :event_id,
-        :request_id)
-""")
-_SETTLE = text("""
-UPDATE ai_usage SET cost_usd = :cost, prompt_tokens = :prompt_tokens,
-       completion_tokens = :completion_tokens, latency_ms = :latency_ms, outcome = :outcome,
-       error_type = :error_type, settled_at = now()
-WHERE id = :id AND outcome = 'reserved'
-RETURNING reserved_usd, created_at
-""")
-# A call settled after its reservation was released (abandoned) is counted in full.
-_SETTLE_RELEASED = text("""
-UPDATE ai_usage SET cost_usd = :cost, prompt_tokens = :prompt_tokens,
-       completion_tokens = :completion_tokens, latency_ms = :latency_ms, outcome = :outcome,
-       error_type = :error_type, settled_at = now()
-WHERE id = :id
-RETURNING created_at
-""")
+_COLUMNS = (
+    "id, created_at, operation, model, key_source, reserved_usd, media_id, event_id, request_id"
+)
+_VALUES = (
+    ":id, :created_at, :operation, :model, :key_source, :reserved, :media_id, :event_id, "
+    ":request_id"
+)
+# The counter raised and, only if it was, the ledger row written: one statement.
+_RESERVE = """
+WITH raised AS ({raise_}),
+written AS (
+    INSERT INTO {schema}.ai_usage ({columns}) SELECT {values} FROM raised RETURNING id
+)
+SELECT used FROM raised
+"""
+_INSERT = "INSERT INTO {schema}.ai_usage ({columns}) VALUES ({values})"
+# The ledger row settled and the counter corrected by what the call cost more or less than
+# was reserved (all of it when the reservation was released meanwhile: a redelivery took the
+# call for lost and gave it back): one statement.
+_SETTLE = """
+WITH before AS (
+    SELECT id, outcome, reserved_usd FROM {schema}.ai_usage WHERE id = :id FOR UPDATE
+),
+settled AS (
+    UPDATE {schema}.ai_usage AS a SET cost_usd = :cost, prompt_tokens = :prompt_tokens,
+        completion_tokens = :completion_tokens, latency_ms = :latency_ms, outcome = :outcome,
+        error_type = :error_type, settled_at = now()
+    FROM before WHERE a.id = before.id
+    RETURNING CAST(:cost AS numeric)
+        - CASE WHEN before.outcome = 'reserved' THEN before.reserved_usd ELSE 0 END AS delta
+),
+adjusted AS (
+    INSERT INTO shared.tenant_usage AS u (tenant_id, resource, period_start, used)
+    SELECT :tenant, :resource, :period, greatest(delta, 0) FROM settled WHERE delta <> 0
+    ON CONFLICT (tenant_id, resource, period_start) DO UPDATE
+        SET used = greatest(u.used + (SELECT delta FROM settled), 0), updated_at = now()
+    RETURNING used
+)
+SELECT settled.delta, (SELECT used FROM adjusted) AS used FROM settled
+"""
+
+
+def _in(schema: str, statement: str) -> str:
+    return statement.format(
+        schema=quote_schema(schema), columns=_COLUMNS, values=_VALUES, raise_=quota.RAISE
+    )
+
+
 _ABANDON = text("""
 UPDATE ai_usage SET outcome = 'abandoned', settled_at = now()
 WHERE outcome = 'reserved' AND (event_id = :event_id OR created_at < :stale_before)
@@ -59,10 +95,21 @@ WHERE event_id = :event_id AND operation = :operation GROUP BY outcome
 
 
 @dataclass(frozen=True)
+class Allowance:
+    """What a call reserves against, read in a transaction before: the month's AI budget
+    (None: unlimited) and the billing period its spend counts in."""
+
+    limit: Decimal | None
+    period_start: datetime
+    period_end: datetime
+
+
+@dataclass(frozen=True)
 class Reservation:
     id: uuid.UUID
     amount: Decimal
     reserved_at: datetime
+    period_start: datetime
 
 
 @dataclass(frozen=True)
@@ -85,9 +132,20 @@ class BudgetExceeded(Exception):
         self.problem = problem
 
 
+async def allowance(
+    session: AsyncSession, tenant: QuotaTenant, *, now: datetime | None = None
+) -> Allowance:
+    """The tenant's AI budget now, in the caller's transaction (a new billing period is pinned
+    here, before anything counts in it)."""
+    entitlements = await quota.entitlements_for(session, tenant)
+    start, end = await quota.current_period(session, tenant, entitlements, now, pin=True)
+    return Allowance(entitlements.limits.limit(AI_SPEND), start, end)
+
+
 async def reserve_call(
-    session: AsyncSession,
+    engine: AsyncEngine,
     tenant: QuotaTenant,
+    allowance: Allowance,
     *,
     operation: str,
     model: str,
@@ -97,19 +155,12 @@ async def reserve_call(
     event_id: uuid.UUID | None = None,
     request_id: str | None = None,
 ) -> Reservation:
-    """Reserve `amount` of the tenant's AI budget for one call and write its ledger row, in the
-    caller's transaction (the session is in the tenant's schema). BudgetExceeded when it does
-    not fit: nothing is reserved or written then (a savepoint is rolled back)."""
+    """Reserve `amount` of the tenant's AI budget for one call and write its ledger row, in a
+    statement of its own (never inside a unit of work). BudgetExceeded when it does not fit:
+    nothing is reserved or written then. The 80 % warning and the month's one `exceeded` event
+    are recorded after, each in a transaction of its own."""
     now = datetime.now(UTC)
-    if amount > 0:
-        try:
-            async with session.begin_nested():
-                await quota.reserve(session, tenant, AI_SPEND, amount, now=now)
-        except Problem as refused:
-            if refused.kind != "quota-exceeded":
-                raise
-            raise BudgetExceeded(refused) from None
-    reservation = Reservation(uuid.uuid4(), amount, now)
+    reservation = Reservation(uuid.uuid4(), amount, now, allowance.period_start)
     params = {
         "id": reservation.id,
         "created_at": now,
@@ -121,14 +172,41 @@ async def reserve_call(
         "event_id": event_id,
         "request_id": request_id,
     }
-    await session.execute(_INSERT, params)
+    if amount <= 0:
+        await autocommitted(engine, text(_in(tenant.schema_name, _INSERT)), params)
+        return reservation
+    counter = {
+        "tenant": tenant.id,
+        "resource": AI_SPEND.value,
+        "period": allowance.period_start,
+        "amount": amount,
+        "limit": allowance.limit,
+    }
+    raised = None
+    if allowance.limit is None or amount <= allowance.limit:
+        statement = text(_in(tenant.schema_name, _RESERVE))
+        raised = await autocommitted(engine, statement, params | counter)
+    if not raised:
+        used = await _used(engine, tenant, allowance)
+        spent = quota.Quota(AI_SPEND, allowance.limit, used, allowance.period_end)
+        problem = await quota.noted_refusal(engine, tenant, spent, allowance.period_start, amount)
+        raise BudgetExceeded(problem)
+    after = quota.Quota(AI_SPEND, allowance.limit, Decimal(raised[0].used), allowance.period_end)
+    await quota.noted_use(engine, tenant, after, amount, allowance.period_start)
     return reservation
 
 
+async def _used(engine: AsyncEngine, tenant: QuotaTenant, allowance: Allowance) -> Decimal:
+    params = {"tenant": tenant.id, "resource": AI_SPEND.value, "period": allowance.period_start}
+    rows = await autocommitted(engine, quota.USED_SQL, params)
+    return Decimal(rows[0].used) if rows else Decimal(0)
+
+
 async def settle(
-    session: AsyncSession, tenant: QuotaTenant, reservation: Reservation, result: Settlement
+    engine: AsyncEngine, tenant: QuotaTenant, reservation: Reservation, result: Settlement
 ) -> None:
-    """Record what the call cost and correct the month's spend by (cost - reserved)."""
+    """Record what the call cost and correct the month's spend by (cost - reserved), in a
+    statement of its own (never inside a unit of work)."""
     params = {
         "id": reservation.id,
         "cost": result.cost,
@@ -137,16 +215,18 @@ async def settle(
         "latency_ms": result.latency_ms,
         "outcome": result.outcome,
         "error_type": result.error_type,
+        "tenant": tenant.id,
+        "resource": AI_SPEND.value,
+        "period": reservation.period_start,
     }
-    row = (await session.execute(_SETTLE, params)).first()
-    if row is not None:
-        delta = result.cost - Decimal(row.reserved_usd)
-        at = row.created_at
-    else:  # released meanwhile (a redelivery took it for a lost call): count it all
-        at = (await session.execute(_SETTLE_RELEASED, params)).scalar_one()
-        delta = result.cost
-    if delta != 0:
-        await quota.adjust(session, tenant, AI_SPEND, delta, now=at)
+    rows = await autocommitted(engine, text(_in(tenant.schema_name, _SETTLE)), params)
+    if not rows or rows[0].used is None or rows[0].delta <= 0:
+        return
+    # The call cost more than was reserved (a provider counting otherwise): rare, noted.
+    async with AsyncSession(engine) as session:
+        entitlements = await quota.entitlements_for(session, tenant)
+    after = quota.Quota(AI_SPEND, entitlements.limits.limit(AI_SPEND), Decimal(rows[0].used))
+    await quota.noted_use(engine, tenant, after, Decimal(rows[0].delta), reservation.period_start)
 
 
 async def release_abandoned(

@@ -112,34 +112,55 @@ async def rate_wait(resources: Resources, tenant: TenantKey, operation: str) -> 
     return Retry(delay) if delay else None
 
 
-async def reserve(
+@dataclass(frozen=True)
+class Spend:
+    """What a call will reserve of the tenant's budget, and against what (step 1's result)."""
+
+    operation: str
+    credentials: ProviderCredentials
+    model: str
+    amount: Decimal
+    media_id: uuid.UUID | None
+    allowance: ledger.Allowance
+
+
+async def spend(  # noqa: PLR0917 - the call's context, each distinct
     session: AsyncSession,
     resources: Resources,
     tenant: TenantKey,
     event: Event,
-    *,
     operation: str,
     credentials: ProviderCredentials,
     model: str,
     amount: Decimal,
     media_id: uuid.UUID | None,
-) -> ledger.Reservation | NoCall:
-    """Give back what a lost delivery of this event reserved, then reserve this call's bound."""
+) -> Spend:
+    """In step 1's transaction: give back what a lost delivery of this event reserved, and read
+    the budget this call's `amount` will be reserved against once the transaction is over."""
     await ledger.release_abandoned(
         session,
         tenant,
         event_id=event.event_id,
         stale_after_s=resources.settings.ai_reservation_ttl_s,
     )
+    allowance = await ledger.allowance(session, tenant)
+    return Spend(operation, credentials, model, amount, media_id, allowance)
+
+
+async def reserve(
+    resources: Resources, tenant: TenantKey, event: Event, spend: Spend
+) -> ledger.Reservation | NoCall:
+    """Reserve the call's bound, outside any transaction (ai.ledger says why)."""
     try:
         return await ledger.reserve_call(
-            session,
+            resources.engine,
             tenant,
-            operation=operation,
-            model=model,
-            key_source="byok" if credentials.source == "tenant" else "platform",
-            amount=amount,
-            media_id=media_id,
+            spend.allowance,
+            operation=spend.operation,
+            model=spend.model,
+            key_source="byok" if spend.credentials.source == "tenant" else "platform",
+            amount=spend.amount,
+            media_id=spend.media_id,
             event_id=event.event_id,
             request_id=str(event.headers.get("request_id") or event.event_id)[:64],
         )

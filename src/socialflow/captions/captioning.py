@@ -1,12 +1,14 @@
 """Captioning one media item: a vision call through litellm with the tenant's credentials, in
 three steps so no transaction is held while the provider thinks:
 
-1. (transaction) the item, the tenant's settings and key; the rate limit; the budget's
-   reservation of the call's upper bound and its ledger row; the item's state `pending`;
-2. (no transaction) the call, with the item's 640 px JPEG as a data URL (never a URL: the
-   provider cannot fetch ours, and a signed one must not leave the platform);
-3. (transaction) the reservation settled to the reported cost, the caption (or the state that
-   says why there is none) on the item with `media.captioned`, the event recorded processed.
+1. (transaction) the item, the tenant's settings and key; the rate limit; the budget the call
+   will reserve against; the item's state `pending`;
+2. (no transaction) the budget's reservation of the call's upper bound with its ledger row (one
+   statement: ai.ledger); the call, with the item's 640 px JPEG as a data URL (never a URL:
+   the provider cannot fetch ours, and a signed one must not leave the platform); the
+   reservation settled to the reported cost (one statement);
+3. (transaction) the caption (or the state that says why there is none) on the item with
+   `media.captioned`, the event recorded processed.
 
 Retries (the provider's 429 / 5xx / timeouts, the tenant's rate limit, one malformed answer)
 end step 3 without recording the event: the message comes back after the delay and its
@@ -79,7 +81,7 @@ class Plan:
     facts: ModelFacts
     prompt: CaptionPrompt
     structured: bool
-    reservation: ledger.Reservation
+    spend: calling.Spend
 
 
 @dataclass(frozen=True)
@@ -105,9 +107,26 @@ async def caption_item(steps: EventSteps, event: Event, resources: Resources) ->
         prepared = await _prepare(session, steps, event, resources)
     if not isinstance(prepared, Plan):
         return prepared
+    reservation = await calling.reserve(resources, prepared.tenant, event, prepared.spend)
+    if isinstance(reservation, NoCall):
+        async with steps.transaction() as session:
+            await _not_reserved(session, steps, plan=prepared, why=reservation)
+        return None
     answer = await _call(prepared, resources)
+    settlement = _settlement(prepared, reservation, answer)
+    await ledger.settle(resources.engine, prepared.tenant, reservation, settlement)
     async with steps.transaction() as session:
         return await _finish(session, steps, event, resources, plan=prepared, answer=answer)
+
+
+async def _not_reserved(
+    session: AsyncSession, steps: EventSteps, *, plan: Plan, why: NoCall
+) -> None:
+    item = await session.get(MediaItem, plan.media_id, with_for_update=True)
+    if item is None or item.deleted_at is not None or item.caption_state == "edited":
+        await steps.complete(session)
+        return
+    await _no_call(session, steps, tenant=plan.tenant, item=item, why=why, model=plan.model)
 
 
 async def _prepare(
@@ -165,19 +184,9 @@ async def _plan(
     max_tokens = resources.settings.ai_caption_max_tokens
     text_bytes = prompt.text_length(item.title, list(item.tags or []))
     bound = facts.cost(text_bytes + IMAGE_TOKENS_BOUND, max_tokens)
-    reservation = await calling.reserve(
-        session,
-        resources,
-        tenant,
-        event,
-        operation=OPERATION,
-        credentials=credentials,
-        model=facts.name,
-        amount=bound,
-        media_id=item.id,
+    spend = await calling.spend(
+        session, resources, tenant, event, OPERATION, credentials, facts.name, bound, item.id
     )
-    if isinstance(reservation, NoCall):
-        return reservation
     return Plan(
         tenant=tenant,
         media_id=item.id,
@@ -190,7 +199,7 @@ async def _plan(
         facts=facts,
         prompt=prompt,
         structured=_supports_schema(facts),
-        reservation=reservation,
+        spend=spend,
     )
 
 
@@ -274,7 +283,6 @@ async def _finish(
     plan: Plan,
     answer: Answer,
 ) -> Retry | None:
-    await ledger.settle(session, plan.tenant, plan.reservation, _settlement(plan, answer))
     item = await session.get(MediaItem, plan.media_id, with_for_update=True)
     if item is None or item.deleted_at is not None or item.caption_state == "edited":
         await steps.complete(session)  # gone, or edited by hand during the call: theirs stands
@@ -337,7 +345,7 @@ async def _judge(  # noqa: PLR0911 - one return per kind of answer
     return answer.caption
 
 
-def _settlement(plan: Plan, answer: Answer) -> ledger.Settlement:
+def _settlement(plan: Plan, reservation: ledger.Reservation, answer: Answer) -> ledger.Settlement:
     if answer.failure is not None:
         return answer.failure.settlement(answer.latency_ms)
     if answer.unreadable is not None:
@@ -346,7 +354,7 @@ def _settlement(plan: Plan, answer: Answer) -> ledger.Settlement:
         cost = plan.facts.cost(answer.prompt_tokens, answer.completion_tokens)
         error_type = None
     else:  # no usage in the answer: what was reserved is what it may have cost
-        cost, error_type = plan.reservation.amount, "usage_missing"
+        cost, error_type = reservation.amount, "usage_missing"
     outcome = "ok"
     if answer.malformed is not None:
         outcome = "malformed"

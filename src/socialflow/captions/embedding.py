@@ -99,7 +99,7 @@ class Batch:
     items: list[tuple[uuid.UUID, str]]
     credentials: ProviderCredentials
     facts: ModelFacts
-    reservation: ledger.Reservation
+    spend: calling.Spend
 
 
 @dataclass(frozen=True)
@@ -146,12 +146,17 @@ async def embed_item(  # noqa: PLR0911 - one return per reason not to call
             return None
         if isinstance(batch, Retry):
             return batch
-    answer = await _call(batch, resources)
+    reservation = await _reserve(steps, event, resources, batch, backfill=False)
+    if reservation is None:
+        return None
+    answer = await _settled_call(batch, reservation, resources)
     async with steps.transaction() as session:
         return await _store(session, steps, event, resources, batch=batch, answer=answer)
 
 
-async def reembed(steps: EventSteps, event: Event, resources: Resources) -> Retry | None:
+async def reembed(  # noqa: PLR0911 - one return per way a slice ends
+    steps: EventSteps, event: Event, resources: Resources
+) -> Retry | None:
     """The backfill after a model change: batches of pending items until none is left (or the
     model changed again), handing the thread back every BACKFILL_SLICE_S."""
     generation = int(event.payload["generation"])
@@ -178,10 +183,13 @@ async def reembed(steps: EventSteps, event: Event, resources: Resources) -> Retr
             batch = await _batch(session, event, resources, tenant, settings, texts)
             if isinstance(batch, Retry):
                 return batch
-            if isinstance(batch, NoCall):  # no key, no budget: what is left waits for a change
+            if isinstance(batch, NoCall):  # no key: what is left waits for a change
                 await _mark(session, steps, tenant, [i for i, _ in texts], batch, all_pending=True)
                 return None
-        answer = await _call(batch, resources)
+        reservation = await _reserve(steps, event, resources, batch, backfill=True)
+        if reservation is None:
+            return None
+        answer = await _settled_call(batch, reservation, resources)
         async with steps.transaction() as session:
             retry = await _store(
                 session, steps, event, resources, batch=batch, answer=answer, backfill=True
@@ -209,20 +217,36 @@ async def _batch(  # noqa: PLR0917 - the call's context, each distinct
     if wait is not None:
         return wait
     bound = facts.cost(sum(text_tokens_bound(t) for _, t in items), 0)
-    reservation = await calling.reserve(
-        session,
-        resources,
-        tenant,
-        event,
-        operation=OPERATION,
-        credentials=credentials,
-        model=facts.name,
-        amount=bound,
-        media_id=items[0][0] if len(items) == 1 else None,
+    media_id = items[0][0] if len(items) == 1 else None
+    spend = await calling.spend(
+        session, resources, tenant, event, OPERATION, credentials, facts.name, bound, media_id
     )
-    if isinstance(reservation, NoCall):
+    return Batch(tenant, settings, items, credentials, facts, spend)
+
+
+async def _reserve(
+    steps: EventSteps, event: Event, resources: Resources, batch: Batch, *, backfill: bool
+) -> ledger.Reservation | None:
+    """The batch's reservation; None when the budget refused it (its items then say so: a
+    backfill's every pending item, as it cannot go on until the budget allows)."""
+    reservation = await calling.reserve(resources, batch.tenant, event, batch.spend)
+    if not isinstance(reservation, NoCall):
         return reservation
-    return Batch(tenant, settings, items, credentials, facts, reservation)
+    async with steps.transaction() as session:
+        ids = [i for i, _ in batch.items]
+        await _mark(session, steps, batch.tenant, ids, reservation, all_pending=backfill)
+    return None
+
+
+async def _settled_call(
+    batch: Batch, reservation: ledger.Reservation, resources: Resources
+) -> Vectors:
+    """The call, and its reservation settled to what it cost (before the vectors are stored:
+    a failure storing them leaves the spend counted right)."""
+    answer = await _call(batch, resources)
+    settlement = _settlement(reservation, batch, answer)
+    await ledger.settle(resources.engine, batch.tenant, reservation, settlement)
+    return answer
 
 
 async def _call(batch: Batch, resources: Resources) -> Vectors:
@@ -289,7 +313,6 @@ async def _store(  # noqa: PLR0912 - one branch per kind of answer
     answer: Vectors,
     backfill: bool = False,
 ) -> Retry | None:
-    await ledger.settle(session, batch.tenant, batch.reservation, _settlement(batch, answer))
     ids = [i for i, _ in batch.items]
     failure = answer.failure
     if failure is not None:
@@ -350,13 +373,15 @@ async def _store(  # noqa: PLR0912 - one branch per kind of answer
     return None
 
 
-def _settlement(batch: Batch, answer: Vectors) -> ledger.Settlement:
+def _settlement(
+    reservation: ledger.Reservation, batch: Batch, answer: Vectors
+) -> ledger.Settlement:
     if answer.failure is not None:
         return answer.failure.settlement(answer.latency_ms)
     if answer.usage_reported:
         cost, error_type = batch.facts.cost(answer.prompt_tokens, 0), None
     else:
-        cost, error_type = batch.reservation.amount, "usage_missing"
+        cost, error_type = reservation.amount, "usage_missing"
     return ledger.Settlement(
         "ok",
         cost=cost,

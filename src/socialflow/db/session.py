@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -12,8 +12,10 @@ from litestar.datastructures import State
 from litestar.enums import ScopeType
 from litestar.middleware import MiddlewareProtocol
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import Row
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import Executable
 from sqlalchemy.util import greenlet_spawn
 
 from socialflow.db.engine import explicit_begin
@@ -82,6 +84,18 @@ async def unit_of_work(factory: async_sessionmaker[AsyncSession]) -> AsyncIterat
             callbacks = _finished(session, committed=True)
     finally:
         await _run_after_commit(callbacks)
+
+
+async def autocommitted(
+    engine: AsyncEngine, statement: Executable, params: Mapping[str, Any]
+) -> Sequence[Row[Any]]:
+    """Run one statement as a transaction of its own, committed by the server as it ends; its
+    rows. For a row many workers update at once (a tenant's spend counter): its lock is held
+    for the statement only, never across the client's next round trip. Never call it inside a
+    unit of work (a second connection held while the first waits could starve the pool)."""
+    async with engine.connect() as connection:
+        autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
+        return (await autocommit.execute(statement, dict(params))).all()
 
 
 class RequestUnitOfWork:

@@ -60,14 +60,18 @@ USED_SQL = text(
 )
 # Raise the period's counter by :amount unless that passes :limit (NULL: no limit); nothing
 # is returned when it would. A new row needs no check: :amount <= :limit was checked first.
-RESERVE_SQL = text("""
+# Also the first part of statements that write what the raise pays for in the same statement
+# (ai.ledger's reservation): one statement, one transaction, the row's lock never held across
+# a round trip of the client.
+RAISE = """
 INSERT INTO shared.tenant_usage AS u (tenant_id, resource, period_start, used)
 VALUES (:tenant, :resource, :period, :amount)
 ON CONFLICT (tenant_id, resource, period_start) DO UPDATE
     SET used = u.used + EXCLUDED.used, updated_at = now()
     WHERE CAST(:limit AS numeric) IS NULL OR u.used + EXCLUDED.used <= CAST(:limit AS numeric)
 RETURNING used
-""")
+"""
+RESERVE_SQL = text(RAISE)
 ADJUST_SQL = text("""
 INSERT INTO shared.tenant_usage AS u (tenant_id, resource, period_start, used)
 VALUES (:tenant, :resource, :period, greatest(CAST(:amount AS numeric), 0))
@@ -394,6 +398,34 @@ def _event_fields(quota: Quota) -> dict[str, Any]:
         "used": float(quota.used),
         "resets_at": quota.resets_at.isoformat() if quota.resets_at else None,
     }
+
+
+async def noted_use(
+    engine: AsyncEngine,
+    tenant: QuotaTenant,
+    after: Quota,
+    amount: Decimal | int,
+    period: datetime,
+) -> None:
+    """After a use counted by a statement of its own (no transaction of the caller's): the
+    warning if it crossed the threshold, `quota.exceeded` if it went past the limit (a cost
+    known only afterwards), each in a transaction of its own."""
+    if after.limit is None or after.limit == 0:
+        return
+    if amount > 0 and after.used - amount < after.limit * WARNING_RATIO <= after.used:
+        async with AsyncSession(engine) as session, session.begin():
+            await _warn_on_crossing(session, tenant, after, amount)
+    if amount > 0 and after.over_limit:
+        await _notice_exceeded(engine, tenant, after, period)
+
+
+async def noted_refusal(
+    engine: AsyncEngine, tenant: QuotaTenant, quota: Quota, period: datetime, amount: Decimal
+) -> Problem:
+    """After a use refused by a statement of its own: `quota.exceeded` noted (once per tenant,
+    resource and period), and the problem to answer."""
+    await _notice_exceeded(engine, tenant, quota, period)
+    return quota_exceeded(quota, amount)
 
 
 async def _warn_on_crossing(

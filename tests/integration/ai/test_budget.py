@@ -10,6 +10,7 @@ from typing import Any
 
 import psycopg
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from socialflow.access.directory import TenantDirectory, TenantRef
 from socialflow.ai import ledger
@@ -29,21 +30,27 @@ async def _tenant(platform: Platform, slug: str) -> TenantRef:
     return tenant
 
 
+def _engine(platform: Platform) -> AsyncEngine:
+    engine: AsyncEngine = platform.factory.kw["bind"]
+    return engine
+
+
 async def _reserve(
     platform: Platform, tenant: TenantRef, amount: Decimal, **kw: Any
 ) -> ledger.Reservation | None:
+    async with unit_of_work(platform.factory) as session:
+        allowance = await ledger.allowance(session, tenant)
     try:
-        async with unit_of_work(platform.factory) as session:
-            await _enter(session, tenant)
-            return await ledger.reserve_call(
-                session,
-                tenant,
-                operation="caption",
-                model="openai/gpt-4o-mini",
-                key_source="byok",
-                amount=amount,
-                **kw,
-            )
+        return await ledger.reserve_call(
+            _engine(platform),
+            tenant,
+            allowance,
+            operation="caption",
+            model="openai/gpt-4o-mini",
+            key_source="byok",
+            amount=amount,
+            **kw,
+        )
     except ledger.BudgetExceeded:
         return None
 
@@ -96,15 +103,14 @@ async def test_settling_charges_the_real_cost_and_releasing_gives_everything_bac
     assert paid is not None
     assert failed is not None
     assert await _spent(platform, tenant) == Decimal("0.2")
-    async with unit_of_work(platform.factory) as session:
-        await _enter(session, tenant)
-        await ledger.settle(
-            session,
-            tenant,
-            paid,
-            ledger.Settlement("ok", cost=Decimal("0.003"), prompt_tokens=900, completion_tokens=80),
-        )
-        await ledger.settle(session, tenant, failed, ledger.Settlement("failed"))
+    engine = _engine(platform)
+    await ledger.settle(
+        engine,
+        tenant,
+        paid,
+        ledger.Settlement("ok", cost=Decimal("0.003"), prompt_tokens=900, completion_tokens=80),
+    )
+    await ledger.settle(engine, tenant, failed, ledger.Settlement("failed"))
     assert await _spent(platform, tenant) == Decimal("0.003")
     assert sorted((r[0], r[2]) for r in _ledger(pg, tenant)) == [
         ("failed", Decimal(0)),
@@ -128,7 +134,26 @@ async def test_a_redelivery_gives_back_what_the_lost_delivery_reserved(
     assert released == 1
     assert await _spent(platform, tenant) == Decimal(0)
     # The lost call answers after all: its cost is counted in full.
-    async with unit_of_work(platform.factory) as session:
-        await _enter(session, tenant)
-        await ledger.settle(session, tenant, lost, ledger.Settlement("ok", cost=Decimal("0.02")))
+    await ledger.settle(
+        _engine(platform), tenant, lost, ledger.Settlement("ok", cost=Decimal("0.02"))
+    )
     assert await _spent(platform, tenant) == Decimal("0.02")
+
+
+async def test_a_call_that_cost_more_than_reserved_is_counted_in_full_and_warns_once(
+    platform: Platform, world: World, pg: psycopg.Connection[Any]
+) -> None:
+    await platform.entitle(world.operator, world.tenant_a, ai_spend_usd_per_month=1.0)
+    tenant = await _tenant(platform, world.tenant_a)
+    small = await _reserve(platform, tenant, DIME)
+    assert small is not None
+    await ledger.settle(
+        _engine(platform), tenant, small, ledger.Settlement("ok", cost=Decimal("0.85"))
+    )
+    assert await _spent(platform, tenant) == Decimal("0.85")
+    assert [r[0] for r in _ledger(pg, tenant)] == ["ok"]
+    events = pg.execute(
+        "SELECT event_type FROM shared.outbox WHERE tenant = %s AND event_type LIKE 'ai.budget.%%'",
+        (world.tenant_a,),
+    ).fetchall()
+    assert [e[0] for e in events] == ["ai.budget.warning"]
