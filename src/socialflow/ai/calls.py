@@ -9,8 +9,11 @@ kind is silently replaced by litellm's own, unguarded one, so paths that would t
 
 from __future__ import annotations
 
+import asyncio
 import time
 import warnings
+import weakref
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -21,7 +24,7 @@ import structlog
 
 from socialflow.ai.credentials import ProviderCredentials
 from socialflow.ai.providers import Provider, litellm_model
-from socialflow.lib.outbound import OutboundError, Resolver
+from socialflow.lib.outbound import OutboundError, OutboundPolicy, Resolver
 from socialflow.lib.outbound_http import guarded_client, guarded_transport
 from socialflow.settings import Settings
 
@@ -170,8 +173,8 @@ async def litellm_client(
     if credentials.source != "tenant":
         yield None
         return
-    transport = guarded_transport(settings, resolver=resolver)
-    async with guarded_client(settings, transport=transport) as http:
+    origin = credentials.base_url or f"provider:{credentials.provider}"  # its default endpoint
+    async with _guarded_http(settings, origin, resolver) as (http, transport):
         # The SDK is typed for httpx2 and accepts an httpx client as well (as litellm passes).
         sdk_http: Any = http
         if credentials.provider in _OPENAI_SDK:
@@ -198,6 +201,51 @@ async def litellm_client(
             )
             handler.client = http
             yield handler
+
+
+# Connections to a provider's origin are kept and reused by the calls of every tenant that has
+# it (connections carry no credentials: each request has its key), per event loop: a new TCP
+# and TLS handshake per call cost more CPU than the call's own work. Bounded, least recently
+# used origins closed first.
+_SHARED: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop,
+    OrderedDict[tuple[str, OutboundPolicy], tuple[httpx.AsyncClient, Any]],
+] = weakref.WeakKeyDictionary()
+SHARED_ORIGINS = 64
+# As many connections to one origin as a worker has calls in flight (WORKER_AI_THREADS).
+_AI_LIMITS = httpx.Limits(max_connections=256, max_keepalive_connections=64, keepalive_expiry=30)
+
+
+@asynccontextmanager
+async def _guarded_http(
+    settings: Settings, origin: str, resolver: Resolver | None
+) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
+    """A guarded client (and its transport) for a call to `origin` (a base URL, or the
+    provider's default endpoint): the loop's shared one; one of its own when the call brings
+    its own resolver (tests)."""
+    if resolver is not None:
+        transport = guarded_transport(settings, resolver=resolver)
+        async with guarded_client(settings, transport=transport) as http:
+            yield http, transport
+        return
+    # A connection made under one policy is never used under another (settings differ).
+    key = (origin, OutboundPolicy.from_settings(settings))
+    shared = _SHARED.setdefault(asyncio.get_running_loop(), OrderedDict())
+    found = shared.get(key)
+    if found is None or found[0].is_closed:
+        transport = guarded_transport(settings, limits=_AI_LIMITS)
+        found = (guarded_client(settings, transport=transport), transport)
+        shared[key] = found
+        while len(shared) > SHARED_ORIGINS:
+            _, (oldest, _) = shared.popitem(last=False)
+            closing = asyncio.ensure_future(oldest.aclose())
+            _closing.add(closing)
+            closing.add_done_callback(_closing.discard)
+    shared.move_to_end(key)
+    yield found
+
+
+_closing: set[asyncio.Future[None]] = set()
 
 
 def _azure_default_version() -> str:

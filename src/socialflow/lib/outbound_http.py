@@ -212,14 +212,16 @@ def guarded_transport(
     max_redirects: int | None = None,
     max_response_bytes: int | None = None,
     ssl_context: ssl.SSLContext | None = None,
+    limits: httpx.Limits = _LIMITS,
 ) -> GuardedTransport:
-    """The guarded transport alone, for libraries that build their own httpx client around one."""
+    """The guarded transport alone, for libraries that build their own httpx client around one;
+    `limits` sizes its connection pool."""
     policy = OutboundPolicy.from_settings(settings)
     if max_redirects is not None:
         policy = replace(policy, max_redirects=max_redirects)
     if max_response_bytes is not None:
         policy = replace(policy, max_response_bytes=max_response_bytes)
-    return GuardedTransport(policy, resolver=resolver, ssl_context=ssl_context)
+    return GuardedTransport(policy, resolver=resolver, ssl_context=ssl_context, limits=limits)
 
 
 def guarded_client(

@@ -156,6 +156,8 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
+    # Keep-alive, as the providers' APIs: a client may send many calls over one connection.
+    protocol_version = "HTTP/1.1"
 
     def log_message(self, format: str, *args: object) -> None:
         pass
@@ -246,7 +248,9 @@ class _Handler(BaseHTTPRequestHandler):
         # bytes as they arrive can stop it.
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
+        self.send_header("Connection", "close")
         self.end_headers()
+        self.close_connection = True
         chunk = b" " * 65536
         try:
             self.wfile.write(b'{"padding": "')
@@ -260,7 +264,9 @@ class _Handler(BaseHTTPRequestHandler):
         # Every read finishes well within a read timeout; the whole answer never does.
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
+        self.send_header("Connection", "close")
         self.end_headers()
+        self.close_connection = True
         try:
             for _ in range(50):
                 self.wfile.write(b" ")

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from socialflow.ai.calls import acompletion
 from socialflow.ai.credentials import ProviderCredentials
 from socialflow.ai.key_check import try_credentials
 from socialflow.ai.providers import Provider
@@ -317,3 +318,21 @@ async def test_tls_is_verified_for_the_hostname_while_connecting_to_the_pinned_a
         # The same server by address: its certificate does not name it, so no connection.
         with pytest.raises(httpx.ConnectError):
             await client.get(f"https://127.0.0.1:{port}/")
+
+
+async def test_calls_to_one_provider_reuse_a_guarded_connection_never_across_policies(
+    settings: Settings, provider: FakeProvider
+) -> None:
+    credentials = ProviderCredentials(Provider.OPENAI, GOOD_KEY, "tenant", provider.base_url)
+    allowed = _allowing(settings, f"{provider.host}/32")
+    messages = [{"role": "user", "content": "hello"}]
+    for _ in range(3):
+        await acompletion(credentials, allowed, model="gpt-4o-mini", messages=messages, timeout_s=5)
+    assert len(provider.calls) == 3
+    assert len(provider.connections) == 1  # one TCP (and, on https, TLS) handshake for three
+    # Settings that allow nothing private: the kept connection is not theirs to use.
+    with pytest.raises(Exception, match="tenants may not reach"):  # litellm wraps the refusal
+        await acompletion(
+            credentials, _allowing(settings), model="gpt-4o-mini", messages=messages, timeout_s=5
+        )
+    assert len(provider.calls) == 3
