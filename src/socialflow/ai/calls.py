@@ -205,24 +205,26 @@ async def litellm_client(
 
 # Connections to a provider's origin are kept and reused by the calls of every tenant that has
 # it (connections carry no credentials: each request has its key), per event loop: a new TCP
-# and TLS handshake per call cost more CPU than the call's own work. Bounded, least recently
-# used origins closed first.
-_SHARED: weakref.WeakKeyDictionary[
+# and TLS handshake per call cost more CPU than the call's own work. Each kept client holds one
+# connection and serves one call at a time (checked out, then back to its origin's idle list):
+# one httpx pool shared by many concurrent calls costs more CPU in its bookkeeping than the
+# handshakes it saves. Bounded per origin and in origins (least recently used closed first).
+_IDLE: weakref.WeakKeyDictionary[
     asyncio.AbstractEventLoop,
-    OrderedDict[tuple[str, OutboundPolicy], tuple[httpx.AsyncClient, Any]],
+    OrderedDict[tuple[str, OutboundPolicy], list[tuple[httpx.AsyncClient, Any]]],
 ] = weakref.WeakKeyDictionary()
 SHARED_ORIGINS = 64
-# As many connections to one origin as a worker has calls in flight (WORKER_AI_THREADS).
-_AI_LIMITS = httpx.Limits(max_connections=256, max_keepalive_connections=64, keepalive_expiry=30)
+IDLE_PER_ORIGIN = 64
+_ONE_CONNECTION = httpx.Limits(max_connections=1, max_keepalive_connections=1, keepalive_expiry=30)
 
 
 @asynccontextmanager
 async def _guarded_http(
     settings: Settings, origin: str, resolver: Resolver | None
 ) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
-    """A guarded client (and its transport) for a call to `origin` (a base URL, or the
-    provider's default endpoint): the loop's shared one; one of its own when the call brings
-    its own resolver (tests)."""
+    """A guarded client (and its transport) for one call to `origin` (a base URL, or the
+    provider's default endpoint): an idle kept one, else a new one kept after the call; one
+    of its own, closed after, when the call brings its own resolver (tests)."""
     if resolver is not None:
         transport = guarded_transport(settings, resolver=resolver)
         async with guarded_client(settings, transport=transport) as http:
@@ -230,22 +232,38 @@ async def _guarded_http(
         return
     # A connection made under one policy is never used under another (settings differ).
     key = (origin, OutboundPolicy.from_settings(settings))
-    shared = _SHARED.setdefault(asyncio.get_running_loop(), OrderedDict())
-    found = shared.get(key)
-    if found is None or found[0].is_closed:
-        transport = guarded_transport(settings, limits=_AI_LIMITS)
+    origins = _IDLE.setdefault(asyncio.get_running_loop(), OrderedDict())
+    idle = origins.setdefault(key, [])
+    origins.move_to_end(key)
+    while len(origins) > SHARED_ORIGINS:
+        _, dropped = origins.popitem(last=False)
+        for client, _ in dropped:
+            _close_later(client)
+    found = None
+    while idle and found is None:
+        candidate = idle.pop()
+        found = None if candidate[0].is_closed else candidate
+    if found is None:
+        transport = guarded_transport(settings, limits=_ONE_CONNECTION)
         found = (guarded_client(settings, transport=transport), transport)
-        shared[key] = found
-        while len(shared) > SHARED_ORIGINS:
-            _, (oldest, _) = shared.popitem(last=False)
-            closing = asyncio.ensure_future(oldest.aclose())
-            _closing.add(closing)
-            closing.add_done_callback(_closing.discard)
-    shared.move_to_end(key)
-    yield found
+    try:
+        yield found
+    except BaseException:
+        _close_later(found[0])  # its connection may be mid-answer
+        raise
+    if len(idle) < IDLE_PER_ORIGIN and not found[0].is_closed:
+        idle.append(found)
+    else:
+        _close_later(found[0])
 
 
 _closing: set[asyncio.Future[None]] = set()
+
+
+def _close_later(client: httpx.AsyncClient) -> None:
+    closing = asyncio.ensure_future(client.aclose())
+    _closing.add(closing)
+    closing.add_done_callback(_closing.discard)
 
 
 def _azure_default_version() -> str:
