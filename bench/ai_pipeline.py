@@ -243,7 +243,8 @@ def main() -> None:
         {
             "provider": f"OpenAI-compatible on loopback, every answer after "
             f"{PROVIDER_LATENCY_S * 1000:.0f} ms; BYOK key, guarded outbound client",
-            "worker": "1 process `socialflow worker --queues ai`, WORKER_AI_THREADS (64)",
+            "worker": "1 process `socialflow worker --queues ai`, WORKER_AI_THREADS (64), "
+            "WORKER_STEP_CONCURRENCY (4)",
             "captions": f"{outcome['_captions']} POST …/captions by {CLIENT_THREADS} client "
             f"threads ({outcome['_asked_s']} s to send), after {WARM_UP} warm-up captions",
             "calls": f"{outcome['_calls']} provider calls (captions and their embeddings)",

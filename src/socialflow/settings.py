@@ -191,6 +191,11 @@ class Settings(BaseSettings):
     worker_ai_threads: int = Field(
         default=64, ge=1, description="threads of `socialflow worker --queues ai`: calls in flight"
     )
+    worker_step_concurrency: int = Field(
+        default=4,
+        ge=1,
+        description="step transactions of stepwise actors (AI) a worker process runs at once",
+    )
     relay_batch_size: int = Field(default=500, ge=1, le=10_000)
     relay_poll_interval_s: float = Field(default=1.0, gt=0)
     relay_concurrency: int = Field(default=2, ge=1, le=16)

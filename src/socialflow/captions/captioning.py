@@ -101,22 +101,24 @@ class Answer:
 
 async def caption_item(steps: EventSteps, event: Event, resources: Resources) -> Retry | None:
     """The caption actor's work for one event; a Retry when the message must come back."""
-    async with steps.transaction() as session:
-        if await steps.already_processed(session):
-            return None
-        prepared = await _prepare(session, steps, event, resources)
-    if not isinstance(prepared, Plan):
-        return prepared
-    reservation = await calling.reserve(resources, prepared.tenant, event, prepared.spend)
-    if isinstance(reservation, NoCall):
+    async with steps.stage():
         async with steps.transaction() as session:
-            await _not_reserved(session, steps, plan=prepared, why=reservation)
-        return None
+            if await steps.already_processed(session):
+                return None
+            prepared = await _prepare(session, steps, event, resources)
+        if not isinstance(prepared, Plan):
+            return prepared
+        reservation = await calling.reserve(resources, prepared.tenant, event, prepared.spend)
+        if isinstance(reservation, NoCall):
+            async with steps.transaction() as session:
+                await _not_reserved(session, steps, plan=prepared, why=reservation)
+            return None
     answer = await _call(prepared, resources)
-    settlement = _settlement(prepared, reservation, answer)
-    await ledger.settle(resources.engine, prepared.tenant, reservation, settlement)
-    async with steps.transaction() as session:
-        return await _finish(session, steps, event, resources, plan=prepared, answer=answer)
+    async with steps.stage():
+        settlement = _settlement(prepared, reservation, answer)
+        await ledger.settle(resources.engine, prepared.tenant, reservation, settlement)
+        async with steps.transaction() as session:
+            return await _finish(session, steps, event, resources, plan=prepared, answer=answer)
 
 
 async def _not_reserved(

@@ -149,7 +149,7 @@ async def embed_item(  # noqa: PLR0911 - one return per reason not to call
     reservation = await _reserve(steps, event, resources, batch, backfill=False)
     if reservation is None:
         return None
-    answer = await _settled_call(batch, reservation, resources)
+    answer = await _settled_call(steps, batch, reservation, resources)
     async with steps.transaction() as session:
         return await _store(session, steps, event, resources, batch=batch, answer=answer)
 
@@ -189,7 +189,7 @@ async def reembed(  # noqa: PLR0911 - one return per way a slice ends
         reservation = await _reserve(steps, event, resources, batch, backfill=True)
         if reservation is None:
             return None
-        answer = await _settled_call(batch, reservation, resources)
+        answer = await _settled_call(steps, batch, reservation, resources)
         async with steps.transaction() as session:
             retry = await _store(
                 session, steps, event, resources, batch=batch, answer=answer, backfill=True
@@ -229,7 +229,8 @@ async def _reserve(
 ) -> ledger.Reservation | None:
     """The batch's reservation; None when the budget refused it (its items then say so: a
     backfill's every pending item, as it cannot go on until the budget allows)."""
-    reservation = await calling.reserve(resources, batch.tenant, event, batch.spend)
+    async with steps.stage():
+        reservation = await calling.reserve(resources, batch.tenant, event, batch.spend)
     if not isinstance(reservation, NoCall):
         return reservation
     async with steps.transaction() as session:
@@ -239,13 +240,14 @@ async def _reserve(
 
 
 async def _settled_call(
-    batch: Batch, reservation: ledger.Reservation, resources: Resources
+    steps: EventSteps, batch: Batch, reservation: ledger.Reservation, resources: Resources
 ) -> Vectors:
     """The call, and its reservation settled to what it cost (before the vectors are stored:
     a failure storing them leaves the spend counted right)."""
     answer = await _call(batch, resources)
-    settlement = _settlement(reservation, batch, answer)
-    await ledger.settle(resources.engine, batch.tenant, reservation, settlement)
+    async with steps.stage():
+        settlement = _settlement(reservation, batch, answer)
+        await ledger.settle(resources.engine, batch.tenant, reservation, settlement)
     return answer
 
 

@@ -26,6 +26,7 @@ from socialflow.db.tenant_schema import set_search_path
 from socialflow.outbox.events import Event
 from socialflow.resources import Resources
 from socialflow.settings import Settings, get_settings
+from socialflow.workers.step_gate import FIRST, LATER, step_gate
 
 log = structlog.get_logger("socialflow.worker")
 
@@ -70,6 +71,10 @@ class WorkerResources:
     def configure(cls, settings: Settings) -> None:
         """Use these settings instead of the environment's (tests, embedding)."""
         cls._settings = settings
+
+    @classmethod
+    def current_settings(cls) -> Settings:
+        return cls._settings or get_settings()
 
     @classmethod
     def get(cls) -> Resources:
@@ -121,6 +126,9 @@ class EventSteps:
     calls `complete(session)`, which records the event as processed in that same transaction,
     so a redelivery after it commits is a no-op; what earlier steps wrote must be safe to
     find again on a redelivery (the actor resumes or undoes it).
+
+    The process's step transactions pass a gate (workers.step_gate, WORKER_STEP_CONCURRENCY at
+    once): a delivery's later steps before other deliveries' first.
     """
 
     def __init__(self, factory: async_sessionmaker[AsyncSession], event: Event, actor: str) -> None:
@@ -128,12 +136,31 @@ class EventSteps:
         self.event = event
         self.actor = actor
         self.completed = False  # this delivery recorded the event (in a committed step)
+        self._began = False
+        self._in_stage = False
+
+    @asynccontextmanager
+    async def stage(self) -> AsyncIterator[None]:
+        """Hold the gate's slot for a stretch of database work (transactions and statements of
+        their own around them); transactions inside take no other slot."""
+        if self._in_stage:
+            yield
+            return
+        gate = step_gate(WorkerResources.current_settings().worker_step_concurrency)
+        priority = LATER if self._began else FIRST
+        self._began = True
+        async with gate.slot(priority):
+            self._in_stage = True
+            try:
+                yield
+            finally:
+                self._in_stage = False
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """A unit of work in the event's tenant schema; raises TenantGone when the tenant is
         no longer live (the actor stops; the event is dropped)."""
-        async with unit_of_work(self.factory) as session:
+        async with self.stage(), unit_of_work(self.factory) as session:
             if self.event.tenant is not None or self.event.tenant_id is not None:
                 status = await enter_event_tenant(session, self.event)
                 if status not in LIVE_TENANT_STATUSES:

@@ -156,8 +156,11 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
-    # Keep-alive, as the providers' APIs: a client may send many calls over one connection.
+    # Keep-alive, as the providers' APIs: a client may send many calls over one connection;
+    # and no Nagle delay (as their servers): an answer's body is not held back ~40 ms behind
+    # its headers waiting for the client's delayed ACK.
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: object) -> None:
         pass
