@@ -23,6 +23,19 @@ from tests.integration.tenancy_fixtures import Platform, World
 DIME = Decimal("0.100000")
 
 
+async def _with_a_dollar(platform: Platform, world: World) -> TenantRef:
+    """Tenant A with a monthly AI budget of one dollar."""
+    await platform.entitle(world.operator, world.tenant_a, ai_spend_usd_per_month=1.0)
+    return await _tenant(platform, world.tenant_a)
+
+
+def _budget_events(pg: psycopg.Connection[Any], slug: str) -> list[Any]:
+    return pg.execute(
+        "SELECT event_type FROM shared.outbox WHERE tenant = %s AND event_type LIKE 'ai.budget.%%'",
+        (slug,),
+    ).fetchall()
+
+
 async def _tenant(platform: Platform, slug: str) -> TenantRef:
     async with unit_of_work(platform.factory) as session:
         tenant = await TenantDirectory(ttl_s=0).find(session, slug)
@@ -77,8 +90,7 @@ def _ledger(pg: psycopg.Connection[Any], tenant: TenantRef) -> list[Any]:
 async def test_a_hundred_concurrent_reservations_against_a_budget_for_ten_admit_exactly_ten(
     platform: Platform, world: World, pg: psycopg.Connection[Any]
 ) -> None:
-    await platform.entitle(world.operator, world.tenant_a, ai_spend_usd_per_month=1.0)
-    tenant = await _tenant(platform, world.tenant_a)
+    tenant = await _with_a_dollar(platform, world)
     outcomes = await asyncio.gather(*(_reserve(platform, tenant, DIME) for _ in range(100)))
     taken = [o for o in outcomes if o is not None]
     assert len(taken) == 10
@@ -86,18 +98,14 @@ async def test_a_hundred_concurrent_reservations_against_a_budget_for_ten_admit_
     rows = _ledger(pg, tenant)
     assert len(rows) == 10  # a refused reservation writes no ledger row
     assert {r[0] for r in rows} == {"reserved"}
-    events = pg.execute(
-        "SELECT event_type FROM shared.outbox WHERE tenant = %s AND event_type LIKE 'ai.budget.%%'",
-        (world.tenant_a,),
-    ).fetchall()
+    events = _budget_events(pg, world.tenant_a)
     assert sorted(e[0] for e in events) == ["ai.budget.exceeded", "ai.budget.warning"]
 
 
 async def test_settling_charges_the_real_cost_and_releasing_gives_everything_back(
     platform: Platform, world: World, pg: psycopg.Connection[Any]
 ) -> None:
-    await platform.entitle(world.operator, world.tenant_a, ai_spend_usd_per_month=1.0)
-    tenant = await _tenant(platform, world.tenant_a)
+    tenant = await _with_a_dollar(platform, world)
     paid = await _reserve(platform, tenant, DIME)
     failed = await _reserve(platform, tenant, DIME)
     assert paid is not None
@@ -121,8 +129,7 @@ async def test_settling_charges_the_real_cost_and_releasing_gives_everything_bac
 async def test_a_redelivery_gives_back_what_the_lost_delivery_reserved(
     platform: Platform, world: World, pg: psycopg.Connection[Any]
 ) -> None:
-    await platform.entitle(world.operator, world.tenant_a, ai_spend_usd_per_month=1.0)
-    tenant = await _tenant(platform, world.tenant_a)
+    tenant = await _with_a_dollar(platform, world)
     event_id = uuid.uuid4()
     lost = await _reserve(platform, tenant, DIME, event_id=event_id)
     assert lost is not None
@@ -143,8 +150,7 @@ async def test_a_redelivery_gives_back_what_the_lost_delivery_reserved(
 async def test_a_call_that_cost_more_than_reserved_is_counted_in_full_and_warns_once(
     platform: Platform, world: World, pg: psycopg.Connection[Any]
 ) -> None:
-    await platform.entitle(world.operator, world.tenant_a, ai_spend_usd_per_month=1.0)
-    tenant = await _tenant(platform, world.tenant_a)
+    tenant = await _with_a_dollar(platform, world)
     small = await _reserve(platform, tenant, DIME)
     assert small is not None
     await ledger.settle(
@@ -152,8 +158,5 @@ async def test_a_call_that_cost_more_than_reserved_is_counted_in_full_and_warns_
     )
     assert await _spent(platform, tenant) == Decimal("0.85")
     assert [r[0] for r in _ledger(pg, tenant)] == ["ok"]
-    events = pg.execute(
-        "SELECT event_type FROM shared.outbox WHERE tenant = %s AND event_type LIKE 'ai.budget.%%'",
-        (world.tenant_a,),
-    ).fetchall()
+    events = _budget_events(pg, world.tenant_a)
     assert [e[0] for e in events] == ["ai.budget.warning"]
