@@ -17,6 +17,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from http.cookiejar import DefaultCookiePolicy
 from typing import Any
 
 import httpx
@@ -211,11 +212,15 @@ async def litellm_client(
 # handshakes it saves. Bounded per origin and in origins (least recently used closed first).
 _IDLE: weakref.WeakKeyDictionary[
     asyncio.AbstractEventLoop,
-    OrderedDict[tuple[str, OutboundPolicy], list[tuple[httpx.AsyncClient, Any]]],
+    OrderedDict[tuple[str, OutboundPolicy], list[tuple[httpx.AsyncClient, Any, float]]],
 ] = weakref.WeakKeyDictionary()
 SHARED_ORIGINS = 64
 IDLE_PER_ORIGIN = 64
-_ONE_CONNECTION = httpx.Limits(max_connections=1, max_keepalive_connections=1, keepalive_expiry=30)
+IDLE_EXPIRY_S = 30.0
+_ONE_CONNECTION = httpx.Limits(
+    max_connections=1, max_keepalive_connections=1, keepalive_expiry=IDLE_EXPIRY_S
+)
+_NO_COOKIES = DefaultCookiePolicy(allowed_domains=[])
 
 
 @asynccontextmanager
@@ -224,7 +229,8 @@ async def _guarded_http(
 ) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
     """A guarded client (and its transport) for one call to `origin` (a base URL, or the
     provider's default endpoint): an idle kept one, else a new one kept after the call; one
-    of its own, closed after, when the call brings its own resolver (tests)."""
+    of its own, closed after, when the call brings its own resolver (tests). Kept clients
+    accept no cookies: a cookie set for one tenant's call must never ride on another's."""
     if resolver is not None:
         transport = guarded_transport(settings, resolver=resolver)
         async with guarded_client(settings, transport=transport) as http:
@@ -237,22 +243,29 @@ async def _guarded_http(
     origins.move_to_end(key)
     while len(origins) > SHARED_ORIGINS:
         _, dropped = origins.popitem(last=False)
-        for client, _ in dropped:
+        for client, _, _ in dropped:
             _close_later(client)
+    now = time.monotonic()
+    while idle and now - idle[0][2] > IDLE_EXPIRY_S:  # the oldest first: their server hung up
+        _close_later(idle.pop(0)[0])
     found = None
     while idle and found is None:
-        candidate = idle.pop()
-        found = None if candidate[0].is_closed else candidate
+        client, transport, _ = idle.pop()
+        found = None if client.is_closed else (client, transport)
     if found is None:
         transport = guarded_transport(settings, limits=_ONE_CONNECTION)
-        found = (guarded_client(settings, transport=transport), transport)
+        client = guarded_client(settings, transport=transport)
+        client.cookies.jar.set_policy(_NO_COOKIES)
+        found = (client, transport)
     try:
         yield found
     except BaseException:
         _close_later(found[0])  # its connection may be mid-answer
         raise
-    if len(idle) < IDLE_PER_ORIGIN and not found[0].is_closed:
-        idle.append(found)
+    kept = origins.get(key) is idle and len(idle) < IDLE_PER_ORIGIN
+    if kept and not found[0].is_closed:
+        found[0].cookies.clear()
+        idle.append((*found, time.monotonic()))
     else:
         _close_later(found[0])
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -32,6 +33,8 @@ from socialflow.lib.problems import Problem
 from socialflow.plans import quota
 from socialflow.plans.limits import Resource
 from socialflow.plans.quota import QuotaTenant
+
+log = structlog.get_logger(__name__)
 
 AI_SPEND = Resource.AI_SPEND_USD_PER_MONTH
 
@@ -56,7 +59,8 @@ _INSERT = "INSERT INTO {schema}.ai_usage ({columns}) VALUES ({values})"
 # call for lost and gave it back): one statement.
 _SETTLE = """
 WITH before AS (
-    SELECT id, outcome, reserved_usd FROM {schema}.ai_usage WHERE id = :id FOR UPDATE
+    SELECT id, outcome, reserved_usd FROM {schema}.ai_usage
+    WHERE id = :id AND outcome IN ('reserved', 'abandoned') FOR UPDATE
 ),
 settled AS (
     UPDATE {schema}.ai_usage AS a SET cost_usd = :cost, prompt_tokens = :prompt_tokens,
@@ -102,6 +106,7 @@ class Allowance:
     limit: Decimal | None
     period_start: datetime
     period_end: datetime
+    at: datetime  # when it was read: the reservation's time (its period is this one)
 
 
 @dataclass(frozen=True)
@@ -137,9 +142,10 @@ async def allowance(
 ) -> Allowance:
     """The tenant's AI budget now, in the caller's transaction (a new billing period is pinned
     here, before anything counts in it)."""
+    now = now or datetime.now(UTC)
     entitlements = await quota.entitlements_for(session, tenant)
     start, end = await quota.current_period(session, tenant, entitlements, now, pin=True)
-    return Allowance(entitlements.limits.limit(AI_SPEND), start, end)
+    return Allowance(entitlements.limits.limit(AI_SPEND), start, end, now)
 
 
 async def reserve_call(
@@ -158,8 +164,11 @@ async def reserve_call(
     """Reserve `amount` of the tenant's AI budget for one call and write its ledger row, in a
     statement of its own (never inside a unit of work). BudgetExceeded when it does not fit:
     nothing is reserved or written then. The 80 % warning and the month's one `exceeded` event
-    are recorded after, each in a transaction of its own."""
-    now = datetime.now(UTC)
+    are recorded after, each in a transaction of its own (best effort: the reservation stands).
+
+    The row's time is the allowance's, so a release (which finds the period from it) gives
+    back to the period the reservation counted in, even across a period's end meanwhile."""
+    now = allowance.at
     reservation = Reservation(uuid.uuid4(), amount, now, allowance.period_start)
     params = {
         "id": reservation.id,
@@ -189,11 +198,29 @@ async def reserve_call(
     if not raised:
         used = await _used(engine, tenant, allowance)
         spent = quota.Quota(AI_SPEND, allowance.limit, used, allowance.period_end)
-        problem = await quota.noted_refusal(engine, tenant, spent, allowance.period_start, amount)
+        try:
+            problem = await quota.noted_refusal(
+                engine, tenant, spent, allowance.period_start, amount
+            )
+        except Exception:  # the refusal stands without its notice
+            log.exception("ai.budget.notice_failed")
+            problem = quota.quota_exceeded(spent, amount)
         raise BudgetExceeded(problem)
     after = quota.Quota(AI_SPEND, allowance.limit, Decimal(raised[0].used), allowance.period_end)
-    await quota.noted_use(engine, tenant, after, amount, allowance.period_start)
+    await _noted(engine, tenant, after, amount, allowance.period_start)
     return reservation
+
+
+async def _noted(
+    engine: AsyncEngine, tenant: QuotaTenant, after: quota.Quota, amount: Decimal, period: datetime
+) -> None:
+    """The warning or notice a committed reservation or settlement calls for, best effort: a
+    failure here must not make the caller take the committed statement for undone (and pay a
+    call twice)."""
+    try:
+        await quota.noted_use(engine, tenant, after, amount, period)
+    except Exception:
+        log.exception("ai.budget.notice_failed")
 
 
 async def _used(engine: AsyncEngine, tenant: QuotaTenant, allowance: Allowance) -> Decimal:
@@ -223,10 +250,14 @@ async def settle(
     if not rows or rows[0].used is None or rows[0].delta <= 0:
         return
     # The call cost more than was reserved (a provider counting otherwise): rare, noted.
-    async with AsyncSession(engine) as session:
-        entitlements = await quota.entitlements_for(session, tenant)
+    try:
+        async with AsyncSession(engine) as session:
+            entitlements = await quota.entitlements_for(session, tenant)
+    except Exception:
+        log.exception("ai.budget.notice_failed")
+        return
     after = quota.Quota(AI_SPEND, entitlements.limits.limit(AI_SPEND), Decimal(rows[0].used))
-    await quota.noted_use(engine, tenant, after, Decimal(rows[0].delta), reservation.period_start)
+    await _noted(engine, tenant, after, Decimal(rows[0].delta), reservation.period_start)
 
 
 async def release_abandoned(

@@ -82,6 +82,7 @@ class FakeProvider:
     retry_after: str = "1"  # seconds, the Retry-After of "rate_limited"
     slow_s: float = 3.0  # the delay of "slow"
     latency_s: float = 0.0  # before every answer, whatever the key or mode
+    set_cookie: str | None = None  # a Set-Cookie on every answer (as CDNs in front of APIs)
     # Requests between their start and their answer sent: now, and the most at once.
     in_flight: int = 0
     max_in_flight: int = 0
@@ -183,6 +184,7 @@ class _Handler(BaseHTTPRequestHandler):
             "key": key,
             "host": self.headers.get("Host"),
             "mode": mode,
+            "cookie": self.headers.get("Cookie"),
         }
         if api == "openai":
             call.update(_chat_facts(body))
@@ -235,6 +237,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        if self.server.provider.set_cookie is not None:
+            self.send_header("Set-Cookie", self.server.provider.set_cookie)
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.end_headers()

@@ -336,3 +336,17 @@ async def test_calls_to_one_provider_reuse_a_guarded_connection_never_across_pol
             credentials, _allowing(settings), model="gpt-4o-mini", messages=messages, timeout_s=5
         )
     assert len(provider.calls) == 3
+
+
+async def test_a_cookie_a_provider_sets_for_one_call_never_rides_on_the_next(
+    settings: Settings, provider: FakeProvider
+) -> None:
+    # The kept connections serve every tenant: a session cookie of one must not reach another.
+    provider.set_cookie = "__cf_bm=tenant-a-session; Path=/"
+    allowed = _allowing(settings, f"{provider.host}/32")
+    messages = [{"role": "user", "content": "hello"}]
+    for key_owner in ("a", "b"):
+        credentials = ProviderCredentials(Provider.OPENAI, GOOD_KEY, "tenant", provider.base_url)
+        await acompletion(credentials, allowed, model="gpt-4o-mini", messages=messages, timeout_s=5)
+        assert provider.calls[-1]["cookie"] is None, key_owner
+    assert len(provider.connections) == 1  # the same kept connection served both
