@@ -70,3 +70,28 @@ async def test_a_cancelled_waiter_leaves_no_slot_taken() -> None:
     async with gate.slot(FIRST):  # and the gate still admits
         assert gate.busy == 1
     assert gate.busy == 0
+
+
+async def test_a_waiter_cancelled_after_its_turn_came_hands_the_slot_on() -> None:
+    gate = StepGate(1)
+    release = asyncio.Event()
+    admitted: list[str] = []
+
+    async def hold(name: str) -> None:
+        async with gate.slot(FIRST):
+            admitted.append(name)
+            await release.wait()
+
+    holder = asyncio.create_task(hold("holder"))
+    await asyncio.sleep(0)
+    cancelled = asyncio.create_task(hold("cancelled"))
+    after = asyncio.create_task(hold("after"))
+    await asyncio.sleep(0)
+    release.set()
+    await asyncio.sleep(0)  # the holder leaves: "cancelled" is admitted but has not run yet
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    await asyncio.wait_for(asyncio.gather(holder, after), 5)  # never admitted: a leaked slot
+    assert admitted == ["holder", "after"]
+    assert gate.busy == 0

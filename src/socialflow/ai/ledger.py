@@ -18,7 +18,7 @@ Both run outside the caller's transactions (db.session.autocommitted): between t
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -198,27 +198,18 @@ async def reserve_call(
     if not raised:
         used = await _used(engine, tenant, allowance)
         spent = quota.Quota(AI_SPEND, allowance.limit, used, allowance.period_end)
-        try:
-            problem = await quota.noted_refusal(
-                engine, tenant, spent, allowance.period_start, amount
-            )
-        except Exception:  # the refusal stands without its notice
-            log.exception("ai.budget.notice_failed")
-            problem = quota.quota_exceeded(spent, amount)
-        raise BudgetExceeded(problem)
+        await _best_effort(quota.noted_refusal(engine, tenant, spent, allowance.period_start))
+        raise BudgetExceeded(quota.quota_exceeded(spent, amount))
     after = quota.Quota(AI_SPEND, allowance.limit, Decimal(raised[0].used), allowance.period_end)
-    await _noted(engine, tenant, after, amount, allowance.period_start)
+    await _best_effort(quota.noted_use(engine, tenant, after, amount, allowance.period_start))
     return reservation
 
 
-async def _noted(
-    engine: AsyncEngine, tenant: QuotaTenant, after: quota.Quota, amount: Decimal, period: datetime
-) -> None:
-    """The warning or notice a committed reservation or settlement calls for, best effort: a
-    failure here must not make the caller take the committed statement for undone (and pay a
-    call twice)."""
+async def _best_effort(notice: Awaitable[None]) -> None:
+    """The warning or notice a committed (or refused) statement calls for: a failure writing
+    it must not make the caller take the statement for undone (and pay a call twice)."""
     try:
-        await quota.noted_use(engine, tenant, after, amount, period)
+        await notice
     except Exception:
         log.exception("ai.budget.notice_failed")
 
@@ -247,17 +238,23 @@ async def settle(
         "period": reservation.period_start,
     }
     rows = await autocommitted(engine, text(_in(tenant.schema_name, _SETTLE)), params)
-    if not rows or rows[0].used is None or rows[0].delta <= 0:
-        return
-    # The call cost more than was reserved (a provider counting otherwise): rare, noted.
-    try:
-        async with AsyncSession(engine) as session:
-            entitlements = await quota.entitlements_for(session, tenant)
-    except Exception:
-        log.exception("ai.budget.notice_failed")
-        return
-    after = quota.Quota(AI_SPEND, entitlements.limits.limit(AI_SPEND), Decimal(rows[0].used))
-    await _noted(engine, tenant, after, Decimal(rows[0].delta), reservation.period_start)
+    if rows and rows[0].used is not None and rows[0].delta > 0:
+        # The call cost more than was reserved (a provider counting otherwise): rare, noted.
+        used, delta = Decimal(rows[0].used), Decimal(rows[0].delta)
+        await _best_effort(_note_excess(engine, tenant, reservation, used, delta))
+
+
+async def _note_excess(
+    engine: AsyncEngine,
+    tenant: QuotaTenant,
+    reservation: Reservation,
+    used: Decimal,
+    delta: Decimal,
+) -> None:
+    async with AsyncSession(engine) as session:
+        entitlements = await quota.entitlements_for(session, tenant)
+    after = quota.Quota(AI_SPEND, entitlements.limits.limit(AI_SPEND), used)
+    await quota.noted_use(engine, tenant, after, delta, reservation.period_start)
 
 
 async def release_abandoned(

@@ -420,12 +420,11 @@ async def noted_use(
 
 
 async def noted_refusal(
-    engine: AsyncEngine, tenant: QuotaTenant, quota: Quota, period: datetime, amount: Decimal
-) -> Problem:
-    """After a use refused by a statement of its own: `quota.exceeded` noted (once per tenant,
-    resource and period), and the problem to answer."""
+    engine: AsyncEngine, tenant: QuotaTenant, quota: Quota, period: datetime
+) -> None:
+    """After a use refused by a statement of its own: `quota.exceeded` noted, once per
+    tenant, resource and period (the caller answers `quota_exceeded`)."""
     await _notice_exceeded(engine, tenant, quota, period)
-    return quota_exceeded(quota, amount)
 
 
 async def _warn_on_crossing(

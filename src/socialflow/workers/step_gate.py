@@ -37,22 +37,21 @@ class StepGate:
         self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
         self._arrivals = itertools.count()
 
-    @property
-    def waiting(self) -> int:
-        return sum(1 for _, _, admitted in self._waiting if not admitted.done())
-
     @asynccontextmanager
     async def slot(self, priority: int) -> AsyncIterator[None]:
-        if self.busy < self.slots and not self.waiting:
+        if self.busy < self.slots and not self._waiting:
             self.busy += 1
         else:
-            admitted = asyncio.get_running_loop().create_future()
-            heapq.heappush(self._waiting, (priority, next(self._arrivals), admitted))
+            entry = (priority, next(self._arrivals), asyncio.get_running_loop().create_future())
+            heapq.heappush(self._waiting, entry)
             try:
-                await admitted
+                await entry[2]
             except asyncio.CancelledError:
-                if admitted.done() and not admitted.cancelled():
+                if not entry[2].cancelled():
                     self._release()  # admitted as it was cancelled: hand the slot on
+                elif entry in self._waiting:  # leave the queue (rare: O(n))
+                    self._waiting.remove(entry)
+                    heapq.heapify(self._waiting)
                 raise
         try:
             yield
@@ -62,7 +61,7 @@ class StepGate:
     def _release(self) -> None:
         while self._waiting:
             _, _, admitted = heapq.heappop(self._waiting)
-            if not admitted.done():
+            if not admitted.done():  # not cancelled before its task could leave the queue
                 admitted.set_result(None)  # the slot passes on: `busy` is unchanged
                 return
         self.busy -= 1
