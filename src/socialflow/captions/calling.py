@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 import structlog
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from socialflow.ai import ledger
@@ -31,12 +30,12 @@ from socialflow.lib.problems import Problem
 from socialflow.outbox.events import Event
 from socialflow.plans.quota import TenantKey
 from socialflow.resources import Resources
+from socialflow.workers.actors import EventSteps
 
 log = structlog.get_logger(__name__)
 
 AI_QUEUE = "ai"
 
-_TENANT = text("SELECT id, slug, schema_name FROM shared.tenants WHERE id = :id")
 # Provider error codes a tenant may see in an item's reason (known ones, never free text).
 SHOWN_CODES = frozenset(
     {
@@ -68,9 +67,11 @@ class Retry:
     delay_ms: int
 
 
-async def tenant_of(session: AsyncSession, event: Event) -> TenantKey:
-    row = (await session.execute(_TENANT, {"id": event.tenant_id})).one()
-    return TenantKey(row.id, row.slug, row.schema_name)
+def tenant_of(steps: EventSteps) -> TenantKey:
+    """The event's tenant, as the step's transaction entered it."""
+    entered = steps.tenant
+    assert entered is not None, "AI events name their tenant"
+    return TenantKey(entered.id, entered.slug, entered.schema_name)
 
 
 async def credentials(

@@ -145,7 +145,7 @@ async def _prepare(
         await steps.complete(session)
         return None
     item.caption_state = item.caption_state or "pending"  # shown while it waits (a retry)
-    tenant = await calling.tenant_of(session, event)
+    tenant = calling.tenant_of(steps)
     planned = await _plan(session, event, resources, tenant, item)
     if isinstance(planned, NoCall):
         model = str(event.payload.get("model") or "") or None

@@ -124,7 +124,7 @@ async def embed_item(  # noqa: PLR0911 - one return per reason not to call
     async with steps.transaction() as session:
         if await steps.already_processed(session):
             return None
-        tenant = await calling.tenant_of(session, event)
+        tenant = calling.tenant_of(steps)
         item = await session.get(MediaItem, media_id)
         if item is None or item.deleted_at is not None or item.status != "ready":
             await steps.complete(session)
@@ -170,7 +170,7 @@ async def reembed(  # noqa: PLR0911 - one return per way a slice ends
             if settings.generation != generation or not ids:
                 await steps.complete(session)  # done, or a newer backfill took over
                 return None
-            tenant = await calling.tenant_of(session, event)
+            tenant = calling.tenant_of(steps)
             items = [await session.get(MediaItem, i) for i in ids]
             texts = [(i.id, item_text(i)) for i in items if i is not None]
             empty = [i for i, t in texts if not t]

@@ -26,7 +26,7 @@ _last_notify = 0.0
 # The tenant's id is looked up from its slug in the same statement (at most one live tenant
 # has a slug); workers go by the id, so an event can never reach a later tenant that re-used
 # a purged slug.
-_INSERT = text("""
+_INSERT_SQL = """
 INSERT INTO shared.outbox
     (event_id, tenant, tenant_id, aggregate_type, aggregate_id, event_type, payload, headers,
      available_at)
@@ -39,7 +39,15 @@ FROM jsonb_to_recordset(CAST(:events AS jsonb)) AS e(
     payload jsonb, available_at timestamptz
 )
 RETURNING tenant_id IS NULL AND tenant IS NOT NULL AS orphaned, tenant
-""")
+"""
+_INSERT = text(_INSERT_SQL)
+# The same, with the relays' NOTIFY in the same round trip (delivered at commit, and not at
+# all on rollback; a materialized CTE runs once).
+_INSERT_AND_NOTIFY = text(f"""
+WITH written AS ({_INSERT_SQL}),
+notified AS MATERIALIZED (SELECT pg_notify('{NOTIFY_CHANNEL}', ''))
+SELECT written.orphaned, written.tenant FROM written, notified
+""")  # noqa: S608 - constants only
 
 
 class OutboxError(RuntimeError):
@@ -112,11 +120,10 @@ async def emit_many(
     # One statement, one parameter and one round trip for any number of events; the SQL is
     # constant, so it is prepared once per connection.
     params = {"events": _json(rows), "headers": _json(headers)}
-    written = await session.execute(_INSERT, params)
+    written = await session.execute(_INSERT_AND_NOTIFY if _notify_due() else _INSERT, params)
     orphans = sorted({row.tenant for row in written if row.orphaned})
     if orphans:
         raise OutboxError(f"no live tenant {orphans[0]!r}: events name an existing tenant")
-    await _notify_relays(session)
     return event_ids
 
 
@@ -124,10 +131,11 @@ def _json(value: object) -> str:
     return msgspec.json.encode(value).decode()
 
 
-async def _notify_relays(session: AsyncSession) -> None:
+def _notify_due() -> bool:
+    """Whether this write should NOTIFY the relays (at most one per process per interval)."""
     global _last_notify  # noqa: PLW0603 - one throttle per process, by design
     now = time.monotonic()
     if now - _last_notify >= NOTIFY_INTERVAL_S:
         _last_notify = now
-        # Delivered at commit, and not at all on rollback.
-        await session.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
+        return True
+    return False

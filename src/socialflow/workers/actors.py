@@ -12,6 +12,7 @@ import contextvars
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import dramatiq
@@ -35,9 +36,22 @@ EventHandler = Callable[[AsyncSession, Event], Awaitable[None]]
 # The tenant's status and, in the same round trip, its schema on this transaction's search_path
 # (SET LOCAL semantics), quoted as db.tenant_schema.search_path_for quotes it.
 _SCHEMA_PATH = "'\"' || replace(t.schema_name, '\"', '\"\"') || '\", extensions'"
-_ENTER = f"SELECT t.status, {set_search_path(_SCHEMA_PATH)} FROM shared.tenants t WHERE "  # noqa: S608
-ENTER_TENANT_BY_ID = text(_ENTER + "t.id = :id")
-ENTER_TENANT_BY_SLUG = text(_ENTER + "t.slug = :slug AND t.status <> 'purged'")
+_ENTER = (
+    "SELECT t.status, t.id, t.slug, t.schema_name, "  # noqa: S608
+    f"{set_search_path(_SCHEMA_PATH)}{{processed}} FROM shared.tenants t WHERE "
+)
+_BY_ID = "t.id = :id"
+_BY_SLUG = "t.slug = :slug AND t.status <> 'purged'"
+ENTER_TENANT_BY_ID = text(_ENTER.format(processed="") + _BY_ID)
+ENTER_TENANT_BY_SLUG = text(_ENTER.format(processed="") + _BY_SLUG)
+# A stepwise actor's transaction also learns, in the same round trip, whether the event is
+# already recorded processed by the actor (EventSteps.already_processed).
+_PROCESSED = (
+    ", EXISTS (SELECT 1 FROM shared.processed_event p "
+    "WHERE p.event_id = :event_id AND p.actor = :actor) AS processed"
+)
+ENTER_STEP_BY_ID = text(_ENTER.format(processed=_PROCESSED) + _BY_ID)
+ENTER_STEP_BY_SLUG = text(_ENTER.format(processed=_PROCESSED) + _BY_SLUG)
 LIVE_TENANT_STATUSES = frozenset({"active", "suspended"})
 EVENTS_DROPPED = Counter(
     "socialflow_worker_events_dropped",
@@ -117,6 +131,15 @@ class TenantGone(Exception):
         self.status = status or "unknown"
 
 
+@dataclass(frozen=True)
+class EnteredTenant:
+    """The tenant whose schema a step's transaction entered."""
+
+    id: uuid.UUID
+    slug: str
+    schema_name: str
+
+
 class EventSteps:
     """The transactions of a stepwise actor (`event_actor(..., stepwise=True)`).
 
@@ -136,6 +159,8 @@ class EventSteps:
         self.event = event
         self.actor = actor
         self.completed = False  # this delivery recorded the event (in a committed step)
+        self.tenant: EnteredTenant | None = None  # known once a transaction entered it
+        self._processed: bool | None = None  # as found by the open transaction's entry
         self._began = False
         self._in_stage = False
 
@@ -162,16 +187,32 @@ class EventSteps:
         no longer live (the actor stops; the event is dropped)."""
         async with self.stage(), unit_of_work(self.factory) as session:
             if self.event.tenant is not None or self.event.tenant_id is not None:
-                status = await enter_event_tenant(session, self.event)
-                if status not in LIVE_TENANT_STATUSES:
+                row = await self._enter(session)
+                status = None if row is None else str(row.status)
+                if row is None or status not in LIVE_TENANT_STATUSES:
                     raise TenantGone(status)
+                self.tenant = EnteredTenant(row.id, row.slug, row.schema_name)
+                self._processed = bool(row.processed)
             session.commit = _commit_forbidden  # type: ignore[method-assign]
             try:
                 yield session
             finally:
                 del session.commit
+                self._processed = None
+
+    async def _enter(self, session: AsyncSession) -> Any:
+        marks = {"event_id": self.event.event_id, "actor": self.actor}
+        if self.event.tenant_id is not None:
+            found = await session.execute(ENTER_STEP_BY_ID, {"id": self.event.tenant_id} | marks)
+        else:
+            found = await session.execute(ENTER_STEP_BY_SLUG, {"slug": self.event.tenant} | marks)
+        return found.first()
 
     async def already_processed(self, session: AsyncSession) -> bool:
+        """Whether the event is recorded processed by this actor (found as the transaction
+        entered the tenant's schema, in the same round trip)."""
+        if self._processed is not None:
+            return self._processed
         found = await session.execute(
             PROCESSED_SQL, {"event_id": self.event.event_id, "actor": self.actor}
         )
