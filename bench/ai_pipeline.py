@@ -65,17 +65,30 @@ WARM_UP = 64
 # (AI_RATE_LIMITS_PER_MINUTE) are raised above what the run asks.
 RATE_LIMITS = {"caption": 100_000, "embed": 100_000, "embed_query": 100_000}
 
+# Every stored column (not the generated search_doc), as copies of the seed item.
 CLONE_SQL = """
-INSERT INTO {schema}.media_items
-SELECT (jsonb_populate_record(NULL::{schema}.media_items, to_jsonb(m) || jsonb_build_object(
-    'id', gen_random_uuid(),
-    'sha256', encode(sha256(convert_to(g::text || clock_timestamp()::text, 'UTF8')), 'hex'),
-    'title', 'Bench item ' || g,
-    'caption_state', NULL, 'caption', NULL, 'embedding_state', NULL
-))).*
-FROM {schema}.media_items m, generate_series(1, %s) g WHERE m.id = %s
+INSERT INTO {schema}.media_items ({columns})
+SELECT {columns} FROM (
+    SELECT (jsonb_populate_record(NULL::{schema}.media_items, to_jsonb(m) || jsonb_build_object(
+        'id', gen_random_uuid(),
+        'sha256', encode(sha256(convert_to(g::text || clock_timestamp()::text, 'UTF8')), 'hex'),
+        'title', 'Bench item ' || g,
+        'caption_state', NULL, 'caption', NULL, 'embedding_state', NULL
+    ))).*
+    FROM {schema}.media_items m, generate_series(1, %s) g WHERE m.id = %s
+) copied
 RETURNING id::text
 """
+STORED_COLUMNS_SQL = """
+SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) FROM pg_attribute
+WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped AND attgenerated = ''
+"""
+
+
+def stored_columns(conn: psycopg.Connection[Any], schema: str) -> str:
+    row = conn.execute(STORED_COLUMNS_SQL, (f"{schema}.media_items",)).fetchone()
+    check(row is not None and bool(row[0]), "media_items has no columns")
+    return str(row[0])
 
 
 class Tenant:
@@ -182,7 +195,8 @@ def measure(
         clones = [
             row[0]
             for row in conn.execute(
-                CLONE_SQL.format(schema=schema), (WARM_UP + args.captions, seed_id)
+                CLONE_SQL.format(schema=schema, columns=stored_columns(conn, schema)),
+                (WARM_UP + args.captions, seed_id),
             ).fetchall()
         ]
         warm, measured = clones[:WARM_UP], clones[WARM_UP:]

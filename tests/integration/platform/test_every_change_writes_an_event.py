@@ -52,6 +52,7 @@ WRITE = re.compile(
     re.IGNORECASE,
 )
 OUTBOX = "shared.outbox"
+OUTBOX_INSERT = re.compile(r"\bINSERT\s+INTO\s+shared\.outbox\b", re.IGNORECASE)
 NOT_STATE_CHANGES = (
     # Refresh tokens issued at sign-in and spent at refresh: a session's credentials, not a
     # change anything reacts to (sign-ins are throttled and logged instead).
@@ -86,6 +87,9 @@ class TransactionWatch:
         conn.info["watch.writes"], conn.info["watch.outbox"] = [], False
 
     def _statement(self, conn: Connection, cursor: Any, statement: str, *_: Any) -> None:
+        if OUTBOX_INSERT.search(statement):  # also inside a CTE (the insert that notifies)
+            conn.info["watch.outbox"] = True
+            return
         wrote = WRITE.match(statement)
         if wrote is None:
             return
