@@ -46,6 +46,7 @@ from socialflow.plans.controllers import (
     PlanController,
 )
 from socialflow.resources import Resources
+from socialflow.search.controllers import SearchController
 from socialflow.settings import Settings, get_settings
 from socialflow.tenancy.controllers import (
     AgencyController,
@@ -106,6 +107,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             AgencyUsageController,
             MediaController,
             CaptionsController,
+            SearchController,
             LocalStorageController,
         ],
         dependencies={

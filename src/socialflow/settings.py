@@ -163,6 +163,27 @@ class Settings(BaseSettings):
     ai_reservation_ttl_s: int = Field(
         default=900, ge=60, description="a reservation older than this was a lost call: released"
     )
+    search_exact_scan_below: int = Field(
+        default=5000,
+        ge=0,
+        description="below this many vectors (that a query's filters leave) search ranks them "
+        "all exactly instead of through the HNSW index",
+    )
+    search_hnsw_ef_search: int = Field(
+        default=100, ge=10, le=1000, description="HNSW candidates a semantic query explores"
+    )
+    search_rrf_k: int = Field(default=60, ge=1, description="reciprocal rank fusion's k")
+    search_rrf_candidates: int = Field(
+        default=100, ge=10, le=1000, description="items of each list hybrid search fuses"
+    )
+    search_text_weight: float = Field(default=1.0, ge=0, le=10)
+    search_semantic_weight: float = Field(default=1.0, ge=0, le=10)
+    search_embed_timeout_s: float = Field(
+        default=5.0, gt=0, description="a query's embedding call; past it, search answers by text"
+    )
+    search_query_cache_ttl_s: int = Field(
+        default=30 * 24 * 3600, ge=60, description="how long a query's vector is kept in Redis"
+    )
     outbound_allowed_networks: tuple[str, ...] = Field(
         default=(), description="CIDRs tenants' URLs may reach although private (e.g. 10.0.0.0/8)"
     )

@@ -50,6 +50,7 @@ def test_every_route_names_a_declared_actor_on_its_queue_and_everything_declared
         "caption_media": "ai",
         "embed_media": "ai",
         "reembed_media": "ai",
+        "follow_search_language": "media",
     }
     assert ROUTES["member.invited"] == (Route("send_invitation_email", "email"),)
 

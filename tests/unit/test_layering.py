@@ -29,6 +29,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "ai",
         "media",
         "captions",
+        "search",
         "event_routing tables devserver api_server",
         "app cli",
         "__main__",

@@ -1,5 +1,6 @@
 """The tenant's vector column: typed `vector(N)` for its embedding model's dimension, re-typed
-(and emptied) when the model changes, so vectors of two models never sit side by side.
+(and emptied) when the model changes, so vectors of two models never sit side by side; and its
+HNSW index, rebuilt for the new dimension.
 
 The tables belong to the media library, a layer above: named in SQL, not imported (as
 plans.limits counts them)."""
@@ -9,8 +10,14 @@ from __future__ import annotations
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+# Approximate nearest neighbours by cosine distance; HNSW takes vectors of up to 2,000
+# dimensions (pgvector): a tenant with a larger model is searched by an exact scan.
+INDEX_NAME = "ix_media_embeddings_hnsw"
+HNSW_MAX_DIMENSION = 2000
+
 # Vectors of the old model go; the column takes the new dimension (the table is empty).
 _EMPTY = text("TRUNCATE media_embeddings")
+_DROP_INDEX = text(f"DROP INDEX IF EXISTS {INDEX_NAME}")
 # Every live item is to be embedded again.
 _PENDING = text(
     "WITH marked AS (UPDATE media_items SET embedding_state = 'pending', embedding_reason = NULL "
@@ -22,15 +29,27 @@ _PROGRESS = text(
 )
 
 
+def create_index_sql(dimension: int) -> str | None:
+    """The HNSW index's statement (unqualified: the tenant's schema on the search_path), None
+    for a dimension HNSW does not take."""
+    if dimension > HNSW_MAX_DIMENSION:
+        return None
+    return f"CREATE INDEX {INDEX_NAME} ON media_embeddings USING hnsw (embedding vector_cosine_ops)"
+
+
 async def retype(session: AsyncSession, dimension: int) -> tuple[int, int]:
     """Empty the tenant's vectors, type the column for `dimension`, mark every live item to be
     embedded again; (the backfill's generation, how many items it has to embed)."""
     if not 1 <= dimension <= 16_000:
         raise ValueError("dimension out of range")
     await session.execute(_EMPTY)
+    await session.execute(_DROP_INDEX)
     await session.execute(
         text(f"ALTER TABLE media_embeddings ALTER COLUMN embedding TYPE vector({int(dimension)})")
     )
+    index = create_index_sql(dimension)
+    if index is not None:
+        await session.execute(text(index))
     total = (await session.execute(_PENDING)).scalar_one()
     generation = (await session.execute(_PROGRESS, {"total": total})).scalar_one()
     return int(generation), int(total)

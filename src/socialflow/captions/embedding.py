@@ -246,30 +246,47 @@ async def _settled_call(
     a failure storing them leaves the spend counted right)."""
     answer = await _call(batch, resources)
     async with steps.stage():
-        settlement = _settlement(reservation, batch, answer)
+        settlement = settlement_of(reservation, batch.facts, answer)
         await ledger.settle(resources.engine, batch.tenant, reservation, settlement)
     return answer
 
 
 async def _call(batch: Batch, resources: Resources) -> Vectors:
+    return await request_vectors(
+        batch.credentials,
+        batch.facts,
+        batch.settings.model,
+        batch.settings.dimension,
+        [t for _, t in batch.items],
+        resources,
+        timeout_s=resources.settings.ai_call_timeout_s,
+    )
+
+
+async def request_vectors(  # noqa: PLR0917 - the call's context, each distinct
+    credentials: ProviderCredentials,
+    facts: ModelFacts,
+    model: str,
+    dimension: int,
+    texts: list[str],
+    resources: Resources,
+    *,
+    timeout_s: float,
+) -> Vectors:
+    """One embeddings call for `texts` (a failure is returned, classified, never raised)."""
     params: dict[str, Any] = {}
-    if batch.facts.vector_size and batch.facts.vector_size != batch.settings.dimension:
-        params["dimensions"] = batch.settings.dimension  # models that can shorten their vectors
-    if batch.credentials.provider in _BASE64_PROVIDERS:
+    if facts.vector_size and facts.vector_size != dimension:
+        params["dimensions"] = dimension  # models that can shorten their vectors
+    if credentials.provider in _BASE64_PROVIDERS:
         params["encoding_format"] = "base64"
     started = time.perf_counter()
     try:
         response = await aembedding(
-            batch.credentials,
-            resources.settings,
-            model=batch.settings.model,
-            input=[t for _, t in batch.items],
-            timeout_s=resources.settings.ai_call_timeout_s,
-            **params,
+            credentials, resources.settings, model=model, input=texts, timeout_s=timeout_s, **params
         )
     except Exception as exc:
         return Vectors(
-            failure=calling.failure_of(exc, batch.credentials),
+            failure=calling.failure_of(exc, credentials),
             latency_ms=round((time.perf_counter() - started) * 1000, 1),
         )
     usage = getattr(response, "usage", None)
@@ -375,13 +392,15 @@ async def _store(  # noqa: PLR0912 - one branch per kind of answer
     return None
 
 
-def _settlement(
-    reservation: ledger.Reservation, batch: Batch, answer: Vectors
+def settlement_of(
+    reservation: ledger.Reservation, facts: ModelFacts, answer: Vectors
 ) -> ledger.Settlement:
+    """The ledger's record of an embeddings call: its cost from the reported usage (what was
+    reserved when the provider reported none), or the failure (nothing spent)."""
     if answer.failure is not None:
         return answer.failure.settlement(answer.latency_ms)
     if answer.usage_reported:
-        cost, error_type = batch.facts.cost(answer.prompt_tokens, 0), None
+        cost, error_type = facts.cost(answer.prompt_tokens, 0), None
     else:
         cost, error_type = reservation.amount, "usage_missing"
     return ledger.Settlement(

@@ -10,6 +10,7 @@ from pgvector.sqlalchemy import Vector
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
+    Computed,
     DateTime,
     Float,
     ForeignKey,
@@ -19,11 +20,12 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.sql.naming import conv
 
 from socialflow.db.base import TenantBase
+from socialflow.media import text_search
 
 STATUSES = ("pending_upload", "processing", "ready", "failed")
 KINDS = ("image", "video")
@@ -81,6 +83,8 @@ class MediaItem(TenantBase):
             unique=True,
             postgresql_where=text("deleted_at IS NULL AND status IN ('processing', 'ready')"),
         ),
+        Index("ix_media_items_search_doc", "search_doc", postgresql_using="gin"),
+        Index("ix_media_items_tags", "tags", postgresql_using="gin"),
         Index(
             "ix_media_items_pending",
             "created_at",
@@ -132,6 +136,12 @@ class MediaItem(TenantBase):
     # The item's vector (media_embeddings): its state and, when it has none, why.
     embedding_state: Mapped[str | None] = mapped_column(String(20))
     embedding_reason: Mapped[str | None] = mapped_column(Text)
+    # What full-text search reads (media.text_search), in the tenant's language: never loaded.
+    search_doc: Mapped[Any] = mapped_column(
+        TSVECTOR,
+        Computed(text_search.generated_expression(text_search.FALLBACK), persisted=True),
+        deferred=True,
+    )
 
 
 class MediaEmbedding(TenantBase):
@@ -141,6 +151,16 @@ class MediaEmbedding(TenantBase):
     model's vectors are ever here: a model change empties the table as it re-types it."""
 
     __tablename__ = "media_embeddings"
+    # Approximate nearest neighbours by cosine distance (ai.vectors builds it for the tenant's
+    # dimension; none above HNSW's 2,000: search then scans exactly).
+    __table_args__ = (
+        Index(
+            "ix_media_embeddings_hnsw",
+            "embedding",
+            postgresql_using="hnsw",
+            postgresql_ops={"embedding": "vector_cosine_ops"},
+        ),
+    )
 
     media_id: Mapped[uuid.UUID] = mapped_column(
         UUID(as_uuid=True),

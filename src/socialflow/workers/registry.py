@@ -14,6 +14,7 @@ ACTOR_MODULES: tuple[str, ...] = (
     "socialflow.members.tasks",
     "socialflow.media.tasks",
     "socialflow.captions.tasks",
+    "socialflow.search.tasks",
 )
 
 for _module in ACTOR_MODULES:

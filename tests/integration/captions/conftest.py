@@ -47,6 +47,12 @@ def provider() -> Iterator[FakeProvider]:
 def ai_settings(
     settings: Settings, provider: FakeProvider, tmp_path_factory: pytest.TempPathFactory
 ) -> Settings:
+    return settings_for_ai(settings, provider, tmp_path_factory)
+
+
+def settings_for_ai(
+    settings: Settings, provider: FakeProvider, tmp_path_factory: pytest.TempPathFactory
+) -> Settings:
     """Local media; tenants may reach the fake provider on loopback over http; the platform's
     own OpenAI key calls it too (for plans that include the platform's keys)."""
     return settings.model_copy(

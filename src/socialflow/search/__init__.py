@@ -1,0 +1,1 @@
+"""Search over a tenant's media: full text, semantic and hybrid (reciprocal rank fusion)."""

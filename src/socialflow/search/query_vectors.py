@@ -1,0 +1,197 @@
+"""A search query's vector: the tenant's embedding model's, cached in Redis by tenant, model,
+dimension and normalised query (a repeated query costs no provider call and no budget),
+otherwise one embeddings call counted in the AI ledger and budget like any other (operation
+`embed_query`).
+
+The cache key is a digest: a query's words never sit in Redis in clear. Anything that keeps a
+vector from being had (no model or key, the budget, the rate limit, the provider down or
+refusing) is an `Unavailable` with a sentence for the client: search then answers by text.
+"""
+
+from __future__ import annotations
+
+import array
+import hashlib
+import sys
+import unicodedata
+import uuid
+from dataclasses import dataclass
+
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from socialflow.ai import ledger
+from socialflow.ai.pricing import text_tokens_bound
+from socialflow.captions import calling
+from socialflow.captions.calling import NoCall, Retry
+from socialflow.captions.embedding import request_vectors, settlement_of
+from socialflow.plans.quota import TenantKey
+from socialflow.resources import Resources
+
+log = structlog.get_logger(__name__)
+
+OPERATION = "embed_query"
+_KEY_PREFIX = "sf:search:qvec:"
+_SETTINGS = text("SELECT embedding_model, embedding_dimension FROM ai_settings WHERE id = 1")
+
+
+@dataclass(frozen=True)
+class Model:
+    """The tenant's embedding model and the dimension of its vector column."""
+
+    name: str
+    dimension: int
+
+
+@dataclass(frozen=True)
+class Unavailable:
+    """Why the query has no vector: `not_configured` (no model or key for it) or
+    `unavailable` (the budget, the rate limit, the provider), and a sentence."""
+
+    state: str
+    reason: str
+
+
+async def tenant_model(session: AsyncSession) -> Model | None:
+    row = (await session.execute(_SETTINGS)).first()
+    if row is None or not row.embedding_model:
+        return None
+    return Model(str(row.embedding_model), int(row.embedding_dimension))
+
+
+def normalise(query: str) -> str:
+    """The form a query is cached by: NFKC, case-folded, single spaces."""
+    return " ".join(unicodedata.normalize("NFKC", query).casefold().split())
+
+
+def cache_key(tenant: uuid.UUID, model: str, dimension: int, query: str) -> str:
+    """Per tenant: a tenant's key may reach its own endpoint for a model name, and one tenant
+    must not learn from the cache (or its ledger) what another searched for."""
+    key = f"{tenant}\0{model}\0{dimension}\0{normalise(query)}"
+    return _KEY_PREFIX + hashlib.sha256(key.encode()).hexdigest()
+
+
+def _pack(vector: list[float]) -> bytes:
+    floats = array.array("f", vector)
+    if sys.byteorder == "big":
+        floats.byteswap()
+    return floats.tobytes()
+
+
+def _unpack(raw: bytes, dimension: int) -> list[float] | None:
+    if len(raw) != 4 * dimension:
+        return None
+    floats = array.array("f")
+    floats.frombytes(raw)
+    if sys.byteorder == "big":
+        floats.byteswap()
+    return floats.tolist()
+
+
+async def remember(
+    redis: Redis,
+    tenant: uuid.UUID,
+    model: Model,
+    query: str,
+    vector: list[float],
+    *,
+    ttl_s: int,
+) -> None:
+    """Keep a query's vector for `ttl_s` (best effort: a cache that fails costs a call later)."""
+    try:
+        await redis.set(
+            cache_key(tenant, model.name, model.dimension, query), _pack(vector), ex=ttl_s
+        )
+    except RedisError as error:
+        log.warning("search.query_cache_unavailable", error=type(error).__name__)
+
+
+async def recalled(redis: Redis, tenant: uuid.UUID, model: Model, query: str) -> list[float] | None:
+    try:
+        raw = await redis.get(cache_key(tenant, model.name, model.dimension, query))
+    except RedisError as error:
+        log.warning("search.query_cache_unavailable", error=type(error).__name__)
+        return None
+    if raw is None:
+        return None
+    return _unpack(raw if isinstance(raw, bytes) else raw.encode(), model.dimension)
+
+
+async def query_vector(
+    session: AsyncSession,
+    resources: Resources,
+    tenant: TenantKey,
+    model: Model,
+    query: str,
+    *,
+    request_id: str | None,
+) -> list[float] | Unavailable:
+    """The query's vector, from the cache or from the tenant's model (reserved, called and
+    settled as every AI call is)."""
+    redis = resources.redis
+    if redis is not None:
+        cached = await recalled(redis, tenant.id, model, query)
+        if cached is not None:
+            return cached
+    vector = await _embedded(session, resources, tenant, model, query, request_id)
+    if redis is not None and not isinstance(vector, Unavailable):
+        ttl = resources.settings.search_query_cache_ttl_s
+        await remember(redis, tenant.id, model, query, vector, ttl_s=ttl)
+    return vector
+
+
+async def _embedded(  # noqa: PLR0911, PLR0917 - one return per reason there is no vector
+    session: AsyncSession,
+    resources: Resources,
+    tenant: TenantKey,
+    model: Model,
+    query: str,
+    request_id: str | None,
+) -> list[float] | Unavailable:
+    credentials = await calling.credentials(session, resources, tenant, model.name)
+    if isinstance(credentials, NoCall):
+        state = "not_configured" if credentials.state == "not_configured" else "unavailable"
+        return Unavailable(state, credentials.reason)
+    facts = calling.facts_for(credentials, model.name, "embedding")
+    if isinstance(facts, NoCall):
+        return Unavailable("unavailable", facts.reason)
+    if isinstance(await calling.rate_wait(resources, tenant, OPERATION), Retry):
+        return Unavailable("unavailable", "The tenant's query embeddings are rate limited.")
+    allowance = await ledger.allowance(session, tenant)
+    try:
+        reservation = await ledger.reserve_call(
+            resources.engine,
+            tenant,
+            allowance,
+            operation=OPERATION,
+            model=facts.name,
+            key_source="byok" if credentials.source == "tenant" else "platform",
+            amount=facts.cost(text_tokens_bound(query), 0),
+            request_id=request_id,
+        )
+    except ledger.BudgetExceeded as exceeded:
+        return Unavailable("unavailable", exceeded.problem.detail)
+    answer = await request_vectors(
+        credentials,
+        facts,
+        model.name,
+        model.dimension,
+        [query],
+        resources,
+        timeout_s=resources.settings.search_embed_timeout_s,
+    )
+    await ledger.settle(
+        resources.engine, tenant, reservation, settlement_of(reservation, facts, answer)
+    )
+    if answer.failure is not None:
+        if answer.failure.key_refused:
+            why = await calling.key_refused(session, tenant, credentials, answer.failure)
+            return Unavailable("unavailable", why.reason)
+        return Unavailable("unavailable", answer.failure.message)
+    vectors = answer.vectors or []
+    if len(vectors) != 1 or len(vectors[0]) != model.dimension:
+        return Unavailable("unavailable", "The model answered no vector of the tenant's size.")
+    return vectors[0]
