@@ -153,7 +153,7 @@ class Settings(BaseSettings):
     ai_caption_max_tokens: int = Field(default=800, ge=50, le=8000)
     ai_call_timeout_s: float = Field(default=60.0, gt=0)
     ai_rate_limits_per_minute: dict[str, int] = Field(
-        default_factory=lambda: {"caption": 120, "embed": 600, "embed_query": 1200},
+        default_factory=lambda: {"caption": 120, "embed": 600, "embed_query": 300},
         description='JSON {"caption": 120, …}: provider calls a tenant may make a minute, by '
         "operation, shared by every worker",
     )
@@ -169,6 +169,12 @@ class Settings(BaseSettings):
         description="below this many vectors (that a query's filters leave) search ranks them "
         "all exactly instead of through the HNSW index",
     )
+    search_exact_fallback_max: int = Field(
+        default=20_000,
+        ge=0,
+        description="a filtered query whose HNSW list came back short ranks every match "
+        "exactly when at most this many (beyond, the index's list stands)",
+    )
     search_hnsw_ef_search: int = Field(
         default=100, ge=10, le=1000, description="HNSW candidates a semantic query explores"
     )
@@ -182,7 +188,7 @@ class Settings(BaseSettings):
         default=5.0, gt=0, description="a query's embedding call; past it, search answers by text"
     )
     search_query_cache_ttl_s: int = Field(
-        default=30 * 24 * 3600, ge=60, description="how long a query's vector is kept in Redis"
+        default=3600, ge=60, description="how long a query's vector is kept in Redis"
     )
     outbound_allowed_networks: tuple[str, ...] = Field(
         default=(), description="CIDRs tenants' URLs may reach although private (e.g. 10.0.0.0/8)"

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
-from sqlalchemy import Select, func, select, text, tuple_
+from sqlalchemy import Select, delete, func, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from socialflow.access.directory import tenant_by_id
@@ -38,7 +38,7 @@ from socialflow.media.events import (
     MediaUploadStarted,
     MediaVariantRendered,
 )
-from socialflow.media.models import MediaItem
+from socialflow.media.models import MediaEmbedding, MediaItem
 from socialflow.media.processing import PROFILES, render_variant
 from socialflow.media.storage import Storage, media_prefix
 from socialflow.plans import quota
@@ -382,6 +382,8 @@ async def delete_media(session: AsyncSession, access: TenantAccess, media_id: uu
     if not own and not allows(access.role, Permission.CONTENT_MANAGE):
         raise Problem(403, "forbidden", "Only admins delete media others uploaded.")
     item.deleted_at = item.updated_at = datetime.now(UTC)
+    # Its vector goes with it: searches never rank what they cannot show.
+    await session.execute(delete(MediaEmbedding).where(MediaEmbedding.media_id == item.id))
     await session.flush()
     deleted = MediaDeleted(
         media_id=item.id,

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from socialflow.access.guards import requires
 from socialflow.access.permissions import Permission
 from socialflow.access.tenant_access import TenantAccess
+from socialflow.db.session import request_work
 from socialflow.media.storage import media_storage
 from socialflow.search import services
 from socialflow.search.bodies import SearchResults
@@ -57,8 +58,12 @@ class SearchController(Controller):
         )
         query = services.search_query(q, mode, limit, cursor, filters)
         resources = state.resources
+
+        async def release() -> None:  # read-only: the request's transaction ends unchanged
+            await request_work(request.scope).close()
+
         return await services.search(
-            session, resources, access, query, media_storage(resources.settings)
+            session, resources, access, query, media_storage(resources.settings), release=release
         )
 
     @get(

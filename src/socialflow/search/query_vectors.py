@@ -11,7 +11,9 @@ refusing) is an `Unavailable` with a sentence for the client: search then answer
 from __future__ import annotations
 
 import array
+import asyncio
 import hashlib
+import math
 import sys
 import unicodedata
 import uuid
@@ -24,7 +26,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from socialflow.ai import ledger
-from socialflow.ai.pricing import text_tokens_bound
+from socialflow.ai.credentials import ProviderCredentials
+from socialflow.ai.pricing import ModelFacts, text_tokens_bound
 from socialflow.captions import calling
 from socialflow.captions.calling import NoCall, Retry
 from socialflow.captions.embedding import request_vectors, settlement_of
@@ -120,37 +123,36 @@ async def recalled(redis: Redis, tenant: uuid.UUID, model: Model, query: str) ->
     return _unpack(raw if isinstance(raw, bytes) else raw.encode(), model.dimension)
 
 
-async def query_vector(
-    session: AsyncSession,
-    resources: Resources,
-    tenant: TenantKey,
-    model: Model,
-    query: str,
-    *,
-    request_id: str | None,
-) -> list[float] | Unavailable:
-    """The query's vector, from the cache or from the tenant's model (reserved, called and
-    settled as every AI call is)."""
+@dataclass(frozen=True)
+class Call:
+    """A query embedding to make: what step 1 read in the request's transaction."""
+
+    tenant: TenantKey
+    model: Model
+    query: str
+    credentials: ProviderCredentials
+    facts: ModelFacts
+    allowance: ledger.Allowance
+
+
+@dataclass(frozen=True)
+class Refused:
+    """The provider refused the key: the caller marks it invalid (in a transaction)."""
+
+    credentials: ProviderCredentials
+    failure: calling.Failure
+
+
+async def prepare(
+    session: AsyncSession, resources: Resources, tenant: TenantKey, model: Model, query: str
+) -> list[float] | Unavailable | Call:
+    """Step 1, in the request's transaction: the cached vector, or the call to make (its key,
+    the model's price, the rate limit, the budget it reserves against), or why there is none."""
     redis = resources.redis
     if redis is not None:
         cached = await recalled(redis, tenant.id, model, query)
         if cached is not None:
             return cached
-    vector = await _embedded(session, resources, tenant, model, query, request_id)
-    if redis is not None and not isinstance(vector, Unavailable):
-        ttl = resources.settings.search_query_cache_ttl_s
-        await remember(redis, tenant.id, model, query, vector, ttl_s=ttl)
-    return vector
-
-
-async def _embedded(  # noqa: PLR0911, PLR0917 - one return per reason there is no vector
-    session: AsyncSession,
-    resources: Resources,
-    tenant: TenantKey,
-    model: Model,
-    query: str,
-    request_id: str | None,
-) -> list[float] | Unavailable:
     credentials = await calling.credentials(session, resources, tenant, model.name)
     if isinstance(credentials, NoCall):
         state = "not_configured" if credentials.state == "not_configured" else "unavailable"
@@ -158,40 +160,63 @@ async def _embedded(  # noqa: PLR0911, PLR0917 - one return per reason there is 
     facts = calling.facts_for(credentials, model.name, "embedding")
     if isinstance(facts, NoCall):
         return Unavailable("unavailable", facts.reason)
-    if isinstance(await calling.rate_wait(resources, tenant, OPERATION), Retry):
+    try:
+        limited = await calling.rate_wait(resources, tenant, OPERATION)
+    except RedisError:
+        return Unavailable("unavailable", "Query embeddings are unavailable for a moment.")
+    if isinstance(limited, Retry):
         return Unavailable("unavailable", "The tenant's query embeddings are rate limited.")
     allowance = await ledger.allowance(session, tenant)
+    return Call(tenant, model, query, credentials, facts, allowance)
+
+
+async def embed(
+    resources: Resources, call: Call, *, request_id: str | None
+) -> list[float] | Unavailable | Refused:
+    """Step 2, with no transaction or connection held while the provider answers: reserve
+    the call's bound, make it, settle it (also when the request is cancelled meanwhile), and
+    keep the vector in the cache."""
     try:
         reservation = await ledger.reserve_call(
             resources.engine,
-            tenant,
-            allowance,
+            call.tenant,
+            call.allowance,
             operation=OPERATION,
-            model=facts.name,
-            key_source="byok" if credentials.source == "tenant" else "platform",
-            amount=facts.cost(text_tokens_bound(query), 0),
-            request_id=request_id,
+            model=call.facts.name,
+            key_source="byok" if call.credentials.source == "tenant" else "platform",
+            amount=call.facts.cost(text_tokens_bound(call.query), 0),
+            request_id=(request_id or "")[:64] or None,  # the ledger keeps 64 characters
         )
     except ledger.BudgetExceeded as exceeded:
         return Unavailable("unavailable", exceeded.problem.detail)
-    answer = await request_vectors(
-        credentials,
-        facts,
-        model.name,
-        model.dimension,
-        [query],
-        resources,
-        timeout_s=resources.settings.search_embed_timeout_s,
-    )
-    await ledger.settle(
-        resources.engine, tenant, reservation, settlement_of(reservation, facts, answer)
-    )
+    try:
+        answer = await request_vectors(
+            call.credentials,
+            call.facts,
+            call.model.name,
+            call.model.dimension,
+            [call.query],
+            resources,
+            timeout_s=resources.settings.search_embed_timeout_s,
+        )
+    except BaseException:  # cancelled (the client left) or a bug: nothing was spent
+        gone = ledger.Settlement("failed", error_type="cancelled")
+        await asyncio.shield(ledger.settle(resources.engine, call.tenant, reservation, gone))
+        raise
+    settlement = settlement_of(reservation, call.facts, answer)
+    await asyncio.shield(ledger.settle(resources.engine, call.tenant, reservation, settlement))
     if answer.failure is not None:
         if answer.failure.key_refused:
-            why = await calling.key_refused(session, tenant, credentials, answer.failure)
-            return Unavailable("unavailable", why.reason)
+            return Refused(call.credentials, answer.failure)
         return Unavailable("unavailable", answer.failure.message)
     vectors = answer.vectors or []
-    if len(vectors) != 1 or len(vectors[0]) != model.dimension:
+    if len(vectors) != 1 or len(vectors[0]) != call.model.dimension:
         return Unavailable("unavailable", "The model answered no vector of the tenant's size.")
+    if not all(math.isfinite(x) for x in vectors[0]):
+        return Unavailable("unavailable", "The model answered a vector that is not a number.")
+    if resources.redis is not None:
+        ttl = resources.settings.search_query_cache_ttl_s
+        await remember(
+            resources.redis, call.tenant.id, call.model, call.query, vectors[0], ttl_s=ttl
+        )
     return vectors[0]

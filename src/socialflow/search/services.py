@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -16,15 +18,17 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from socialflow.access.tenant_access import TenantAccess
+from socialflow.captions import calling
 from socialflow.lib.pagination import decode_cursor, encode_cursor
 from socialflow.lib.problems import Problem
 from socialflow.media.storage import Storage
 from socialflow.plans.quota import TenantKey
 from socialflow.resources import Resources
-from socialflow.search import statements
+from socialflow.search import query_vectors, statements
 from socialflow.search.bodies import SearchHit, SearchResults
-from socialflow.search.query_vectors import Model, Unavailable, query_vector
 from socialflow.settings import Settings
+
+log = structlog.get_logger(__name__)
 
 MODES = ("hybrid", "semantic", "text")
 KINDS = ("image", "video")
@@ -60,6 +64,7 @@ class SearchQuery:
     filters: dict[str, Any] = field(default_factory=dict)
     limit: int = DEFAULT_LIMIT
     offset: int = 0
+    answered: str | None = None  # a later page: the mode the first was answered in
 
     @property
     def fingerprint(self) -> str:
@@ -70,8 +75,10 @@ class SearchQuery:
         canonical = json.dumps([" ".join(self.q.split()), self.mode, shown], sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:24]
 
-    def cursor_after(self, shown: int) -> str:
-        return encode_cursor((self.fingerprint, str(self.offset + shown)))
+    def cursor_after(self, shown: int, answered: str) -> str:
+        """The next page's cursor: this query, where it goes on, and the mode it is answered
+        in (a list answered by text stays so, whatever the provider does meanwhile)."""
+        return encode_cursor((self.fingerprint, str(self.offset + shown), answered))
 
 
 def unknown_parameters(given: set[str], allowed: frozenset[str]) -> None:
@@ -140,22 +147,32 @@ def search_query(
         raise _invalid("limit", f"1 to {MAX_LIMIT}")
     query = SearchQuery(text, mode, filters, limit)
     if cursor:
-        query = SearchQuery(text, mode, filters, limit, _offset(cursor, query.fingerprint))
+        offset, answered = _position(cursor, query.fingerprint)
+        query = SearchQuery(text, mode, filters, limit, offset, answered)
     if query.offset + limit > MAX_DEPTH:
         raise _invalid("cursor", f"results reach {MAX_DEPTH} deep: refine the query")
     return query
 
 
-def _offset(cursor: str, fingerprint: str) -> int:
+_CURSOR_OFFSET = re.compile(r"[0-9]{1,4}")
+
+
+def _position(cursor: str, fingerprint: str) -> tuple[int, str]:
+    """A cursor's offset and the mode its first page was answered in."""
     parts = decode_cursor(cursor)
-    if len(parts) != 2 or parts[0] != fingerprint or not parts[1].isdigit():
+    if (
+        len(parts) != 3
+        or parts[0] != fingerprint
+        or not _CURSOR_OFFSET.fullmatch(parts[1])
+        or parts[2] not in MODES
+    ):
         raise Problem(
             422,
             "invalid-cursor",
             "The cursor belongs to another query: send it with the query it came with.",
             errors=[{"field": "cursor", "source": "query", "message": "not this query's"}],
         )
-    return int(parts[1])
+    return int(parts[1]), parts[2]
 
 
 @dataclass(frozen=True)
@@ -173,19 +190,56 @@ async def search(
     access: TenantAccess,
     query: SearchQuery,
     storage: Storage,
+    *,
+    release: Callable[[], Awaitable[None]],
 ) -> SearchResults:
     """One page of the tenant's items for `query`. Semantic and hybrid queries that cannot
-    have a vector answer by text, saying why in `semantic`."""
+    have a vector answer by text, saying why in `semantic`.
+
+    A query whose vector is not cached is embedded with no connection held: `release` ends
+    the request's transaction first, and the page is read in a new one."""
     settings = resources.settings
-    mode = query.mode
-    semantic = _Semantic("not_used")
+    mode = query.answered or query.mode
+    # Hybrid fuses lists of a fixed length, so every page is cut from the same fused list.
     depth = query.offset + query.limit + 1
-    list_depth = max(depth, settings.search_rrf_candidates) if mode == "hybrid" else depth
-    if mode != "text":
-        semantic = await _vector_plan(session, resources, access, query, list_depth)
-        if semantic.vector is None:
-            mode = "text"  # degrade: the text list alone, the reason told
-    return await _run(session, query, mode, semantic, storage, settings, list_depth)
+    list_depth = settings.search_rrf_candidates if mode == "hybrid" else depth
+    if mode == "text":
+        semantic = _Semantic("not_used")
+        if query.mode != "text":
+            semantic = _Semantic("unavailable", "This list's first page was answered by text.")
+        return await _answer(session, query, "text", semantic, storage, settings, list_depth)
+    planned = await _plan_row(session, settings, query, list_depth)
+    if not planned.embedding_model:
+        semantic = _Semantic("not_configured", "The tenant has no embedding model.")
+        return await _answer(session, query, "text", semantic, storage, settings, list_depth)
+    model = query_vectors.Model(str(planned.embedding_model), int(planned.embedding_dimension))
+    tenant = TenantKey(access.tenant.id, access.tenant.slug, access.tenant.schema_name)
+    prepared = await query_vectors.prepare(session, resources, tenant, model, query.q)
+    if not isinstance(prepared, query_vectors.Call):
+        semantic = _semantic(prepared, planned, settings)
+        answered = mode if semantic.vector is not None else "text"
+        return await _answer(session, query, answered, semantic, storage, settings, list_depth)
+    await release()
+    request_id = structlog.contextvars.get_contextvars().get("request_id")
+    embedded = await query_vectors.embed(resources, prepared, request_id=request_id)
+    async with resources.in_tenant(access.tenant.slug) as (_, fresh):
+        if isinstance(embedded, query_vectors.Refused):
+            why = await calling.key_refused(fresh, tenant, embedded.credentials, embedded.failure)
+            embedded = query_vectors.Unavailable("unavailable", why.reason)
+        planned = await _plan_row(fresh, settings, query, list_depth)  # ef, in this one
+        semantic = _semantic(embedded, planned, settings)
+        answered = mode if semantic.vector is not None else "text"
+        return await _answer(fresh, query, answered, semantic, storage, settings, list_depth)
+
+
+def _semantic(
+    vector: list[float] | query_vectors.Unavailable, planned: Any, settings: Settings
+) -> _Semantic:
+    if isinstance(vector, query_vectors.Unavailable):
+        return _Semantic(vector.state, vector.reason)
+    return _Semantic(
+        "ok", vector=vector, path=_path(planned, settings), candidates=int(planned.candidates)
+    )
 
 
 async def similar(
@@ -213,10 +267,8 @@ async def similar(
     vector = [float(x) for x in source.vector.strip("[]").split(",")]
     query = SearchQuery("", "semantic", {**filters, "exclude": media_id}, limit)
     planned = await _plan_row(session, resources.settings, query, query.limit + 1)
-    semantic = _Semantic(
-        "ok", vector=vector, path=_path(planned, resources), candidates=int(planned.candidates)
-    )
-    return await _run(
+    semantic = _semantic(vector, planned, resources.settings)
+    return await _answer(
         session, query, "semantic", semantic, storage, resources.settings, query.limit + 1
     )
 
@@ -237,33 +289,12 @@ def _fetch(settings: Settings, query: SearchQuery, list_depth: int) -> int:
     return min(HNSW_MAX_FETCH, max(settings.search_hnsw_ef_search, list_depth + 10))
 
 
-def _path(planned: Any, resources: Resources) -> str:
-    small = int(planned.candidates) < resources.settings.search_exact_scan_below
+def _path(planned: Any, settings: Settings) -> str:
+    small = int(planned.candidates) < settings.search_exact_scan_below
     return "exact" if small or not planned.indexed else "hnsw"
 
 
-async def _vector_plan(
-    session: AsyncSession,
-    resources: Resources,
-    access: TenantAccess,
-    query: SearchQuery,
-    list_depth: int,
-) -> _Semantic:
-    planned = await _plan_row(session, resources.settings, query, list_depth)
-    if not planned.embedding_model:
-        return _Semantic("not_configured", "The tenant has no embedding model.")
-    model = Model(str(planned.embedding_model), int(planned.embedding_dimension))
-    tenant = TenantKey(access.tenant.id, access.tenant.slug, access.tenant.schema_name)
-    request_id = structlog.contextvars.get_contextvars().get("request_id")
-    vector = await query_vector(session, resources, tenant, model, query.q, request_id=request_id)
-    if isinstance(vector, Unavailable):
-        return _Semantic(vector.state, vector.reason)
-    return _Semantic(
-        "ok", vector=vector, path=_path(planned, resources), candidates=int(planned.candidates)
-    )
-
-
-async def _run(  # noqa: PLR0917 - the query and how it is answered, each distinct
+async def _answer(  # noqa: PLR0917 - the query and how it is answered, each distinct
     session: AsyncSession,
     query: SearchQuery,
     mode: str,
@@ -294,14 +325,16 @@ async def _run(  # noqa: PLR0917 - the query and how it is answered, each distin
 
     path = semantic.path if mode != "text" else None
     rows = await ranked(path)
-    if path == "hnsw" and _cut_short(rows, list_depth, semantic.candidates, query.offset):
+    if path == "hnsw" and _cut_short(rows, list_depth, semantic.candidates, query.offset, mode):
         # The index's neighbours did not hold every match the filters allow (pgvector 0.6 has
         # no iterative scan): as many as it gives, then, if still short, all of them ranked.
         if params["fetch"] < HNSW_MAX_FETCH:
             await session.execute(statements.SET_EF, {"ef": HNSW_MAX_FETCH})
             params["fetch"] = HNSW_MAX_FETCH
             rows = await ranked("hnsw")
-        if _cut_short(rows, list_depth, semantic.candidates, query.offset):
+        if _cut_short(rows, list_depth, semantic.candidates, query.offset, mode) and (
+            await _rankable(session, settings, query)
+        ):
             rows = await ranked("exact")
     shown = rows[: query.limit]
     hits = [_hit(row, storage, settings) for row in shown]
@@ -310,16 +343,27 @@ async def _run(  # noqa: PLR0917 - the query and how it is answered, each distin
         mode=query.mode,
         semantic=semantic.state,
         semantic_reason=semantic.reason,
-        next_cursor=query.cursor_after(len(shown)) if len(rows) > query.limit else None,
+        next_cursor=query.cursor_after(len(shown), mode) if len(rows) > query.limit else None,
     )
 
 
-def _cut_short(rows: list[Any], list_depth: int, candidates: int, offset: int) -> bool:
+def _cut_short(rows: list[Any], list_depth: int, candidates: int, offset: int, mode: str) -> bool:
     """Whether an HNSW list came back shorter than the matches that exist."""
-    listed = int(rows[0].vector_count) if rows else 0
-    if not rows and offset:
-        return True  # a page past the list's end: only an exact list says it is the end
-    return listed < min(list_depth, candidates)
+    if not rows:  # a page past a semantic list's end, or nothing at all: the list was short
+        return offset == 0 or mode == "semantic"
+    return int(rows[0].vector_count) < min(list_depth, candidates)
+
+
+async def _rankable(session: AsyncSession, settings: Settings, query: SearchQuery) -> bool:
+    """Whether the matches are few enough to rank them all exactly (SEARCH_EXACT_FALLBACK_MAX):
+    beyond, the index's list stands (a filter that leaves so many rarely loses any)."""
+    cap = settings.search_exact_fallback_max
+    params = {"cap": cap + 1, **query.filters}
+    found = await session.execute(statements.candidates(frozenset(query.filters)), params)
+    counted = int(found.scalar_one())
+    if counted > cap:
+        log.info("search.exact_fallback_skipped", matches_over=cap)
+    return counted <= cap
 
 
 def _hit(row: Any, storage: Storage, settings: Settings) -> SearchHit:

@@ -44,7 +44,13 @@ config AS MATERIALIZED (
     SELECT CAST(generated.name AS regconfig) AS name
     FROM ({text_search.CURRENT_CONFIG_SQL}) generated
 ),
-tsq AS MATERIALIZED (SELECT websearch_to_tsquery(config.name, :q) AS query FROM config),
+tsq AS MATERIALIZED (
+    -- A query of exclusions only ("-word") would match nearly every item, ranked one by one:
+    -- it finds nothing (querytree 'T': nothing an index can look up).
+    SELECT parsed.query FROM (
+        SELECT websearch_to_tsquery(config.name, :q) AS query FROM config
+    ) parsed WHERE querytree(parsed.query) <> 'T'
+),
 """
 _TEXT = """
 text_hits AS (
@@ -121,26 +127,36 @@ fused AS (
     return text(statement)
 
 
+def _counted(filters: frozenset[str]) -> str:
+    return (
+        "SELECT count(*) FROM (SELECT 1 FROM media_embeddings e "
+        f"JOIN media_items m ON m.id = e.media_id WHERE {_where(filters)} LIMIT :cap) c"
+    )
+
+
+@lru_cache(maxsize=64)
+def candidates(filters: frozenset[str]) -> TextClause:
+    """How many vectors the filters leave, counted up to `:cap`."""
+    return text(_counted(filters))
+
+
 @lru_cache(maxsize=64)
 def plan(filters: frozenset[str]) -> TextClause:
     """The tenant's embedding model, how many vectors a query may rank (capped: an exact
-    count when filtered, the planner's estimate when not), whether the HNSW index exists; and
-    `hnsw.ef_search` for this transaction."""
-    # Fixed fragments only (FILTERS); values are bound.
+    count when filtered, the planner's estimate when not, counted while it has none), whether
+    the HNSW index exists; and `hnsw.ef_search` for this transaction."""
     if filters:
-        candidates = (
-            "(SELECT count(*) FROM (SELECT 1 FROM media_embeddings e "
-            f"JOIN media_items m ON m.id = e.media_id WHERE {_where(filters)} LIMIT :cap) c)"
-        )
+        counted = f"({_counted(filters)})"
     else:
-        candidates = (
-            "(SELECT greatest(reltuples, 0)::bigint FROM pg_class "
-            "WHERE oid = to_regclass('media_embeddings'))"
+        counted = (
+            "(SELECT CASE WHEN reltuples >= 0 THEN reltuples::bigint "
+            f"ELSE ({_counted(frozenset())}) END "
+            "FROM pg_class WHERE oid = to_regclass('media_embeddings'))"
         )
     return text(
         "SELECT a.embedding_model, a.embedding_dimension, "
         "set_config('hnsw.ef_search', CAST(:ef AS text), true) AS ef, "
-        f"{candidates} AS candidates, "
+        f"{counted} AS candidates, "
         "to_regclass('ix_media_embeddings_hnsw') IS NOT NULL AS indexed "
         "FROM ai_settings a WHERE a.id = 1"
     )

@@ -83,6 +83,9 @@ class FakeProvider:
     slow_s: float = 3.0  # the delay of "slow"
     latency_s: float = 0.0  # before every answer, whatever the key or mode
     set_cookie: str | None = None  # a Set-Cookie on every answer (as CDNs in front of APIs)
+    # Called with each call's facts before it is answered, on the server's thread: a test
+    # looks at the platform while one of its calls waits for an answer.
+    on_call: Callable[[dict[str, object]], None] | None = None
     # Requests between their start and their answer sent: now, and the most at once.
     in_flight: int = 0
     max_in_flight: int = 0
@@ -195,6 +198,8 @@ class _Handler(BaseHTTPRequestHandler):
                 dimensions=body.get("dimensions"),
             )
         provider.calls.append(call)
+        if provider.on_call is not None:
+            provider.on_call(call)
         if provider.latency_s > 0:
             time.sleep(provider.latency_s)
         if api is None:

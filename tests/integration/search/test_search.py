@@ -15,8 +15,11 @@ from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from socialflow.db.engine import libpq_url
+from socialflow.lib.pagination import encode_cursor
 from socialflow.media import text_search
 from socialflow.search import query_vectors
+from socialflow.search.services import SearchQuery
 from tests.integration.ai.fake_openai import DEFAULT_CAPTION, FakeProvider
 from tests.integration.captions.conftest import Studio, studio_for
 from tests.integration.captions.test_pipeline import ledger, schema_of
@@ -424,3 +427,97 @@ async def test_the_text_configuration_follows_the_tenants_language(
     await studio.run(types=("settings.updated", "ai_settings.updated"))
     assert text_config(pg, studio.tenant) == "german"
     assert ids_of(await search(studio, q="espresso", mode="text")) == [ids["espresso"]]
+
+
+async def test_an_uncached_query_holds_no_connection_while_the_provider_answers(
+    studio: Studio, provider: FakeProvider, database_url: str
+) -> None:
+    ids = await labelled(studio, provider)
+    held: list[int] = []
+
+    def look(call: dict[str, object]) -> None:  # on the provider's thread, mid-call
+        with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'socialflow' "
+                "AND state LIKE 'idle in transaction%%'"
+            ).fetchone()
+            held.append(int(row[0]) if row else -1)
+
+    provider.on_call = look
+    found = await search(studio, q="espresso coffee", mode="hybrid")
+
+    assert held == [0]  # one call, and the request's transaction had ended before it
+    assert found["semantic"] == "ok"
+    assert ids_of(found)[0] == ids["espresso"]
+
+
+async def test_a_list_first_answered_by_text_stays_so_page_after_page(
+    studio: Studio, provider: FakeProvider
+) -> None:
+    await labelled(studio, provider)
+    provider.set_mode("server_error")
+    first = await search(studio, q="snow or coffee or boats", limit=1)
+    assert first["semantic"] == "unavailable"
+    assert first["next_cursor"]
+
+    provider.set_mode("ok")
+    second = await search(studio, q="snow or coffee or boats", limit=1, cursor=first["next_cursor"])
+    assert second["semantic"] == "unavailable"
+    assert [hit["matched"] for hit in second["items"]] == [["text"]]
+    assert ids_of(second) != ids_of(first)
+
+
+async def test_a_forged_cursor_and_a_query_of_exclusions_only_are_clear_answers(
+    studio: Studio, provider: FakeProvider
+) -> None:
+    ids = await labelled(studio, provider)
+    fingerprint = SearchQuery("espresso", "hybrid").fingerprint
+    for offset in ("²", "99999", "-1"):
+        forged = encode_cursor((fingerprint, offset, "hybrid"))
+        answer = await studio.client.get(
+            f"{studio.tenant_base}/search",
+            params={"q": "espresso", "cursor": forged},
+            headers=studio.who.headers,
+        )
+        assert answer.status_code == 422, (offset, answer.text)
+    # "-coffee" alone would match nearly every item: it finds nothing, as text.
+    assert ids_of(await search(studio, q="-coffee", mode="text")) == []
+    assert ids_of(await search(studio, q="espresso -snow", mode="text")) == [ids["espresso"]]
+
+
+async def test_a_long_request_id_is_kept_to_what_the_ledger_holds(
+    studio: Studio, provider: FakeProvider, pg: psycopg.Connection[Row]
+) -> None:
+    await labelled(studio, provider)
+    answer = await studio.client.get(
+        f"{studio.tenant_base}/search",
+        params={"q": "a query nobody asked before"},
+        headers={**studio.who.headers, "X-Request-ID": "r" * 120},
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["semantic"] == "ok"
+    schema = schema_of(pg, studio.tenant)
+    row = pg.execute(
+        f"SELECT request_id FROM \"{schema}\".ai_usage WHERE operation = 'embed_query'"
+    ).fetchone()
+    assert row is not None
+    assert len(row[0]) == 64
+
+
+async def test_a_deleted_item_leaves_search_with_its_vector(
+    studio: Studio, provider: FakeProvider, pg: psycopg.Connection[Row]
+) -> None:
+    ids = await labelled(studio, provider)
+    removed = await studio.client.delete(
+        f"{studio.base}/{ids['espresso']}", headers=studio.owner.headers
+    )
+    assert removed.status_code == 204, removed.text
+
+    for mode in ("text", "semantic", "hybrid"):
+        assert ids["espresso"] not in ids_of(await search(studio, q="espresso coffee", mode=mode))
+    schema = schema_of(pg, studio.tenant)
+    left = pg.execute(
+        f'SELECT count(*) FROM "{schema}".media_embeddings WHERE media_id = %s',
+        (ids["espresso"],),
+    ).fetchone()
+    assert left == (0,)
