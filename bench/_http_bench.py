@@ -30,12 +30,15 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
 from _servers import (
+    Servers,
     check,
     durable_servers,
     prepare_shared,
@@ -139,6 +142,31 @@ def api_environment(
         "RATE_LIMIT_USER_PER_MINUTE": str(LIMIT),
         "SIGNIN_ATTEMPTS_PER_ADDRESS_PER_MINUTE": str(LIMIT),
     }
+
+
+@contextmanager
+def cached_api_environment(servers: Servers) -> Iterator[dict[str, str]]:
+    """The API's environment on `servers`, its caches on a Redis of their own as infra/ ships
+    it (evicting, not persisted), stopped when the block ends; PUBLIC_BASE_URL its own."""
+    assert servers.redis_url is not None
+    cache = EmbeddedRedis(
+        servers.data_dir / "cache-redis",
+        throwaway=True,
+        extra_args=("--maxmemory", "256mb", "--maxmemory-policy", "allkeys-lru"),
+    )
+    cache_url = cache.start()
+    try:
+        env = api_environment(
+            servers.database_url,
+            servers.redis_url,
+            cache_url,
+            servers.data_dir / "app",
+            free_port(),
+        )
+        env["PUBLIC_BASE_URL"] = f"http://127.0.0.1:{env['PORT']}"
+        yield env
+    finally:
+        cache.stop()
 
 
 class Api:

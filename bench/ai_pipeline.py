@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the fake prov
 from tests.integration.ai.fake_openai import GOOD_KEY, fake_provider
 from tests.integration.media.support import photo
 
-from _http_bench import Api, api_environment, free_port, seed
+from _http_bench import Api, cached_api_environment, seed
 from _servers import (
     check,
     durable_servers,
@@ -56,7 +56,6 @@ from _servers import (
 )
 from media import Process
 from socialflow.db.engine import libpq_url
-from socialflow.embedded import EmbeddedRedis
 
 PROVIDER_LATENCY_S = 0.3
 CLIENT_THREADS = 8
@@ -143,46 +142,35 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         assert servers.redis_url is not None
         provider.latency_s = PROVIDER_LATENCY_S
         prepare_shared(servers.database_url)
-        cache = EmbeddedRedis(
-            servers.data_dir / "cache-redis",
-            throwaway=True,
-            extra_args=("--maxmemory", "256mb", "--maxmemory-policy", "allkeys-lru"),
-        )
-        cache_url = cache.start()
-        data_dir = servers.data_dir / "app"
-        env = api_environment(
-            servers.database_url, servers.redis_url, cache_url, data_dir, free_port()
-        )
-        env.update(
-            PUBLIC_BASE_URL=f"http://127.0.0.1:{env['PORT']}",
-            OUTBOUND_ALLOWED_NETWORKS='["127.0.0.1/32"]',  # the provider is on loopback
-            OUTBOUND_ALLOW_HTTP="true",
-            AI_RATE_LIMITS_PER_MINUTE=json.dumps(RATE_LIMITS),
-        )
-        logs = servers.data_dir
-        api = Api(env, 1, logs / "api.log")
-        processes = [
-            Process(["relay"], env, logs / "relay.log"),
-            Process(["worker", "--exclude-queues", "ai"], env, logs / "worker.log"),
-            Process(["worker", "--queues", "ai", "--processes", "1"], env, logs / "ai.log"),
-        ]
-        try:
-            (target, *_) = seed(api, servers.database_url)
-            tenant = Tenant(api, target["slug"], target["jwt"])
-            api.call(
-                "PUT",
-                f"{tenant.base}/ai/keys/openai",
-                {"api_key": GOOD_KEY, "base_url": provider.base_url},
-                tenant.token,
+        with cached_api_environment(servers) as env:
+            env.update(
+                OUTBOUND_ALLOWED_NETWORKS='["127.0.0.1/32"]',  # the provider is on loopback
+                OUTBOUND_ALLOW_HTTP="true",
+                AI_RATE_LIMITS_PER_MINUTE=json.dumps(RATE_LIMITS),
             )
-            schema = "t_" + target["slug"].replace("-", "_")
-            outcome = measure(args, tenant, schema, servers.database_url, provider)
-            outcome["_settings"] = settings_lines(servers, server_settings(servers))
-        finally:
-            for process in processes:
-                process.stop()
-            api.stop()
-            cache.stop()
+            logs = servers.data_dir
+            api = Api(env, 1, logs / "api.log")
+            processes = [
+                Process(["relay"], env, logs / "relay.log"),
+                Process(["worker", "--exclude-queues", "ai"], env, logs / "worker.log"),
+                Process(["worker", "--queues", "ai", "--processes", "1"], env, logs / "ai.log"),
+            ]
+            try:
+                (target, *_) = seed(api, servers.database_url)
+                tenant = Tenant(api, target["slug"], target["jwt"])
+                api.call(
+                    "PUT",
+                    f"{tenant.base}/ai/keys/openai",
+                    {"api_key": GOOD_KEY, "base_url": provider.base_url},
+                    tenant.token,
+                )
+                schema = "t_" + target["slug"].replace("-", "_")
+                outcome = measure(args, tenant, schema, servers.database_url, provider)
+                outcome["_settings"] = settings_lines(servers, server_settings(servers))
+            finally:
+                for process in processes:
+                    process.stop()
+                api.stop()
     return outcome
 
 

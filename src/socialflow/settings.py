@@ -176,7 +176,7 @@ class Settings(BaseSettings):
         "exactly when at most this many (beyond, the index's list stands)",
     )
     search_hnsw_ef_search: int = Field(
-        default=100, ge=10, le=1000, description="HNSW candidates a semantic query explores"
+        default=200, ge=10, le=1000, description="HNSW candidates a semantic query explores"
     )
     search_rrf_k: int = Field(default=60, ge=1, description="reciprocal rank fusion's k")
     search_rrf_candidates: int = Field(

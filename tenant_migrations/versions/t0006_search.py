@@ -94,7 +94,7 @@ DO $$
 BEGIN
     IF (SELECT embedding_dimension FROM ai_settings WHERE id = 1) <= 2000 THEN
         CREATE INDEX ix_media_embeddings_hnsw ON media_embeddings
-            USING hnsw (embedding vector_cosine_ops);
+            USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64);
     END IF;
 END
 $$

@@ -521,3 +521,24 @@ async def test_a_deleted_item_leaves_search_with_its_vector(
         (ids["espresso"],),
     ).fetchone()
     assert left == (0,)
+
+
+async def test_an_exhausted_budget_makes_no_query_call_and_search_answers_by_text(
+    studio: Studio, provider: FakeProvider, pg: psycopg.Connection[Row], world: World
+) -> None:
+    ids = await labelled(studio, provider)
+    limited = await studio.client.patch(
+        f"{studio.tenant_base}/entitlements",
+        json={"overrides": {"ai_spend_usd_per_month": 0}},
+        headers=world.admin_x.headers,
+    )
+    assert limited.status_code == 200, limited.text
+    calls, rows = len(provider.calls), len(ledger(pg, studio.tenant))
+
+    found = await search(studio, q="espresso coffee", mode="semantic")
+
+    assert found["semantic"] == "unavailable"
+    assert "ai spend" in found["semantic_reason"].lower()
+    assert ids_of(found)[0] == ids["espresso"]
+    assert len(provider.calls) == calls
+    assert len(ledger(pg, studio.tenant)) == rows
