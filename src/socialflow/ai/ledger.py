@@ -89,7 +89,8 @@ def _in(schema: str, statement: str) -> str:
 
 _ABANDON = text("""
 UPDATE ai_usage SET outcome = 'abandoned', settled_at = now()
-WHERE outcome = 'reserved' AND (event_id = :event_id OR created_at < :stale_before)
+WHERE outcome = 'reserved'
+  AND ((event_id = :event_id AND created_at < :over_before) OR created_at < :stale_before)
 RETURNING reserved_usd, created_at
 """)
 _ATTEMPTS = text("""
@@ -263,13 +264,20 @@ async def release_abandoned(
     *,
     event_id: uuid.UUID,
     stale_after_s: int,
+    call_over_s: float,
 ) -> int:
-    """Give back reservations of calls that never settled: those of `event_id` (a delivery
-    that died mid-call; this one makes the call again) and any older than `stale_after_s`."""
-    stale_before = datetime.now(UTC) - timedelta(seconds=stale_after_s)
-    rows = (
-        await session.execute(_ABANDON, {"event_id": event_id, "stale_before": stale_before})
-    ).all()
+    """Give back reservations of calls that never settled: those of `event_id` made longer
+    than `call_over_s` ago (a call's timeout and then some: a delivery that died mid-call; this
+    one makes the call again), and any older than `stale_after_s`. A younger one of the same
+    event may be a duplicate delivery's call still running: it stays counted (the budget then
+    errs on the safe side until it settles or goes stale)."""
+    now = datetime.now(UTC)
+    params = {
+        "event_id": event_id,
+        "over_before": now - timedelta(seconds=call_over_s),
+        "stale_before": now - timedelta(seconds=stale_after_s),
+    }
+    rows = (await session.execute(_ABANDON, params)).all()
     await _give_back(session, tenant, [(Decimal(r.reserved_usd), r.created_at) for r in rows])
     return len(rows)
 

@@ -43,7 +43,7 @@ from socialflow.ai.events import (
 )
 from socialflow.ai.key_check import try_credentials
 from socialflow.ai.models import AIProviderKey, AISettings
-from socialflow.ai.pricing import model_facts
+from socialflow.ai.pricing import model_facts, unusable_model
 from socialflow.ai.providers import TEST_MODELS, Provider, litellm_model, provider_of
 from socialflow.audit.record import record_change
 from socialflow.lib.outbound import check_outbound_url
@@ -259,6 +259,7 @@ async def update_settings(
         if changes.get(name) == "":
             changes[name] = None  # "" clears
     changes = {k: v for k, v in changes.items() if getattr(before, k) != v}
+    _refuse_unusable_models(changes)
     if "embedding_model" in changes and "embedding_dimension" not in changes:
         changes["embedding_dimension"] = _native_dimension(changes["embedding_model"])
         if changes["embedding_dimension"] == before.embedding_dimension:
@@ -275,6 +276,19 @@ async def update_settings(
         await record_change(session, access.principal, started, tenant=access.tenant.slug)
         after = await AI_SETTINGS.read(session)
     return _settings_out(after)
+
+
+def _refuse_unusable_models(changes: dict[str, Any]) -> None:
+    """A caption model must see images and an embedding model embed (pricing.unusable_model),
+    as the calls will ask: refused now rather than failing every item later."""
+    wanted = (("caption_model", "chat", True), ("embedding_model", "embedding", False))
+    problems = [
+        {"field": field, "message": why}
+        for field, mode, vision in wanted
+        if changes.get(field) and (why := unusable_model(changes[field], mode, vision=vision))
+    ]
+    if problems:
+        raise Problem(422, "validation-error", problems[0]["message"], errors=problems)
 
 
 def _native_dimension(model: str) -> int:

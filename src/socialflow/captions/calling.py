@@ -35,6 +35,9 @@ from socialflow.workers.actors import EventSteps
 log = structlog.get_logger(__name__)
 
 AI_QUEUE = "ai"
+# After a call's timeout, the time its settlement may still take: a reservation of the same
+# event older than both belongs to no running call.
+CALL_SETTLE_MARGIN_S = 30.0
 
 # Provider error codes a tenant may see in an item's reason (known ones, never free text).
 SHOWN_CODES = frozenset(
@@ -143,6 +146,7 @@ async def spend(  # noqa: PLR0917 - the call's context, each distinct
         tenant,
         event_id=event.event_id,
         stale_after_s=resources.settings.ai_reservation_ttl_s,
+        call_over_s=resources.settings.ai_call_timeout_s + CALL_SETTLE_MARGIN_S,
     )
     allowance = await ledger.allowance(session, tenant)
     return Spend(operation, credentials, model, amount, media_id, allowance)

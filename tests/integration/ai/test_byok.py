@@ -328,3 +328,26 @@ async def test_ai_settings_are_read_and_changed_per_tenant(
         url, json={"embedding_dimension": 0}, headers=world.owner_a.headers
     )
     assert bad.status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"caption_model": "openai/gpt-3.5-turbo"}, "caption_model"),  # cannot see images
+        ({"caption_model": "openai/text-embedding-3-small"}, "caption_model"),
+        ({"caption_model": "openai/not-a-model-at-all"}, "caption_model"),
+        ({"embedding_model": "openai/gpt-4o-mini"}, "embedding_model"),
+    ],
+)
+async def test_a_model_that_cannot_serve_its_setting_is_refused_and_nothing_changes(
+    platform: Platform, world: World, change: dict[str, str], field: str
+) -> None:
+    url = f"/api/v1/tenants/{world.tenant_a}/ai/settings"
+    before = (await platform.client.get(url, headers=world.owner_a.headers)).json()
+
+    refused = await platform.client.put(url, json=change, headers=world.owner_a.headers)
+
+    assert refused.status_code == 422, refused.text
+    assert [e["field"] for e in refused.json()["errors"]] == [field]
+    after = (await platform.client.get(url, headers=world.owner_a.headers)).json()
+    assert after == before
