@@ -47,6 +47,7 @@ from socialflow.captions.prompt import (
     clean,
     parse_caption,
 )
+from socialflow.db.rows import fetch_rows
 from socialflow.media.models import MediaItem
 from socialflow.media.storage import StorageError, media_storage
 from socialflow.outbox.events import Event
@@ -164,8 +165,10 @@ async def _plan(
     tenant: TenantKey,
     item: MediaItem,
 ) -> Plan | Retry | NoCall:
-    row = (await session.execute(_SETTINGS)).one()
-    model = str(event.payload.get("model") or row.caption_model)
+    ((caption_model, brand_voice, caption_language, hashtag_count, locale),) = await fetch_rows(
+        session, _SETTINGS
+    )
+    model = str(event.payload.get("model") or caption_model)
     if IMAGE_DERIVATIVE not in (item.derivatives or {}):
         return NoCall("failed", "The item has no image to caption.")
     credentials = await calling.credentials(session, resources, tenant, model)
@@ -178,9 +181,9 @@ async def _plan(
     if wait is not None:
         return wait
     prompt = CaptionPrompt(
-        language=row.caption_language or row.locale or "en",
-        hashtag_count=row.hashtag_count,
-        brand_voice=row.brand_voice,
+        language=caption_language or locale or "en",
+        hashtag_count=hashtag_count,
+        brand_voice=brand_voice,
         instructions=event.payload.get("prompt") or None,
     )
     max_tokens = resources.settings.ai_caption_max_tokens

@@ -28,6 +28,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from socialflow.audit.record import record_change
+from socialflow.db.rows import fetch_rows
 from socialflow.db.session import after_transaction
 from socialflow.db.tenant_schema import quote_schema
 from socialflow.lib.problems import Problem
@@ -174,9 +175,12 @@ class Entitlements:
 
 async def entitlements_for(session: AsyncSession, tenant: QuotaTenant) -> Entitlements:
     """The tenant's effective limits (its plan, then its overrides) and its billing anchor."""
-    row = (await session.execute(ENTITLEMENTS_SQL, {"tenant": tenant.id})).one()
-    period = (row.period_start, row.period_end) if row.period_end is not None else None
-    return Entitlements(effective(row.plan, row.plan_values, row.overrides), row.anchor_day, period)
+    # A hot statement (db.rows): every AI call and many requests read it.
+    ((plan, plan_values, overrides, anchor_day, period_start, period_end),) = await fetch_rows(
+        session, ENTITLEMENTS_SQL, {"tenant": tenant.id}
+    )
+    period = (period_start, period_end) if period_end is not None else None
+    return Entitlements(effective(plan, plan_values, overrides), anchor_day, period)
 
 
 async def limits_for(session: AsyncSession, tenant: QuotaTenant) -> Limits:

@@ -22,6 +22,7 @@ from prometheus_client import Counter
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from socialflow.db.rows import fetch_rows
 from socialflow.db.session import unit_of_work
 from socialflow.db.tenant_schema import set_search_path
 from socialflow.outbox.events import Event
@@ -131,6 +132,15 @@ class TenantGone(Exception):
         self.status = status or "unknown"
 
 
+@dataclass(frozen=True, slots=True)
+class _Entered:
+    status: str
+    id: uuid.UUID
+    slug: str
+    schema_name: str
+    processed: bool
+
+
 @dataclass(frozen=True)
 class EnteredTenant:
     """The tenant whose schema a step's transaction entered."""
@@ -200,13 +210,17 @@ class EventSteps:
                 del session.commit
                 self._processed = None
 
-    async def _enter(self, session: AsyncSession) -> Any:
+    async def _enter(self, session: AsyncSession) -> _Entered | None:
         marks = {"event_id": self.event.event_id, "actor": self.actor}
         if self.event.tenant_id is not None:
-            found = await session.execute(ENTER_STEP_BY_ID, {"id": self.event.tenant_id} | marks)
+            rows = await fetch_rows(session, ENTER_STEP_BY_ID, {"id": self.event.tenant_id} | marks)
         else:
-            found = await session.execute(ENTER_STEP_BY_SLUG, {"slug": self.event.tenant} | marks)
-        return found.first()
+            by_slug = {"slug": self.event.tenant} | marks
+            rows = await fetch_rows(session, ENTER_STEP_BY_SLUG, by_slug)
+        if not rows:
+            return None
+        status, tenant_id, slug, schema_name, _, processed = rows[0]
+        return _Entered(status, tenant_id, slug, schema_name, processed)
 
     async def already_processed(self, session: AsyncSession) -> bool:
         """Whether the event is recorded processed by this actor (found as the transaction
