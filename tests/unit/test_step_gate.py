@@ -95,3 +95,41 @@ async def test_a_waiter_cancelled_after_its_turn_came_hands_the_slot_on() -> Non
     await asyncio.wait_for(asyncio.gather(holder, after), 5)  # never admitted: a leaked slot
     assert admitted == ["holder", "after"]
     assert gate.busy == 0
+
+
+async def test_a_backfills_next_batch_queues_as_new_work_behind_deliveries_waiting_before_it() -> (
+    None
+):
+    from socialflow.settings import Settings
+    from socialflow.workers.actors import EventSteps, WorkerResources
+    from socialflow.workers.step_gate import step_gate
+
+    WorkerResources.configure(Settings(_env_file=None, worker_step_concurrency=1))  # type: ignore[call-arg]
+    try:
+        gate = step_gate(1)
+        backfill = EventSteps(None, None, "reembed_media")  # type: ignore[arg-type]
+        async with backfill.stage():  # its first batch: under way since
+            pass
+        order: list[str] = []
+        release = asyncio.Event()
+
+        async def holder() -> None:
+            async with gate.slot(FIRST):
+                await release.wait()
+
+        async def stage(name: str, steps: EventSteps) -> None:
+            async with steps.stage():
+                order.append(name)
+
+        held = asyncio.create_task(holder())
+        await asyncio.sleep(0)
+        new = asyncio.create_task(stage("new delivery", EventSteps(None, None, "caption_media")))  # type: ignore[arg-type]
+        await asyncio.sleep(0)
+        backfill.anew()
+        batch = asyncio.create_task(stage("next batch", backfill))
+        await asyncio.sleep(0)
+        release.set()
+        await asyncio.gather(held, new, batch)
+        assert order == ["new delivery", "next batch"]  # without anew(): the batch first
+    finally:
+        WorkerResources._settings = None

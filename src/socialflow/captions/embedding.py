@@ -162,6 +162,7 @@ async def reembed(  # noqa: PLR0911 - one return per way a slice ends
     generation = int(event.payload["generation"])
     started = time.monotonic()
     while time.monotonic() - started < BACKFILL_SLICE_S:
+        steps.anew()  # each batch queues as new work: new captions are not held behind it
         async with steps.transaction() as session:
             if await steps.already_processed(session):
                 return None

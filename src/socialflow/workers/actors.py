@@ -191,6 +191,11 @@ class EventSteps:
             finally:
                 self._in_stage = False
 
+    def anew(self) -> None:
+        """The next stage waits as new work does (a backfill's next batch): a long backfill's
+        batches then take turns with new deliveries instead of going before all of them."""
+        self._began = False
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """A unit of work in the event's tenant schema; raises TenantGone when the tenant is
