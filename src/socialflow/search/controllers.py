@@ -8,7 +8,7 @@ from typing import Any
 
 from litestar import Controller, Request, get
 from litestar.datastructures import State
-from litestar.di import NamedDependency
+from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -21,9 +21,24 @@ from socialflow.search import services
 from socialflow.search.bodies import SearchResults
 
 
+async def provide_filters(
+    *,
+    kind: FromQuery[str | None] = None,
+    tags: FromQuery[str | None] = None,
+    created_from: FromQuery[datetime | None] = None,
+    created_to: FromQuery[datetime | None] = None,
+    status: FromQuery[str | None] = None,
+) -> dict[str, Any]:
+    """The filters both endpoints take (`tags`: comma-separated, items with all of them)."""
+    return services.filters_of(
+        kind=kind, tags=tags, status=status, created_from=created_from, created_to=created_to
+    )
+
+
 class SearchController(Controller):
     path = "/api/v1/tenants/{tenant:str}"
     tags = ["search"]  # noqa: RUF012 - Litestar reads this class attribute
+    dependencies = {"filters": Provide(provide_filters)}  # noqa: RUF012 - read by Litestar
 
     @get(
         "/search",
@@ -36,26 +51,19 @@ class SearchController(Controller):
             "comma-separated list (items with all of them)."
         ),
     )
-    async def search(  # noqa: PLR0917 - the query's parameters
+    async def search(  # noqa: PLR0917 - the request's parts, each a dependency
         self,
         request: Request[Any, Any, Any],
         access: NamedDependency[TenantAccess],
         session: NamedDependency[AsyncSession],
+        filters: NamedDependency[dict[str, Any]],
         state: State,
         q: FromQuery[str | None] = None,
         mode: FromQuery[str | None] = None,
-        kind: FromQuery[str | None] = None,
-        tags: FromQuery[str | None] = None,
-        created_from: FromQuery[datetime | None] = None,
-        created_to: FromQuery[datetime | None] = None,
-        status: FromQuery[str | None] = None,
         limit: FromQuery[int | None] = None,
         cursor: FromQuery[str | None] = None,
     ) -> SearchResults:
         services.unknown_parameters(set(request.query_params), services.QUERY_PARAMETERS)
-        filters = services.filters_of(
-            kind=kind, tags=tags, status=status, created_from=created_from, created_to=created_to
-        )
         query = services.search_query(q, mode, limit, cursor, filters)
         resources = state.resources
 
@@ -72,24 +80,17 @@ class SearchController(Controller):
         summary="More like this: the items nearest to this one's vector",
         opt={"problems": (404, 409)},  # no such item; it has no vector yet
     )
-    async def similar(  # noqa: PLR0917 - the filters
+    async def similar(  # noqa: PLR0917 - the request's parts, each a dependency
         self,
         request: Request[Any, Any, Any],
         media_id: FromPath[uuid.UUID],
         access: NamedDependency[TenantAccess],
         session: NamedDependency[AsyncSession],
+        filters: NamedDependency[dict[str, Any]],
         state: State,
-        kind: FromQuery[str | None] = None,
-        tags: FromQuery[str | None] = None,
-        created_from: FromQuery[datetime | None] = None,
-        created_to: FromQuery[datetime | None] = None,
-        status: FromQuery[str | None] = None,
         limit: FromQuery[int | None] = None,
     ) -> SearchResults:
         services.unknown_parameters(set(request.query_params), services.SIMILAR_PARAMETERS)
-        filters = services.filters_of(
-            kind=kind, tags=tags, status=status, created_from=created_from, created_to=created_to
-        )
         resources = state.resources
         return await services.similar(
             session,
