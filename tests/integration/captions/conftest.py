@@ -175,3 +175,20 @@ async def studio(
         platform, client, session_factory, pg, provider, world.tenant_a, world.owner_a
     )
     await WorkerResources.dispose()
+
+
+@pytest.fixture
+async def keyless_studio(
+    platform: Platform,
+    world: World,
+    client: AsyncTestClient[Litestar],
+    session_factory: async_sessionmaker[AsyncSession],
+    worker_settings: Settings,
+    provider: FakeProvider,
+    pg: psycopg.Connection[tuple[object, ...]],
+) -> AsyncIterator[Studio]:
+    """A tenant on plan "starter" (no platform keys) whose owner stored no key of its own."""
+    owner = await platform.user()
+    tenant = await platform.tenant(world.admin_x, world.agency_x, owner, plan="starter")
+    yield await studio_for(platform, client, session_factory, pg, provider, tenant, owner)
+    await WorkerResources.dispose()

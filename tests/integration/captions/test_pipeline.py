@@ -9,15 +9,12 @@ from typing import Any
 
 import psycopg
 import pytest
-from litestar import Litestar
-from litestar.testing import AsyncTestClient
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from socialflow.captions.prompt import PROMPT_VERSION
 from tests.integration.ai.fake_openai import DEFAULT_CAPTION, FakeProvider, fake_embedding
-from tests.integration.captions.conftest import Studio, studio_for
+from tests.integration.captions.conftest import Studio
 from tests.integration.media.support import mp4, photo
-from tests.integration.tenancy_fixtures import Platform, World
+from tests.integration.tenancy_fixtures import Platform
 
 Row = tuple[Any, ...]
 
@@ -143,17 +140,9 @@ async def test_without_a_tenant_key_the_platforms_key_serves_a_plan_that_include
 
 
 async def test_without_a_tenant_key_or_a_plan_with_the_platforms_the_caption_is_not_configured(
-    platform: Platform,
-    world: World,
-    client: AsyncTestClient[Litestar],
-    session_factory: async_sessionmaker[AsyncSession],
-    worker_settings: Any,
-    provider: FakeProvider,
-    pg: psycopg.Connection[Row],
+    keyless_studio: Studio, provider: FakeProvider, pg: psycopg.Connection[Row]
 ) -> None:
-    owner = await platform.user()
-    tenant = await platform.tenant(world.admin_x, world.agency_x, owner, plan="starter")
-    studio = await studio_for(platform, client, session_factory, pg, provider, tenant, owner)
+    studio, tenant = keyless_studio, keyless_studio.tenant
 
     item = await studio.upload(photo(), title="A title to embed")
 

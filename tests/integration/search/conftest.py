@@ -9,6 +9,7 @@ from socialflow.settings import Settings
 from tests.integration.ai.fake_openai import FakeProvider
 from tests.integration.captions.conftest import (  # noqa: F401 - fixtures used by name
     app,
+    keyless_studio,
     provider,
     settings_for_ai,
     studio,

@@ -224,17 +224,9 @@ async def test_without_a_vector_search_answers_by_text_and_says_why(
 
 
 async def test_a_tenant_without_a_key_for_its_model_is_searched_by_text(
-    platform: Platform,
-    world: World,
-    client: AsyncTestClient[Litestar],
-    session_factory: async_sessionmaker[AsyncSession],
-    worker_settings: Any,
-    provider: FakeProvider,
-    pg: psycopg.Connection[Row],
+    keyless_studio: Studio, provider: FakeProvider, pg: psycopg.Connection[Row]
 ) -> None:
-    owner = await platform.user()
-    tenant = await platform.tenant(world.admin_x, world.agency_x, owner, plan="starter")
-    studio = await studio_for(platform, client, session_factory, pg, provider, tenant, owner)
+    studio, tenant = keyless_studio, keyless_studio.tenant
     item = await studio.upload(photo(), title="Lighthouse in a storm")
 
     for mode in ("semantic", "hybrid"):
