@@ -22,7 +22,6 @@ from dataclasses import dataclass
 import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from socialflow.ai import ledger
@@ -38,7 +37,6 @@ log = structlog.get_logger(__name__)
 
 OPERATION = "embed_query"
 _KEY_PREFIX = "sf:search:qvec:"
-_SETTINGS = text("SELECT embedding_model, embedding_dimension FROM ai_settings WHERE id = 1")
 
 
 @dataclass(frozen=True)
@@ -56,13 +54,6 @@ class Unavailable:
 
     state: str
     reason: str
-
-
-async def tenant_model(session: AsyncSession) -> Model | None:
-    row = (await session.execute(_SETTINGS)).first()
-    if row is None or not row.embedding_model:
-        return None
-    return Model(str(row.embedding_model), int(row.embedding_dimension))
 
 
 def normalise(query: str) -> str:
