@@ -17,8 +17,9 @@ class SearchHit(msgspec.Struct):
 class SearchResults(msgspec.Struct):
     items: list[SearchHit]
     mode: str
-    # Whether the semantic list took part: "ok", "not_used" (text mode), "not_configured" (no
-    # embedding model or key), "unavailable" (budget, rate limit, provider): then by text only.
+    # Whether the semantic list took part: "ok", "not_used" (text mode), or "unavailable" (no
+    # embedding model or key for it, the budget, the rate limit, the provider): then by text
+    # only, `semantic_reason` saying why.
     semantic: str
     semantic_reason: str | None = None
     next_cursor: str | None = None

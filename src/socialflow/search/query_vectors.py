@@ -49,10 +49,9 @@ class Model:
 
 @dataclass(frozen=True)
 class Unavailable:
-    """Why the query has no vector: `not_configured` (no model or key for it) or
-    `unavailable` (the budget, the rate limit, the provider), and a sentence."""
+    """Why the query has no vector (no key for the model, the budget, the rate limit, the
+    provider), as a sentence for the client."""
 
-    state: str
     reason: str
 
 
@@ -145,18 +144,17 @@ async def prepare(
         if cached is not None:
             return cached
     credentials = await calling.credentials(session, resources, tenant, model.name)
-    if isinstance(credentials, NoCall):
-        state = "not_configured" if credentials.state == "not_configured" else "unavailable"
-        return Unavailable(state, credentials.reason)
+    if isinstance(credentials, NoCall):  # no key for the model, or the tenant's is invalid
+        return Unavailable(credentials.reason)
     facts = calling.facts_for(credentials, model.name, "embedding")
     if isinstance(facts, NoCall):
-        return Unavailable("unavailable", facts.reason)
+        return Unavailable(facts.reason)
     try:
         limited = await calling.rate_wait(resources, tenant, OPERATION)
     except RedisError:
-        return Unavailable("unavailable", "Query embeddings are unavailable for a moment.")
+        return Unavailable("Query embeddings are unavailable for a moment.")
     if isinstance(limited, Retry):
-        return Unavailable("unavailable", "The tenant's query embeddings are rate limited.")
+        return Unavailable("The tenant's query embeddings are rate limited.")
     allowance = await ledger.allowance(session, tenant)
     return Call(tenant, model, query, credentials, facts, allowance)
 
@@ -179,7 +177,7 @@ async def embed(
             request_id=(request_id or "")[:64] or None,  # the ledger keeps 64 characters
         )
     except ledger.BudgetExceeded as exceeded:
-        return Unavailable("unavailable", exceeded.problem.detail)
+        return Unavailable(exceeded.problem.detail)
     try:
         answer = await request_vectors(
             call.credentials,
@@ -199,12 +197,12 @@ async def embed(
     if answer.failure is not None:
         if answer.failure.key_refused:
             return Refused(call.credentials, answer.failure)
-        return Unavailable("unavailable", answer.failure.message)
+        return Unavailable(answer.failure.message)
     vectors = answer.vectors or []
     if len(vectors) != 1 or len(vectors[0]) != call.model.dimension:
-        return Unavailable("unavailable", "The model answered no vector of the tenant's size.")
+        return Unavailable("The model answered no vector of the tenant's size.")
     if not all(math.isfinite(x) for x in vectors[0]):
-        return Unavailable("unavailable", "The model answered a vector that is not a number.")
+        return Unavailable("The model answered a vector that is not a number.")
     if resources.redis is not None:
         ttl = resources.settings.search_query_cache_ttl_s
         await remember(

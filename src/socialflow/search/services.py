@@ -177,7 +177,7 @@ def _position(cursor: str, fingerprint: str) -> tuple[int, str]:
 
 @dataclass(frozen=True)
 class _Semantic:
-    state: str  # ok, not_used, not_configured, unavailable
+    state: str  # ok, not_used, unavailable
     reason: str | None = None
     vector: list[float] | None = None
     path: str | None = None  # hnsw, exact
@@ -210,7 +210,7 @@ async def search(
         return await _answer(session, query, "text", semantic, storage, settings, list_depth)
     planned = await _plan_row(session, settings, query, list_depth)
     if not planned.embedding_model:
-        semantic = _Semantic("not_configured", "The tenant has no embedding model.")
+        semantic = _Semantic("unavailable", "The tenant has no embedding model.")
         return await _answer(session, query, "text", semantic, storage, settings, list_depth)
     model = query_vectors.Model(str(planned.embedding_model), int(planned.embedding_dimension))
     tenant = TenantKey(access.tenant.id, access.tenant.slug, access.tenant.schema_name)
@@ -225,7 +225,7 @@ async def search(
     async with resources.in_tenant(access.tenant.slug) as (_, fresh):
         if isinstance(embedded, query_vectors.Refused):
             why = await calling.key_refused(fresh, tenant, embedded.credentials, embedded.failure)
-            embedded = query_vectors.Unavailable("unavailable", why.reason)
+            embedded = query_vectors.Unavailable(why.reason)
         planned = await _plan_row(fresh, settings, query, list_depth)  # ef, in this one
         semantic = _semantic(embedded, planned, settings)
         answered = mode if semantic.vector is not None else "text"
@@ -236,7 +236,7 @@ def _semantic(
     vector: list[float] | query_vectors.Unavailable, planned: Any, settings: Settings
 ) -> _Semantic:
     if isinstance(vector, query_vectors.Unavailable):
-        return _Semantic(vector.state, vector.reason)
+        return _Semantic("unavailable", vector.reason)
     return _Semantic(
         "ok", vector=vector, path=_path(planned, settings), candidates=int(planned.candidates)
     )

@@ -231,7 +231,7 @@ async def test_a_tenant_without_a_key_for_its_model_is_searched_by_text(
 
     for mode in ("semantic", "hybrid"):
         found = await search(studio, q="lighthouse", mode=mode)
-        assert found["semantic"] == "not_configured"
+        assert found["semantic"] == "unavailable"
         assert "No openai key" in found["semantic_reason"]
         assert ids_of(found) == [item["id"]]
     assert provider.calls == []
