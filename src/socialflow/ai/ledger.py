@@ -93,6 +93,10 @@ WHERE outcome = 'reserved'
   AND ((event_id = :event_id AND created_at < :over_before) OR created_at < :stale_before)
 RETURNING reserved_usd, created_at
 """)
+# Whether a delivery of the event holds an unsettled reservation (its own statement).
+_HELD = (
+    "SELECT 1 FROM {schema}.ai_usage WHERE event_id = :event_id AND outcome = 'reserved' LIMIT 1"
+)
 _ATTEMPTS = text("""
 SELECT outcome, count(*) AS n FROM ai_usage
 WHERE event_id = :event_id AND operation = :operation GROUP BY outcome
@@ -288,6 +292,13 @@ async def _give_back(
     for amount, at in amounts:
         if amount > 0:
             await quota.adjust(session, tenant, AI_SPEND, -amount, now=at)
+
+
+async def holds_reservation(engine: AsyncEngine, tenant: QuotaTenant, event_id: uuid.UUID) -> bool:
+    """Whether a delivery of `event_id` still holds an unsettled reservation (one that died
+    mid-call, or a duplicate's call under way), outside any transaction."""
+    rows = await autocommitted(engine, text(_in(tenant.schema_name, _HELD)), {"event_id": event_id})
+    return bool(rows)
 
 
 async def attempts(session: AsyncSession, *, event_id: uuid.UUID, operation: str) -> dict[str, int]:

@@ -154,8 +154,11 @@ async def spend(  # noqa: PLR0917 - the call's context, each distinct
 
 async def reserve(
     resources: Resources, tenant: TenantKey, event: Event, spend: Spend
-) -> ledger.Reservation | NoCall:
-    """Reserve the call's bound, outside any transaction (ai.ledger says why)."""
+) -> ledger.Reservation | NoCall | Retry:
+    """Reserve the call's bound, outside any transaction (ai.ledger says why). Refused while
+    a delivery of this same event still holds a reservation (it died mid-call, or a duplicate's
+    call is under way): come back once that one is released or settled, instead of failing the
+    item for want of what the event itself holds."""
     try:
         return await ledger.reserve_call(
             resources.engine,
@@ -170,6 +173,9 @@ async def reserve(
             request_id=str(event.headers.get("request_id") or event.event_id)[:64],
         )
     except ledger.BudgetExceeded as exceeded:
+        if await ledger.holds_reservation(resources.engine, tenant, event.event_id):
+            window = resources.settings.ai_call_timeout_s + CALL_SETTLE_MARGIN_S
+            return Retry(int(window * 1000) + random.randint(0, 1000))  # noqa: S311 - jitter
         return NoCall("budget_exceeded", exceeded.problem.detail)
 
 

@@ -110,6 +110,8 @@ async def caption_item(steps: EventSteps, event: Event, resources: Resources) ->
         if not isinstance(prepared, Plan):
             return prepared
         reservation = await calling.reserve(resources, prepared.tenant, event, prepared.spend)
+        if isinstance(reservation, Retry):
+            return reservation
         if isinstance(reservation, NoCall):
             async with steps.transaction() as session:
                 await _not_reserved(session, steps, plan=prepared, why=reservation)

@@ -147,8 +147,8 @@ async def embed_item(  # noqa: PLR0911 - one return per reason not to call
         if isinstance(batch, Retry):
             return batch
     reservation = await _reserve(steps, event, resources, batch, backfill=False)
-    if reservation is None:
-        return None
+    if not isinstance(reservation, ledger.Reservation):
+        return reservation
     answer = await _settled_call(steps, batch, reservation, resources)
     async with steps.transaction() as session:
         return await _store(session, steps, event, resources, batch=batch, answer=answer)
@@ -188,8 +188,8 @@ async def reembed(  # noqa: PLR0911 - one return per way a slice ends
                 await _mark(session, steps, tenant, [i for i, _ in texts], batch, all_pending=True)
                 return None
         reservation = await _reserve(steps, event, resources, batch, backfill=True)
-        if reservation is None:
-            return None
+        if not isinstance(reservation, ledger.Reservation):
+            return reservation
         answer = await _settled_call(steps, batch, reservation, resources)
         async with steps.transaction() as session:
             retry = await _store(
@@ -227,9 +227,10 @@ async def _batch(  # noqa: PLR0917 - the call's context, each distinct
 
 async def _reserve(
     steps: EventSteps, event: Event, resources: Resources, batch: Batch, *, backfill: bool
-) -> ledger.Reservation | None:
-    """The batch's reservation; None when the budget refused it (its items then say so: a
-    backfill's every pending item, as it cannot go on until the budget allows)."""
+) -> ledger.Reservation | Retry | None:
+    """The batch's reservation, or when to try again (calling.reserve); None when the budget
+    refused it (its items then say so: a backfill's every pending item, as it cannot go on
+    until the budget allows)."""
     async with steps.stage():
         reservation = await calling.reserve(resources, batch.tenant, event, batch.spend)
     if not isinstance(reservation, NoCall):

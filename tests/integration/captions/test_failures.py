@@ -3,13 +3,19 @@ retries; the tenant's rate limit and budget; a new embedding model; nothing secr
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 import psycopg
 import pytest
 
+from socialflow.ai import ledger as ai_ledger
+from socialflow.db.session import unit_of_work
+from socialflow.plans.quota import TenantKey
 from socialflow.workers.actors import WorkerResources
+from socialflow.workers.testing import pending_envelopes
 from tests.integration.ai.fake_openai import FakeProvider
 from tests.integration.captions.conftest import Studio
 from tests.integration.captions.test_pipeline import (
@@ -369,3 +375,52 @@ async def test_two_deliveries_of_one_event_at_once_caption_once(
     assert (await studio.item(media_id))["caption"]["state"] == "generated"
     # Both may have called (neither holds a lock during the call), but both settled.
     assert_nothing_reserved(pg, studio.tenant)
+
+
+async def test_a_redelivery_waits_for_what_its_lost_delivery_still_holds_instead_of_failing(
+    studio: Studio, provider: FakeProvider, pg: psycopg.Connection[Row], world: World
+) -> None:
+    await studio.byok()
+    budget = Decimal("0.01")
+    limited = await studio.client.patch(
+        f"{studio.tenant_base}/entitlements",
+        json={"overrides": {"ai_spend_usd_per_month": float(budget)}},
+        headers=world.admin_x.headers,
+    )
+    assert limited.status_code == 200, limited.text
+    media_id = await studio.start_and_confirm()
+    await studio.run(types=("media.uploaded",))
+    (processed,) = await pending_envelopes(studio.factory, studio.tenant_id, "media.processed")
+    # A delivery of it that died mid-call: its reservation (the whole budget) made just now.
+    tenant = TenantKey(studio.tenant_id, studio.tenant, schema_of(pg, studio.tenant))
+    async with unit_of_work(studio.factory) as session:
+        allowance = await ai_ledger.allowance(session, tenant)
+    await ai_ledger.reserve_call(
+        studio.factory.kw["bind"],
+        tenant,
+        allowance,
+        operation="caption",
+        model="openai/gpt-4o-mini",
+        key_source="byok",
+        amount=budget,
+        event_id=uuid.UUID(str(processed["event_id"])),
+    )
+    retries: list[int] = []
+
+    with pytest.raises(RuntimeError, match="still being retried"):
+        await studio.run(retries, types=("media.processed",), max_rounds=2)
+
+    # Refused only for what the event itself holds: it comes back once that can be released
+    # (AI_CALL_TIMEOUT_S 5 + 30 s), rather than failing the item for want of budget.
+    assert (await studio.item(media_id))["caption"]["state"] == "pending"
+    assert retries
+    assert min(retries) >= 35_000
+    assert chat_calls(provider) == []
+    schema = schema_of(pg, studio.tenant)
+    pg.execute(
+        f"UPDATE \"{schema}\".ai_usage SET created_at = created_at - interval '2 minutes' "
+        "WHERE outcome = 'reserved'"
+    )
+    await studio.run(types=("media.processed", "media.captioned"))
+    assert (await studio.item(media_id))["caption"]["state"] == "generated"
+    assert outcomes(pg, studio.tenant, "caption") == ["abandoned", "ok"]
