@@ -1,0 +1,1 @@
+"""Connected social accounts and the platforms' adapters."""

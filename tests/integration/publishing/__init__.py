@@ -1,0 +1,1 @@
+"""Posts, review, scheduling and the publish engine."""

@@ -1,0 +1,1 @@
+"""Connected accounts and platform adapters, against loopback platforms."""
