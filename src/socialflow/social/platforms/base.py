@@ -78,12 +78,13 @@ class Credentials:
     `client_id` / `client_secret` are a Mastodon app's (per instance); `signing_secret` is a
     webhook destination's `whsec_…`."""
 
-    access_token: str | None = None
-    refresh_token: str | None = None
+    # Never in a repr (a log line, a traceback's locals).
+    access_token: str | None = field(default=None, repr=False)
+    refresh_token: str | None = field(default=None, repr=False)
     expires_at: datetime | None = None
     client_id: str | None = None
-    client_secret: str | None = None
-    signing_secret: str | None = None
+    client_secret: str | None = field(default=None, repr=False)
+    signing_secret: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
