@@ -45,9 +45,11 @@ from socialflow.plans.controllers import (
     EntitlementsController,
     PlanController,
 )
+from socialflow.publishing.controllers import PostController
 from socialflow.resources import Resources
 from socialflow.search.controllers import SearchController
 from socialflow.settings import Settings, get_settings
+from socialflow.social.controllers import OAuthCallbackController, SocialAccountController
 from socialflow.tenancy.controllers import (
     AgencyController,
     TenantController,
@@ -106,6 +108,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             EntitlementsController,
             AgencyUsageController,
             MediaController,
+            PostController,
+            SocialAccountController,
+            OAuthCallbackController,
             CaptionsController,
             SearchController,
             LocalStorageController,

@@ -61,6 +61,33 @@ from socialflow.plans.events import (
     QuotaExceeded,
     QuotaWarning,
 )
+from socialflow.publishing.events import (
+    DeliveryCheckDue,
+    DeliveryDue,
+    DestinationFailed,
+    DestinationPublished,
+    DestinationUnconfirmed,
+    PostApproved,
+    PostCancelled,
+    PostChangesRequested,
+    PostCommented,
+    PostCreated,
+    PostFailed,
+    PostPartiallyPublished,
+    PostPublishDue,
+    PostPublished,
+    PostScheduled,
+    PostSubmitted,
+    PostUnconfirmed,
+    PostUpdated,
+)
+from socialflow.social.events import (
+    SocialAccountConnected,
+    SocialAccountDisconnected,
+    SocialAccountNeedsReconnect,
+    SocialAccountRefreshed,
+    SocialAuthorizationStarted,
+)
 from socialflow.tenancy.events import (
     AgencyAdminAdded,
     AgencyCreated,
@@ -73,6 +100,9 @@ from socialflow.tenancy.events import (
     TenantSuspended,
     TenantUpdated,
 )
+
+# The publish engine: one actor for a due post, a delivery's retry and its watchdog check.
+PUBLISH = Route("publish_post", "publishing")
 
 # event                 → actors (queue)
 EVENT_ROUTES: EventRoutes = {
@@ -116,6 +146,29 @@ EVENT_ROUTES: EventRoutes = {
     MediaUpdated: (Route("embed_media", "ai"),),
     MediaVariantRendered: (),
     MediaDeleted: (Route("remove_media_objects", "media"),),
+    PostCreated: (),
+    PostUpdated: (),
+    PostSubmitted: (),
+    PostApproved: (),
+    PostChangesRequested: (),
+    PostCommented: (),
+    PostScheduled: (),
+    PostPublishDue: (PUBLISH,),
+    PostCancelled: (),
+    DeliveryDue: (PUBLISH,),
+    DeliveryCheckDue: (PUBLISH,),
+    DestinationPublished: (),
+    DestinationFailed: (),
+    DestinationUnconfirmed: (),
+    PostPublished: (),
+    PostPartiallyPublished: (),
+    PostFailed: (),
+    PostUnconfirmed: (),
+    SocialAccountConnected: (),
+    SocialAccountDisconnected: (),
+    SocialAccountNeedsReconnect: (),
+    SocialAccountRefreshed: (),
+    SocialAuthorizationStarted: (),
 }
 
 ROUTES: RoutingTable = by_event_type(EVENT_ROUTES)

@@ -232,6 +232,34 @@ class Settings(BaseSettings):
     worker_min_backoff_ms: int = Field(default=1_000, ge=0)
     worker_max_backoff_ms: int = Field(default=300_000, ge=0)
 
+    # -- social accounts and publishing -----------------------------------------------------------
+    social_oauth_redirect_uri: str | None = Field(
+        default=None,
+        description="where platforms send the person back after authorizing (the app's page "
+        "that forwards code and state to GET /api/v1/oauth/callback); unset = that API route "
+        "under PUBLIC_BASE_URL",
+    )
+    social_oauth_state_ttl_s: int = Field(default=600, ge=60, le=3600)
+    social_refresh_margin_s: int = Field(
+        default=300, ge=0, description="refresh an account's token this long before it expires"
+    )
+    social_call_timeout_s: float = Field(
+        default=30.0, gt=0, description="one call to a platform (upload, post, lookup)"
+    )
+    publish_max_attempts: int = Field(
+        default=6, ge=1, le=50, description="attempts of a delivery on retryable failures"
+    )
+    publish_retry_base_s: float = Field(default=30.0, gt=0)
+    publish_retry_max_s: float = Field(default=3600.0, gt=0)
+    publish_stalled_after_s: int = Field(
+        default=600,
+        ge=60,
+        description="a delivery still `sending` this long after it started is reconciled",
+    )
+    publish_unconfirmed_checks: int = Field(
+        default=5, ge=1, description="lookups of an unknown outcome before it stays unconfirmed"
+    )
+
     # -- caches and connection pooling --------------------------------------------------------
     cache_redis_url: str | None = Field(
         default=None,

@@ -12,6 +12,8 @@ from socialflow.media import models as media_models
 from socialflow.members import models as members_models
 from socialflow.outbox import models as outbox_models
 from socialflow.plans import models as plans_models
+from socialflow.publishing import models as publishing_models
+from socialflow.social import models as social_models
 from socialflow.tenancy import models as tenancy_models
 from socialflow.tenancy.fleet import models as fleet_models
 from socialflow.vault import models as vault_models
@@ -25,6 +27,8 @@ MODEL_MODULES = (
     members_models,
     outbox_models,
     plans_models,
+    publishing_models,
+    social_models,
     tenancy_models,
     vault_models,
 )

@@ -51,6 +51,7 @@ def test_every_route_names_a_declared_actor_on_its_queue_and_everything_declared
         "embed_media": "ai",
         "reembed_media": "ai",
         "follow_search_language": "media",
+        "publish_post": "publishing",
     }
     assert ROUTES["member.invited"] == (Route("send_invitation_email", "email"),)
 

@@ -30,6 +30,8 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "media",
         "captions",
         "search",
+        "social",
+        "publishing",
         "event_routing tables devserver api_server",
         "app cli",
         "__main__",

@@ -58,6 +58,10 @@ _LIVE_MEDIA = (
 STOCK_COUNTS: dict[Resource, str] = {
     Resource.STORAGE_BYTES: f"SELECT coalesce(sum(size), 0) {_LIVE_MEDIA}",
     Resource.MEDIA_ITEMS: f"SELECT count(*) {_LIVE_MEDIA}",
+    # Connected accounts, also those that need reconnecting (they still hold their place).
+    Resource.SOCIAL_ACCOUNTS: (
+        "SELECT count(*) FROM {schema}.social_accounts WHERE status <> 'disconnected'"
+    ),
     # Members, and invitations still open for people who are not members yet: an
     # invitation holds its seat until it is accepted or expires.
     Resource.SEATS: """

@@ -84,6 +84,8 @@ class TenantSettingsOut(msgspec.Struct):
     display_name: str | None
     timezone: str
     locale: str
+    review_required: bool
+    self_approval_allowed: bool
     updated_at: datetime
 
 
@@ -91,3 +93,5 @@ class TenantSettingsUpdate(msgspec.Struct, forbid_unknown_fields=True):
     display_name: Annotated[str, msgspec.Meta(max_length=200)] | None = None
     timezone: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
     locale: Annotated[str, msgspec.Meta(pattern=r"^[a-z]{2}(-[A-Z]{2})?$")] | None = None
+    review_required: bool | None = None
+    self_approval_allowed: bool | None = None

@@ -7,6 +7,7 @@ import uuid
 from datetime import datetime
 
 from sqlalchemy import (
+    Boolean,
     CheckConstraint,
     DateTime,
     ForeignKey,
@@ -84,5 +85,8 @@ class TenantSettings(TenantBase):
     display_name: Mapped[str | None] = mapped_column(String(200))
     timezone: Mapped[str] = mapped_column(String(64), server_default=text("'UTC'"))
     locale: Mapped[str] = mapped_column(String(16), server_default=text("'en'"))
+    # Posts: whether they need a reviewer's approval, and whether their author may give it.
+    review_required: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    self_approval_allowed: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_by: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))

@@ -17,7 +17,7 @@ from socialflow.tenancy.settings_rows import SettingsRow
 
 GENERAL_SETTINGS = SettingsRow(
     TenantSettings,
-    ("display_name", "timezone", "locale"),
+    ("display_name", "timezone", "locale", "review_required", "self_approval_allowed"),
     out=TenantSettingsOut,
     event=SettingsUpdated,
 )

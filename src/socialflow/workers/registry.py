@@ -15,6 +15,7 @@ ACTOR_MODULES: tuple[str, ...] = (
     "socialflow.media.tasks",
     "socialflow.captions.tasks",
     "socialflow.search.tasks",
+    "socialflow.publishing.tasks",
 )
 
 for _module in ACTOR_MODULES:

@@ -8,6 +8,7 @@ that could drift from the real one (queue, name, handler, options).
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 import dramatiq
@@ -41,17 +42,23 @@ def bind_event_actors(
 # The committed events not dispatched yet, oldest first, as the relay reads them.
 _PENDING = text("""
 SELECT event_id, event_type, tenant, tenant_id, aggregate_type, aggregate_id, payload, headers
-FROM shared.outbox WHERE tenant_id = :tenant_id AND event_type = ANY(:types) ORDER BY id
+FROM shared.outbox WHERE tenant_id = :tenant_id AND event_type = ANY(:types)
+  AND (CAST(:due_by AS timestamptz) IS NULL OR available_at <= :due_by)
+ORDER BY id
 """)
 
 
 async def pending_rows(
-    factory: async_sessionmaker[AsyncSession], tenant_id: uuid.UUID, *event_types: str
+    factory: async_sessionmaker[AsyncSession],
+    tenant_id: uuid.UUID,
+    *event_types: str,
+    due_by: datetime | None = None,
 ) -> list[Any]:
-    """The tenant's committed outbox rows of `event_types`, oldest first."""
+    """The tenant's committed outbox rows of `event_types`, oldest first (with `due_by`, only
+    those available by then: a deferred event waits as the relay makes it wait)."""
     async with factory() as session:
         found = await session.execute(
-            _PENDING, {"tenant_id": tenant_id, "types": list(event_types)}
+            _PENDING, {"tenant_id": tenant_id, "types": list(event_types), "due_by": due_by}
         )
         return list(found.all())
 
@@ -83,6 +90,7 @@ async def apply_routed_events(
     *event_types: str,
     retries: list[int] | None = None,
     max_rounds: int = 20,
+    due_by: datetime | None = None,
 ) -> int:
     """Apply the tenant's pending outbox events of `event_types` with the real actors their
     routes name, in this process and loop, exactly as a worker applies them (once per event
@@ -95,7 +103,7 @@ async def apply_routed_events(
     applied = 0
     for _ in range(max_rounds):  # what the actors emit is applied too, until nothing is new
         this_round, again_later = 0, False
-        for row in await pending_rows(factory, tenant_id, *event_types):
+        for row in await pending_rows(factory, tenant_id, *event_types, due_by=due_by):
             envelope = _envelope(row)
             for route in routes.get(row.event_type, ()):
                 try:

@@ -13,6 +13,7 @@ import re
 from collections.abc import AsyncIterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -31,6 +32,8 @@ from socialflow.plans.limits import MAY_BE_UNLIMITED
 from socialflow.settings import Settings
 from tests.integration.ai.fake_openai import GOOD_KEY, fake_openai_server
 from tests.integration.media.support import photo
+from tests.integration.social.fake_bluesky import fake_pds
+from tests.integration.social.fake_mastodon import fake_mastodon
 from tests.integration.tenancy import test_oidc
 from tests.integration.tenancy.test_oidc import AUDIENCE, ISSUER, IdentityProvider
 from tests.integration.tenancy_fixtures import (
@@ -241,6 +244,51 @@ async def _as_if_processed(platform: Platform, slug: str, media_id: str) -> None
         )
 
 
+async def _posts_and_accounts(call: Calls, platform: Platform, slug: str, owner: Account) -> None:
+    """Connected accounts (each platform's connect flow) and a post through its states."""
+    tenant = f"/api/v1/tenants/{slug}"
+    accounts = f"{tenant}/social-accounts"
+    hook = await call(
+        "POST", f"{accounts}/connect/webhook", owner, {"url": "http://127.0.0.1:9/hook"}
+    )
+    with fake_mastodon() as instance:
+        started = await call(
+            "POST", f"{accounts}/connect/mastodon", owner, {"instance_url": instance.origin}
+        )
+        back = instance.approve(started["authorization_url"], instance.add_account("brand"))
+        query = urlsplit(back).query
+        await call("GET", f"/api/v1/oauth/callback?{query}", owner)
+    with fake_pds() as pds:
+        pds.add_account("brand.test", "app-pass-1234")
+        bluesky = {
+            "identifier": "brand.test",
+            "app_password": "app-pass-1234",
+            "service_url": pds.url,
+        }
+        await call("POST", f"{accounts}/connect/bluesky", owner, bluesky)
+
+    editor = await platform.member(slug, "editor")
+    posts = f"{tenant}/posts"
+    later = (datetime.now(UTC) + timedelta(days=3)).isoformat()
+    body = {"text": "Hello", "destinations": [{"account_id": hook["id"]}], "scheduled_at": later}
+    post = await call("POST", posts, editor, body)
+    await call("PATCH", f"{posts}/{post['id']}", editor, {"text": "Hello there"})
+    await call("POST", f"{posts}/{post['id']}/comments", editor, {"body": "Ready?"})
+    await call("POST", f"{posts}/{post['id']}/submit", editor)
+    await call("POST", f"{posts}/{post['id']}/request-changes", owner, {"body": "Shorter"})
+    await call("POST", f"{posts}/{post['id']}/submit", editor)
+    await call("POST", f"{posts}/{post['id']}/approve", owner)
+    await call("POST", f"{posts}/{post['id']}/schedule", editor)
+    await call("POST", f"{posts}/{post['id']}/cancel", editor)
+    now = await call(
+        "POST", posts, editor, {"text": "Now", "destinations": [{"account_id": hook["id"]}]}
+    )
+    await call("POST", f"{posts}/{now['id']}/submit", editor)
+    await call("POST", f"{posts}/{now['id']}/approve", owner)
+    await call("POST", f"{posts}/{now['id']}/publish", editor)
+    await call("DELETE", f"{accounts}/{hook['id']}", owner)
+
+
 async def test_every_mutating_route_writes_an_outbox_row_with_its_change(
     watch: TransactionWatch,
     answered: list[Answered],
@@ -303,6 +351,8 @@ async def test_every_mutating_route_writes_an_outbox_row_with_its_change(
     await call("POST", f"{media}/{started['media_id']}/captions", owner, {"prompt": "Short."})
     await call("PATCH", f"{media}/{started['media_id']}/caption", owner, {"caption": "Mine"})
     await call("DELETE", f"{media}/{started['media_id']}", owner)
+
+    await _posts_and_accounts(call, platform, slug, owner)
 
     id_token = idp[0].token(sub=unique("sub"), email=f"{unique('elsewhere')}@example.org")
     await call("POST", "/api/v1/me/identities", owner, {"id_token": id_token})

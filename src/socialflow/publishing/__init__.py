@@ -1,0 +1,1 @@
+"""Posts, their review and approval, scheduling, and the publish engine."""

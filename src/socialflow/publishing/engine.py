@@ -1,0 +1,451 @@
+"""The publish engine: a due post's deliveries, their retries, and the reconciling of unknown
+outcomes. Stepwise (workers.actors.EventSteps): no transaction is held during a platform call.
+
+1. Claim: in one transaction, each destination is marked `sending` (attempt n) with a deferred
+   watchdog event, and the event that asked is recorded processed.
+2. Call the platform with the delivery's idempotency key.
+3. Settle: in a transaction, the outcome is recorded if the delivery is still at attempt n.
+
+A crash between 1 and 3 leaves `sending`; the watchdog event then marks it `unconfirmed` and
+asks the platform. Only a definite "not there" (or a platform whose resend is idempotent by
+contract) lets the engine send again: a post is never published twice by the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from socialflow.audit.record import record_change
+from socialflow.media.storage import media_storage
+from socialflow.outbox.events import Event
+from socialflow.publishing import deliveries
+from socialflow.publishing.content import approval_hash, content_of, idempotency_key
+from socialflow.publishing.deliveries import SYSTEM, Claimed, Outcome, Unknown
+from socialflow.publishing.events import (
+    DeliveryCheckDue,
+    DeliveryDue,
+    DestinationFailed,
+    DestinationUnconfirmed,
+)
+from socialflow.publishing.models import Post
+from socialflow.publishing.outgoing import Send, build_send, read_media
+from socialflow.resources import Resources
+from socialflow.social import credentials as sealing
+from socialflow.social.clients import adapter_for, platform_client
+from socialflow.social.events import SocialAccountRefreshed
+from socialflow.social.models import SocialAccount
+from socialflow.social.platforms.base import (
+    Account,
+    FailureKind,
+    OutcomeUnknown,
+    OutgoingPost,
+    PlatformAdapter,
+    PublishError,
+    Receipt,
+    ReconnectNeeded,
+)
+from socialflow.social.services import mark_needs_reconnect
+from socialflow.workers.actors import EventSteps
+
+log = structlog.get_logger(__name__)
+# Whether a delivery may be claimed again: (post, delivery state, attempts so far).
+Ready = Callable[[Post, str, int], bool]
+
+
+def _tenant(steps: EventSteps) -> tuple[uuid.UUID, str]:
+    assert steps.tenant is not None  # a step transaction entered it
+    return steps.tenant.id, steps.tenant.slug
+
+
+async def handle(steps: EventSteps, event: Event, resources: Resources) -> None:
+    """One event of the `publish_post` actor."""
+    if event.event_type == DeliveryDue.event_type:
+        await retry_delivery(steps, event, resources)
+    elif event.event_type == DeliveryCheckDue.event_type:
+        await check_delivery(steps, event, resources)
+    else:
+        await start_post(steps, event, resources)
+
+
+# -- 1. claim ---------------------------------------------------------------------------------
+
+
+async def start_post(steps: EventSteps, event: Event, resources: Resources) -> None:
+    """`post.publish_due`: a no-op unless the post is still scheduled at the event's version."""
+    settings = resources.settings
+    sends: list[tuple[Claimed, Send]] = []
+    async with steps.transaction() as session:
+        if await steps.already_processed(session):
+            return
+        tenant_id, slug = _tenant(steps)
+        post_id = uuid.UUID(str(event.payload["post_id"]))
+        post = (
+            await session.scalars(select(Post).where(Post.id == post_id).with_for_update())
+        ).one_or_none()
+        stale = (
+            post is None
+            or post.status != "scheduled"
+            or post.version != int(event.payload["version"])
+        )
+        if post is None or stale:
+            await steps.complete(session)
+            return
+        content = await content_of(session, post)
+        changed = approval_hash(content) != post.approved_sha256
+        post.status = "publishing"
+        post.publish_started_at = post.updated_at = datetime.now(UTC)
+        failures: list[DestinationFailed] = []
+        for destination in content.destinations:
+            destination.idempotency_key = idempotency_key(
+                post.id, destination.id, post.approved_sha256 or ""
+            )
+            account = await session.get(SocialAccount, destination.account_id)
+            platform = account.platform if account else "unknown"
+            unready = [m.media_id for m in content.media_of(destination) if not m.ready]
+            if changed:
+                failures.append(
+                    deliveries.fail(
+                        destination,
+                        platform=platform,
+                        kind="approval_mismatch",
+                        detail="The content differs from what was approved; not sent.",
+                    )
+                )
+            elif unready:
+                failures.append(
+                    deliveries.fail(
+                        destination,
+                        platform=platform,
+                        kind="media_unavailable",
+                        detail=f"Media no longer ready: {', '.join(map(str, unready))}.",
+                    )
+                )
+            elif account is None or account.status != "active":
+                failures.append(
+                    deliveries.fail(
+                        destination,
+                        platform=platform,
+                        kind=FailureKind.AUTH_REVOKED,
+                        detail="The account needs reconnecting.",
+                    )
+                )
+            else:
+                claimed = await deliveries.claim(session, settings, slug, post, destination)
+                send = await build_send(session, resources.vault, tenant_id, content, destination)
+                sends.append((claimed, send))
+        await session.flush()
+        for failure in failures:
+            await record_change(session, SYSTEM, failure, tenant=slug)
+        await deliveries.derive_post_state(session, slug, post)
+        await steps.complete(session)
+    await asyncio.gather(*(deliver(steps, resources, claimed, send) for claimed, send in sends))
+
+
+async def retry_delivery(steps: EventSteps, event: Event, resources: Resources) -> None:
+    """`post.delivery_due`: the next attempt of a delivery that failed in a retryable way."""
+    attempt = int(event.payload["attempt"])
+
+    def ready(post: Post, state: str, attempts: int) -> bool:
+        return post.status == "publishing" and state == "retrying" and attempts == attempt - 1
+
+    await _claim_again(steps, event, resources, ready)
+
+
+async def _claim_again(
+    steps: EventSteps,
+    event: Event,
+    resources: Resources,
+    ready: Ready,
+) -> None:
+    claimed_send: tuple[Claimed, Send] | None = None
+    async with steps.transaction() as session:
+        if await steps.already_processed(session):
+            return
+        claimed_send = await _claim_if(session, steps, event, resources, ready)
+        await steps.complete(session)
+    if claimed_send is not None:
+        await deliver(steps, resources, *claimed_send)
+
+
+async def _claim_if(
+    session: AsyncSession,
+    steps: EventSteps,
+    event: Event,
+    resources: Resources,
+    ready: Ready,
+) -> tuple[Claimed, Send] | None:
+    tenant_id, slug = _tenant(steps)
+    locked = await deliveries.locked_delivery(
+        session,
+        uuid.UUID(str(event.payload["post_id"])),
+        uuid.UUID(str(event.payload["destination_id"])),
+    )
+    if locked is None:
+        return None
+    post, destination = locked
+    if not ready(post, destination.state, destination.attempts):
+        return None
+    if destination.attempts >= resources.settings.publish_max_attempts:
+        failed = deliveries.fail(
+            destination,
+            platform=(await _platform(session, destination.account_id)),
+            kind=destination.error_kind or FailureKind.RETRYABLE,
+            detail=f"Not published after {destination.attempts} attempts.",
+        )
+        await session.flush()
+        await record_change(session, SYSTEM, failed, tenant=slug)
+        await deliveries.derive_post_state(session, slug, post)
+        return None
+    claimed = await deliveries.claim(session, resources.settings, slug, post, destination)
+    content = await content_of(session, post)
+    return claimed, await build_send(session, resources.vault, tenant_id, content, destination)
+
+
+async def _platform(session: AsyncSession, account_id: uuid.UUID) -> str:
+    account = await session.get(SocialAccount, account_id)
+    return account.platform if account else "unknown"
+
+
+# -- 2. call ----------------------------------------------------------------------------------
+
+
+async def deliver(steps: EventSteps, resources: Resources, claimed: Claimed, send: Send) -> None:
+    """Call the platform for one claimed delivery, then settle what it answered."""
+    settings = resources.settings
+    platform = send.account.platform
+    async with platform_client(settings) as http:
+        adapter = adapter_for(platform, http)
+        outcome = await _publish(steps, resources, adapter, send)
+    await _settle(steps, resources, send, claimed, outcome)
+
+
+async def _publish(
+    steps: EventSteps, resources: Resources, adapter: PlatformAdapter, send: Send
+) -> Outcome:
+    account = await fresh_account(steps, resources, adapter, send)
+    if account is None:
+        return PublishError(FailureKind.AUTH_REVOKED, "The account needs reconnecting.")
+    try:
+        outgoing = await _outgoing(resources, send)
+    except (OSError, ValueError) as exc:
+        log.warning("publishing.media_unreadable", error=type(exc).__name__)
+        return PublishError(FailureKind.MEDIA_REFUSED, "A media file could not be read.")
+    outcome = await _attempt(adapter, account, outgoing)
+    expired = isinstance(outcome, PublishError) and outcome.kind is FailureKind.AUTH_REVOKED
+    if expired and account.credentials.refresh_token is not None:
+        renewed = await fresh_account(steps, resources, adapter, send, force=True)
+        if renewed is not None:
+            outcome = await _attempt(adapter, renewed, outgoing)
+    return outcome
+
+
+async def _attempt(adapter: PlatformAdapter, account: Account, outgoing: OutgoingPost) -> Outcome:
+    try:
+        return await adapter.publish(account, outgoing)
+    except PublishError as error:
+        return error
+    except OutcomeUnknown:
+        return Unknown()
+    except Exception:
+        # An adapter's bug, perhaps after sending: never resend blindly.
+        log.exception("publishing.adapter_error", platform=adapter.platform)
+        return Unknown()
+
+
+async def _outgoing(resources: Resources, send: Send) -> OutgoingPost:
+    storage = media_storage(resources.settings)
+    ttl = resources.settings.media_download_url_ttl_s
+    media = await asyncio.gather(*(read_media(storage, spec, ttl) for spec in send.media))
+    return OutgoingPost(
+        post_id=str(send.post_id),
+        destination_id=str(send.destination_id),
+        idempotency_key=send.idempotency_key,
+        text=send.text,
+        created_at=send.created_at,
+        media=tuple(media),
+        first_comment=send.first_comment,
+        labels=send.labels,
+    )
+
+
+async def fresh_account(
+    steps: EventSteps,
+    resources: Resources,
+    adapter: PlatformAdapter,
+    send: Send,
+    *,
+    force: bool = False,
+) -> Account | None:
+    """The account with credentials good for the call: refreshed before they expire, under the
+    account's row lock, so concurrent publishes refresh once (the others find the new version).
+    None when the account needs reconnecting."""
+    credentials = send.account.credentials
+    margin = timedelta(seconds=resources.settings.social_refresh_margin_s)
+    expiring = credentials.expires_at is not None and (
+        credentials.expires_at - datetime.now(UTC) <= margin
+    )
+    if not (force or expiring):
+        return send.account
+    async with steps.transaction() as session:
+        tenant_id, slug = _tenant(steps)
+        row = (
+            await session.scalars(
+                select(SocialAccount).where(SocialAccount.id == send.account_id).with_for_update()
+            )
+        ).one_or_none()
+        if row is None or row.status != "active":
+            return None
+        if row.credentials_version != send.credentials_version:
+            opened = await sealing.open_sealed(
+                session, resources.vault, tenant_id, row.id, row.credentials
+            )
+            return dataclasses.replace(send.account, credentials=opened)
+        try:
+            renewed = await adapter.refresh(send.account)
+        except ReconnectNeeded:
+            await mark_needs_reconnect(session, slug, row.id, "The platform revoked the grant.")
+            return None
+        except (PublishError, OutcomeUnknown):
+            return send.account  # the platform is down: try with what there is
+        row.credentials = await sealing.seal(session, resources.vault, tenant_id, row.id, renewed)
+        row.credentials_version += 1
+        row.expires_at = renewed.expires_at
+        row.refreshed_at = row.updated_at = datetime.now(UTC)
+        await session.flush()
+        refreshed = SocialAccountRefreshed(
+            account_id=row.id,
+            platform=row.platform,
+            handle=row.handle,
+            credentials_version=row.credentials_version,
+        )
+        await record_change(session, SYSTEM, refreshed, tenant=slug)
+        return dataclasses.replace(send.account, credentials=renewed)
+
+
+# -- 3. settle --------------------------------------------------------------------------------
+
+
+async def _settle(
+    steps: EventSteps, resources: Resources, send: Send, claimed: Claimed, outcome: Outcome
+) -> None:
+    platform = send.account.platform
+    async with steps.transaction() as session:
+        _tenant_id, slug = _tenant(steps)
+        state = await deliveries.settle(
+            session, resources.settings, slug, platform=platform, claimed=claimed, outcome=outcome
+        )
+        if isinstance(outcome, PublishError) and outcome.kind is FailureKind.AUTH_REVOKED:
+            await mark_needs_reconnect(session, slug, send.account_id, outcome.detail)
+    log.info(
+        "publishing.settled",
+        post_id=str(claimed.post_id),
+        destination_id=str(claimed.destination_id),
+        attempt=claimed.attempt,
+        platform=platform,
+        state=state,
+    )
+
+
+# -- reconciling ------------------------------------------------------------------------------
+
+
+async def check_delivery(steps: EventSteps, event: Event, resources: Resources) -> None:
+    """`post.delivery_check_due`: a delivery still `sending` past its bound (its worker died, or
+    its call never returned) or `unconfirmed` is looked up on the platform: found → published;
+    definitely absent → sent again; still unknown → looked up later, a bounded number of times
+    (then it stays `unconfirmed` for a person to decide). A platform whose resend is idempotent
+    by contract is sent again when the lookup cannot tell."""
+    attempt = int(event.payload["attempt"])
+    async with steps.transaction() as session:
+        if await steps.already_processed(session):
+            return
+        send = await _begin_check(session, steps, event, resources, attempt)
+        await steps.complete(session)
+    if send is None:
+        return
+    claimed = Claimed(send.post_id, send.destination_id, attempt)
+    async with platform_client(resources.settings) as http:
+        adapter = adapter_for(send.account.platform, http)
+        found = await _lookup(steps, resources, adapter, send)
+        if isinstance(found, Receipt):
+            await _settle(steps, resources, send, claimed, found)
+            return
+        if found is None or adapter.idempotent_resend:
+
+            def still_unconfirmed(post: Post, state: str, attempts: int) -> bool:
+                return state == "unconfirmed" and attempts == attempt
+
+            async with steps.transaction() as session:
+                again = await _claim_if(session, steps, event, resources, still_unconfirmed)
+            if again is not None:
+                outcome = await _publish(steps, resources, adapter, again[1])
+                await _settle(steps, resources, again[1], again[0], outcome)
+            return
+    async with steps.transaction() as session:
+        _tenant_id, slug = _tenant(steps)
+        locked = await deliveries.locked_delivery(session, send.post_id, send.destination_id)
+        if locked is not None:
+            _post, destination = locked
+            if destination.state == "unconfirmed" and destination.attempts == attempt:
+                await deliveries.schedule_lookup(session, resources.settings, slug, destination)
+
+
+async def _begin_check(
+    session: AsyncSession, steps: EventSteps, event: Event, resources: Resources, attempt: int
+) -> Send | None:
+    tenant_id, slug = _tenant(steps)
+    locked = await deliveries.locked_delivery(
+        session,
+        uuid.UUID(str(event.payload["post_id"])),
+        uuid.UUID(str(event.payload["destination_id"])),
+    )
+    if locked is None:
+        return None
+    post, destination = locked
+    if destination.attempts != attempt or destination.state not in ("sending", "unconfirmed"):
+        return None
+    if destination.state == "sending":
+        platform = await _platform(session, destination.account_id)
+        destination.state = "unconfirmed"
+        destination.sending_since = None
+        unconfirmed = DestinationUnconfirmed(
+            post_id=post.id, destination_id=destination.id, platform=platform
+        )
+        await session.flush()
+        await record_change(session, SYSTEM, unconfirmed, tenant=slug)
+    destination.lookups += 1
+    await deliveries.derive_post_state(session, slug, post)
+    content = await content_of(session, post)
+    return await build_send(session, resources.vault, tenant_id, content, destination)
+
+
+async def _lookup(
+    steps: EventSteps, resources: Resources, adapter: PlatformAdapter, send: Send
+) -> Receipt | Unknown | None:
+    account = await fresh_account(steps, resources, adapter, send)
+    if account is None:
+        return Unknown()
+    probe = OutgoingPost(
+        post_id=str(send.post_id),
+        destination_id=str(send.destination_id),
+        idempotency_key=send.idempotency_key,
+        text=send.text,
+        created_at=send.created_at,
+        first_comment=send.first_comment,
+        labels=send.labels,
+    )
+    try:
+        return await adapter.lookup(account, probe)
+    except (OutcomeUnknown, PublishError):
+        return Unknown()
+    except Exception:  # an adapter's bug: the answer is unknown
+        log.exception("publishing.lookup_error", platform=adapter.platform)
+        return Unknown()

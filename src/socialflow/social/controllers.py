@@ -1,0 +1,139 @@
+"""HTTP for connected social accounts and the OAuth callback."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from litestar import Controller, Response, delete, get, post
+from litestar.datastructures import State
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody, QueryParameter
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from socialflow.access.guards import authenticated, requires
+from socialflow.access.permissions import Permission
+from socialflow.access.principal import Principal
+from socialflow.access.tenant_access import TenantAccess
+from socialflow.social import services
+from socialflow.social.bodies import (
+    AuthorizationOut,
+    BlueskyConnect,
+    MastodonConnect,
+    SocialAccountList,
+    SocialAccountOut,
+    WebhookConnect,
+)
+from socialflow.social.clients import platform_client
+
+# Connecting where the tenant publishes is the publishers' (admins') call.
+MANAGE = requires(Permission.PUBLISH)
+
+
+class SocialAccountController(Controller):
+    path = "/api/v1/tenants/{tenant:str}/social-accounts"
+    tags = ["social accounts"]  # noqa: RUF012 - Litestar reads this class attribute
+
+    @get("", guards=[requires(Permission.CONTENT_READ)], summary="Connected accounts")
+    async def list_accounts(
+        self, access: NamedDependency[TenantAccess], session: NamedDependency[AsyncSession]
+    ) -> SocialAccountList:
+        return SocialAccountList(items=await services.list_accounts(session))
+
+    @get("/{account_id:uuid}", guards=[requires(Permission.CONTENT_READ)], summary="An account")
+    async def get_account(
+        self,
+        account_id: FromPath[uuid.UUID],
+        access: NamedDependency[TenantAccess],
+        session: NamedDependency[AsyncSession],
+    ) -> SocialAccountOut:
+        return await services.get_account(session, account_id)
+
+    @post(
+        "/connect/mastodon",
+        status_code=200,
+        guards=[MANAGE],
+        summary="Start connecting a Mastodon account: the URL to authorize at",
+        opt={"problems": (409, 422)},
+    )
+    async def connect_mastodon(
+        self,
+        data: JSONBody[MastodonConnect],
+        access: NamedDependency[TenantAccess],
+        session: NamedDependency[AsyncSession],
+        state: State,
+    ) -> AuthorizationOut:
+        async with platform_client(state.settings) as http:
+            return await services.start_mastodon(
+                session, access, settings=state.settings, vault=state.vault, http=http, data=data
+            )
+
+    @post(
+        "/connect/bluesky",
+        guards=[MANAGE],
+        summary="Connect a Bluesky account with an app password (never stored)",
+        opt={"problems": (409, 422)},
+    )
+    async def connect_bluesky(
+        self,
+        data: JSONBody[BlueskyConnect],
+        access: NamedDependency[TenantAccess],
+        session: NamedDependency[AsyncSession],
+        state: State,
+    ) -> SocialAccountOut:
+        async with platform_client(state.settings) as http:
+            return await services.connect_bluesky(
+                session, access, settings=state.settings, vault=state.vault, http=http, data=data
+            )
+
+    @post(
+        "/connect/webhook",
+        guards=[MANAGE],
+        summary="Add a signed webhook destination (its signing secret is shown once)",
+        opt={"problems": (409, 422)},
+    )
+    async def connect_webhook(
+        self,
+        data: JSONBody[WebhookConnect],
+        access: NamedDependency[TenantAccess],
+        session: NamedDependency[AsyncSession],
+        state: State,
+    ) -> SocialAccountOut:
+        return await services.connect_webhook(
+            session, access, settings=state.settings, vault=state.vault, data=data
+        )
+
+    @delete("/{account_id:uuid}", guards=[MANAGE], summary="Disconnect an account")
+    async def disconnect(
+        self,
+        account_id: FromPath[uuid.UUID],
+        access: NamedDependency[TenantAccess],
+        session: NamedDependency[AsyncSession],
+    ) -> None:
+        await services.disconnect(session, access, account_id)
+
+
+class OAuthCallbackController(Controller):
+    path = "/api/v1/oauth"
+    tags = ["social accounts"]  # noqa: RUF012 - Litestar reads this class attribute
+
+    @get(
+        "/callback",
+        guards=[authenticated],
+        summary="Complete a connect flow (by the person who started it)",
+        opt={"problems": (400, 422)},
+    )
+    async def callback(
+        self,
+        principal: NamedDependency[Principal],
+        session: NamedDependency[AsyncSession],
+        state: State,
+        *,
+        code: Annotated[str, QueryParameter(name="code", min_length=1, max_length=512)],
+        oauth_state: Annotated[str, QueryParameter(name="state", min_length=16, max_length=256)],
+    ) -> Response[SocialAccountOut]:
+        async with platform_client(state.settings) as http:
+            account = await services.complete_oauth(
+                session, principal, vault=state.vault, http=http, state=oauth_state, code=code
+            )
+        return Response(account, status_code=201)

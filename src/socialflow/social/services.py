@@ -1,0 +1,429 @@
+"""Connected accounts: connect (OAuth with PKCE, app password, webhook URL), list, disconnect,
+and the per-account token refresh. Never commits."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import structlog
+from sqlalchemy import select, text, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from socialflow.access.directory import tenant_by_id
+from socialflow.access.permissions import Permission
+from socialflow.access.principal import Principal
+from socialflow.access.tenant_access import TenantAccess, standing_in
+from socialflow.audit.record import record_change
+from socialflow.lib.outbound import check_outbound_url
+from socialflow.lib.problems import Problem
+from socialflow.lib.webhook_signing import new_secret
+from socialflow.plans import quota
+from socialflow.plans.limits import Resource
+from socialflow.settings import Settings
+from socialflow.social import credentials as sealing
+from socialflow.social.bodies import (
+    AuthorizationOut,
+    BlueskyConnect,
+    MastodonConnect,
+    SocialAccountOut,
+    WebhookConnect,
+)
+from socialflow.social.events import (
+    SocialAccountConnected,
+    SocialAccountDisconnected,
+    SocialAccountNeedsReconnect,
+    SocialAuthorizationStarted,
+)
+from socialflow.social.models import OAuthState, SocialAccount, SocialApp
+from socialflow.social.platforms import bluesky, mastodon
+from socialflow.social.platforms.base import ConnectedIdentity, ConnectRefused, Credentials
+from socialflow.vault.service import Vault
+
+log = structlog.get_logger(__name__)
+
+MASTODON_SCOPES = ("read:accounts", "read:statuses", "write:media", "write:statuses")
+APP_NAME = "SocialFlow"
+
+
+def account_out(account: SocialAccount, *, signing_secret: str | None = None) -> SocialAccountOut:
+    return SocialAccountOut(
+        id=str(account.id),
+        platform=account.platform,
+        server_url=account.server_url,
+        handle=account.handle,
+        display_name=account.display_name,
+        status=account.status,
+        status_reason=account.status_reason,
+        scopes=list(account.scopes),
+        expires_at=account.expires_at,
+        connected_by=account.connected_by,
+        created_at=account.created_at,
+        refreshed_at=account.refreshed_at,
+        signing_secret=signing_secret,
+    )
+
+
+def _not_found(account_id: uuid.UUID) -> Problem:
+    return Problem(404, "not-found", f"No social account {account_id}.")
+
+
+def _refused(error: ConnectRefused) -> Problem:
+    return Problem(422, "connect-refused", error.detail)
+
+
+async def list_accounts(session: AsyncSession) -> list[SocialAccountOut]:
+    found = await session.scalars(
+        select(SocialAccount)
+        .where(SocialAccount.status != "disconnected")
+        .order_by(SocialAccount.created_at, SocialAccount.id)
+    )
+    return [account_out(a) for a in found]
+
+
+async def get_account(session: AsyncSession, account_id: uuid.UUID) -> SocialAccountOut:
+    account = await session.get(SocialAccount, account_id)
+    if account is None or account.status == "disconnected":
+        raise _not_found(account_id)
+    return account_out(account)
+
+
+async def _store(
+    session: AsyncSession,
+    vault: Vault,
+    access: TenantAccess,
+    *,
+    platform: str,
+    server_url: str,
+    identity: ConnectedIdentity,
+    display_name: str | None = None,
+) -> SocialAccount:
+    """The account, new or (connected again) renewed: new credentials, active again."""
+    existing = (
+        await session.scalars(
+            select(SocialAccount)
+            .where(
+                SocialAccount.platform == platform,
+                SocialAccount.server_url == server_url,
+                SocialAccount.account_ref == identity.account_ref,
+                SocialAccount.status != "disconnected",
+            )
+            .with_for_update()
+        )
+    ).one_or_none()
+    if existing is None:
+        await quota.reserve(session, access.tenant, Resource.SOCIAL_ACCOUNTS)
+        account = SocialAccount(
+            id=uuid.uuid4(),
+            platform=platform,
+            server_url=server_url,
+            account_ref=identity.account_ref,
+            handle=identity.handle,
+            display_name=display_name,
+            connected_by=access.principal.actor,
+            credentials=b"",
+        )
+        session.add(account)
+    else:
+        account = existing
+        account.credentials_version += 1
+        account.status_reason = None
+        account.updated_at = datetime.now(UTC)
+    account.status = "active"
+    account.handle = identity.handle
+    account.scopes = list(identity.scopes)
+    account.expires_at = identity.credentials.expires_at
+    account.credentials = await sealing.seal(
+        session, vault, access.tenant.id, account.id, identity.credentials
+    )
+    await session.flush()
+    connected = SocialAccountConnected(
+        account_id=account.id,
+        platform=platform,
+        handle=account.handle,
+        reconnected=existing is not None,
+    )
+    await record_change(session, access.principal, connected, tenant=access.tenant.slug)
+    await session.refresh(account)
+    return account
+
+
+# -- Mastodon: OAuth authorization code with PKCE --------------------------------------------
+
+
+def redirect_uri(settings: Settings) -> str:
+    return settings.social_oauth_redirect_uri or (
+        settings.public_base_url.rstrip("/") + "/api/v1/oauth/callback"
+    )
+
+
+def _digest(state: str) -> str:
+    return hashlib.sha256(state.encode()).hexdigest()
+
+
+async def _mastodon_app(
+    session: AsyncSession,
+    vault: Vault,
+    access: TenantAccess,
+    *,
+    http: httpx.AsyncClient,
+    instance: str,
+    redirect: str,
+) -> tuple[str, str]:
+    """The tenant's app on `instance` (registered once): client id and secret."""
+    app = await session.get(SocialApp, ("mastodon", instance, redirect))
+    if app is not None:
+        secret = await vault.decrypt(
+            session,
+            access.tenant.id,
+            sealing.APP_PURPOSE,
+            f"mastodon:{instance}",
+            app.client_secret,
+        )
+        return app.client_id, secret
+    client_id, client_secret = await mastodon.register_app(
+        http, instance, redirect_uri=redirect, scopes=MASTODON_SCOPES, app_name=APP_NAME
+    )
+    sealed = await vault.encrypt(
+        session, access.tenant.id, sealing.APP_PURPOSE, f"mastodon:{instance}", client_secret
+    )
+    await session.execute(
+        insert(SocialApp)
+        .values(
+            platform="mastodon",
+            server_url=instance,
+            redirect_uri=redirect,
+            client_id=client_id,
+            client_secret=sealed.to_bytes(),
+        )
+        .on_conflict_do_nothing()
+    )
+    return client_id, client_secret
+
+
+async def start_mastodon(
+    session: AsyncSession,
+    access: TenantAccess,
+    *,
+    settings: Settings,
+    vault: Vault,
+    http: httpx.AsyncClient,
+    data: MastodonConnect,
+) -> AuthorizationOut:
+    """Register the tenant's app on the instance (once) and hand out the authorization URL;
+    the state is single-use, bound to the tenant and the caller, and expires."""
+    instance = await _checked_url(settings, data.instance_url, "instance_url", origin_only=True)
+    redirect = redirect_uri(settings)
+    await quota.check(session, access.tenant, Resource.SOCIAL_ACCOUNTS)
+    try:
+        registered = await session.get(SocialApp, ("mastodon", instance, redirect)) is None
+        client_id, _secret = await _mastodon_app(
+            session, vault, access, http=http, instance=instance, redirect=redirect
+        )
+    except ConnectRefused as refused:
+        raise _refused(refused) from None
+    state = secrets.token_urlsafe(32)
+    verifier = secrets.token_urlsafe(64)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=")
+    digest = _digest(state)
+    sealed = await vault.encrypt(session, access.tenant.id, sealing.PKCE_PURPOSE, digest, verifier)
+    expires_at = datetime.now(UTC) + timedelta(seconds=settings.social_oauth_state_ttl_s)
+    session.add(
+        OAuthState(
+            state_sha256=digest,
+            tenant_id=access.tenant.id,
+            user_id=access.principal.user_id,
+            platform="mastodon",
+            server_url=instance,
+            redirect_uri=redirect,
+            code_verifier=sealed.to_bytes(),
+            expires_at=expires_at,
+        )
+    )
+    await session.flush()
+    started = SocialAuthorizationStarted(
+        platform="mastodon", server_url=instance, app_registered=registered
+    )
+    await record_change(session, access.principal, started, tenant=access.tenant.slug)
+    url = mastodon.authorization_url(
+        instance,
+        client_id=client_id,
+        redirect_uri=redirect,
+        scopes=MASTODON_SCOPES,
+        state=state,
+        code_challenge=challenge.decode(),
+    )
+    return AuthorizationOut(authorization_url=url, expires_at=expires_at)
+
+
+_TAKE_STATE = text(
+    "DELETE FROM shared.oauth_states WHERE state_sha256 = :digest AND user_id = :user "
+    "AND expires_at > now() RETURNING tenant_id, platform, server_url, redirect_uri, code_verifier"
+)
+
+
+async def complete_oauth(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    vault: Vault,
+    http: httpx.AsyncClient,
+    state: str,
+    code: str,
+) -> SocialAccountOut:
+    """The callback: the state is taken (once) only by the person who started the flow and
+    only before it expires; the caller must still be allowed to connect accounts there."""
+    taken = (
+        await session.execute(_TAKE_STATE, {"digest": _digest(state), "user": principal.user_id})
+    ).one_or_none()
+    if taken is None:
+        raise Problem(
+            400,
+            "invalid-oauth-state",
+            "This authorization is unknown, expired, already used, or was started by someone "
+            "else: connect the account again.",
+        )
+    tenant = await tenant_by_id(session, taken.tenant_id)
+    if tenant is None or tenant.status != "active":
+        raise Problem(400, "invalid-oauth-state", "The tenant of this authorization is gone.")
+    access = await standing_in(session, tenant, principal, enter_schema=True)
+    access.require(Permission.PUBLISH)
+    digest = _digest(state)
+    verifier = await vault.decrypt(
+        session, tenant.id, sealing.PKCE_PURPOSE, digest, taken.code_verifier
+    )
+    client_id, client_secret = await _mastodon_app(
+        session, vault, access, http=http, instance=taken.server_url, redirect=taken.redirect_uri
+    )
+    try:
+        identity = await mastodon.exchange_code(
+            http,
+            taken.server_url,
+            client_id=client_id,
+            client_secret=client_secret,
+            redirect_uri=taken.redirect_uri,
+            code=code,
+            code_verifier=verifier,
+            scopes=MASTODON_SCOPES,
+        )
+    except ConnectRefused as refused:
+        raise _refused(refused) from None
+    account = await _store(
+        session, vault, access, platform="mastodon", server_url=taken.server_url, identity=identity
+    )
+    return account_out(account)
+
+
+# -- Bluesky: app password ------------------------------------------------------------------
+
+
+async def connect_bluesky(
+    session: AsyncSession,
+    access: TenantAccess,
+    *,
+    settings: Settings,
+    vault: Vault,
+    http: httpx.AsyncClient,
+    data: BlueskyConnect,
+) -> SocialAccountOut:
+    """Sign in with an app password; only the session's tokens are kept, never the password."""
+    service = await _checked_url(settings, data.service_url, "service_url", origin_only=True)
+    await quota.check(session, access.tenant, Resource.SOCIAL_ACCOUNTS)
+    try:
+        identity = await bluesky.sign_in(
+            http, service, identifier=data.identifier, app_password=data.app_password
+        )
+    except ConnectRefused as refused:
+        raise _refused(refused) from None
+    return account_out(
+        await _store(
+            session, vault, access, platform="bluesky", server_url=service, identity=identity
+        )
+    )
+
+
+# -- Signed webhook destinations ------------------------------------------------------------
+
+
+async def connect_webhook(
+    session: AsyncSession,
+    access: TenantAccess,
+    *,
+    settings: Settings,
+    vault: Vault,
+    data: WebhookConnect,
+) -> SocialAccountOut:
+    """A URL that receives each post as signed JSON; its signing secret is shown once."""
+    url = await _checked_url(settings, data.url, "url", origin_only=False)
+    secret = new_secret()
+    identity = ConnectedIdentity(
+        account_ref=hashlib.sha256(url.encode()).hexdigest()[:32],
+        handle=data.name or url,
+        credentials=Credentials(signing_secret=secret),
+    )
+    account = await _store(
+        session,
+        vault,
+        access,
+        platform="webhook",
+        server_url=url,
+        identity=identity,
+        display_name=data.name,
+    )
+    return account_out(account, signing_secret=secret)
+
+
+async def _checked_url(settings: Settings, url: str, field: str, *, origin_only: bool) -> str:
+    """The URL as it will be called, refused (422) when the outbound policy forbids it (also
+    after DNS); `origin_only`: scheme, host and port of a server, nothing else."""
+    parsed = httpx.URL(await check_outbound_url(url, settings, field=field))
+    if not origin_only:
+        return str(parsed)
+    port = f":{parsed.port}" if parsed.port else ""
+    return f"{parsed.scheme}://{parsed.host}{port}"
+
+
+# -- disconnecting and reconnect needs -------------------------------------------------------
+
+
+async def disconnect(session: AsyncSession, access: TenantAccess, account_id: uuid.UUID) -> None:
+    """Forget the account's credentials; posts keep naming it (their history stays)."""
+    account = (
+        await session.scalars(
+            select(SocialAccount).where(SocialAccount.id == account_id).with_for_update()
+        )
+    ).one_or_none()
+    if account is None or account.status == "disconnected":
+        raise _not_found(account_id)
+    account.status = "disconnected"
+    account.credentials = b""
+    account.disconnected_at = account.updated_at = datetime.now(UTC)
+    await session.flush()
+    gone = SocialAccountDisconnected(
+        account_id=account.id, platform=account.platform, handle=account.handle
+    )
+    await record_change(session, access.principal, gone, tenant=access.tenant.slug)
+
+
+async def mark_needs_reconnect(
+    session: AsyncSession, tenant_slug: str, account_id: uuid.UUID, reason: str
+) -> None:
+    """The account's grant is gone (found by a refresh or a publish): once, with its event."""
+    changed = await session.execute(
+        update(SocialAccount)
+        .where(SocialAccount.id == account_id, SocialAccount.status == "active")
+        .values(status="needs_reconnect", status_reason=reason[:300], updated_at=datetime.now(UTC))
+        .returning(SocialAccount.platform, SocialAccount.handle)
+    )
+    row = changed.one_or_none()
+    if row is None:
+        return
+    event = SocialAccountNeedsReconnect(
+        account_id=account_id, platform=row.platform, handle=row.handle, reason=reason[:300]
+    )
+    await record_change(session, "system:publishing", event, tenant=tenant_slug)
