@@ -253,7 +253,7 @@ class Settings(BaseSettings):
     publish_retry_max_s: float = Field(default=3600.0, gt=0)
     publish_stalled_after_s: int = Field(
         default=600,
-        ge=60,
+        ge=5,
         description="a delivery still `sending` this long after it started is reconciled",
     )
     publish_unconfirmed_checks: int = Field(

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -22,6 +23,8 @@ from socialflow.settings import Settings
 from socialflow.workers.actors import WorkerResources
 from socialflow.workers.testing import apply_routed_events
 from tests.integration.media.support import Uploader, photo
+from tests.integration.social.fake_bluesky import FakePds, fake_pds
+from tests.integration.social.fake_mastodon import FakeMastodon, fake_mastodon
 from tests.integration.social.fake_receiver import FakeReceiver, fake_receiver
 from tests.integration.tenancy_fixtures import Account, Platform, World
 
@@ -59,6 +62,18 @@ def worker_settings(publishing_settings: Settings) -> Iterator[Settings]:
 @pytest.fixture
 def receiver() -> Iterator[FakeReceiver]:
     with fake_receiver(PLACEHOLDER_SECRET) as fake:
+        yield fake
+
+
+@pytest.fixture
+def instance() -> Iterator[FakeMastodon]:
+    with fake_mastodon() as fake:
+        yield fake
+
+
+@pytest.fixture
+def pds() -> Iterator[FakePds]:
+    with fake_pds() as fake:
         yield fake
 
 
@@ -108,6 +123,31 @@ class Studio:
         )
         assert answer.status_code == 201, answer.text
         receiver.secret = answer.json()["signing_secret"]
+        return answer.json()  # type: ignore[no-any-return]
+
+    async def mastodon(self, instance: FakeMastodon, username: str = "brand") -> dict[str, Any]:
+        """A Mastodon account connected through the OAuth flow (PKCE), by the admin."""
+        started = await self.client.post(
+            f"{self.base}/social-accounts/connect/mastodon",
+            json={"instance_url": instance.origin},
+            headers=self.admin.headers,
+        )
+        assert started.status_code == 200, started.text
+        back = instance.approve(started.json()["authorization_url"], instance.add_account(username))
+        done = await self.client.get(
+            f"/api/v1/oauth/callback?{urlsplit(back).query}", headers=self.admin.headers
+        )
+        assert done.status_code == 201, done.text
+        return done.json()  # type: ignore[no-any-return]
+
+    async def bluesky(self, pds: FakePds, handle: str = "brand.test") -> dict[str, Any]:
+        pds.add_account(handle, "app-pass-1234")
+        answer = await self.client.post(
+            f"{self.base}/social-accounts/connect/bluesky",
+            json={"identifier": handle, "app_password": "app-pass-1234", "service_url": pds.url},
+            headers=self.admin.headers,
+        )
+        assert answer.status_code == 201, answer.text
         return answer.json()  # type: ignore[no-any-return]
 
     async def settings(self, **changes: Any) -> None:
