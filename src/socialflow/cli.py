@@ -8,6 +8,7 @@ import functools
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -351,6 +352,47 @@ def expire_uploads_command() -> None:
         f"expired {total} upload(s)"
         + (": " + ", ".join(f"{s} {n}" for s, n in expired.items()) if expired else "")
     )
+
+
+@main.group()
+def publishing() -> None:
+    """Housekeeping of the publish engine."""
+
+
+@publishing.command("watchdog")
+@click.option("--every", type=float, default=0, help="repeat every N seconds (0: once)")
+@on_services()
+def publishing_watchdog_command(every: float) -> None:
+    """Reconcile deliveries stuck `sending` (or `retrying`) past PUBLISH_STALLED_AFTER_S, in
+    every tenant. Run it every few minutes (a cron job), or with --every."""
+    from sqlalchemy import text
+
+    from socialflow.publishing.watchdog import sweep_stalled
+
+    async def sweep() -> dict[str, int]:
+        found: dict[str, int] = {}
+        async with _resources() as resources:
+            async with resources.unit_of_work() as session:
+                live = await session.scalars(
+                    text("SELECT slug FROM shared.tenants WHERE status = 'active' ORDER BY slug")
+                )
+                slugs = list(live)
+            for slug in slugs:  # one transaction per tenant
+                async with resources.in_tenant(slug) as (_tenant, session):
+                    count = await sweep_stalled(session, resources.settings, slug)
+                if count:
+                    found[slug] = count
+        return found
+
+    while True:
+        found = asyncio.run(sweep())
+        click.echo(
+            f"reconciling {sum(found.values())} stalled deliveries"
+            + (": " + ", ".join(f"{s} {n}" for s, n in found.items()) if found else "")
+        )
+        if every <= 0:
+            return
+        time.sleep(every)
 
 
 @tenants.command("migrate")

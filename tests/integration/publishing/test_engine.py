@@ -10,7 +10,11 @@ from typing import Any
 
 import pytest
 
+from socialflow.db.session import unit_of_work
+from socialflow.db.tenancy import enter_tenant_schema
 from socialflow.publishing import deliveries
+from socialflow.publishing.watchdog import sweep_stalled
+from socialflow.settings import Settings
 from socialflow.workers.actors import apply_named_event
 from socialflow.workers.testing import pending_envelopes
 from tests.integration.publishing.conftest import Studio
@@ -343,3 +347,40 @@ async def test_credentials_are_never_shown_and_a_webhook_secret_only_once(
     ).fetchall()
     for (sealed,) in rows:
         assert hook["signing_secret"].encode() not in bytes(sealed)  # type: ignore[call-overload]
+
+
+async def test_the_watchdog_sweep_reconciles_a_delivery_whose_own_check_was_lost(
+    studio: Studio,
+    instance: FakeMastodon,
+    monkeypatch: pytest.MonkeyPatch,
+    worker_settings: Settings,
+) -> None:
+    account = await studio.mastodon(instance)
+
+    async def killed(*args: Any, **kwargs: Any) -> None:
+        raise WorkerKilled("before the receipt committed")
+
+    post = await _published_now(studio, text="lost", destinations=[{"account_id": account["id"]}])
+    with monkeypatch.context() as patched:
+        patched.setattr(deliveries, "settle", killed)
+        with pytest.raises(WorkerKilled):
+            await studio.run_engine()
+    # The delivery's deferred check is gone (dead-lettered, say), and the bound has passed.
+    studio.pg.execute(
+        "DELETE FROM shared.outbox WHERE tenant = %s AND event_type = 'post.delivery_check_due'",
+        (studio.tenant,),
+    )
+    studio.pg.execute(
+        f'UPDATE "{studio.tenant_schema}".post_destinations '
+        "SET sending_since = now() - interval '1 hour'"
+    )
+    async with unit_of_work(studio.factory) as session:
+        await enter_tenant_schema(session, studio.tenant_schema)
+        assert await sweep_stalled(session, worker_settings, studio.tenant) == 1
+    async with unit_of_work(studio.factory) as session:  # swept: not again within the bound
+        await enter_tenant_schema(session, studio.tenant_schema)
+        assert await sweep_stalled(session, worker_settings, studio.tenant) == 0
+    await studio.run_engine()
+    after = await studio.post(post["id"])
+    assert after["status"] == "published"
+    assert instance.statuses_created == 1
