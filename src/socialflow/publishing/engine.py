@@ -39,7 +39,7 @@ from socialflow.publishing.models import Post
 from socialflow.publishing.outgoing import Send, build_send, read_media
 from socialflow.resources import Resources
 from socialflow.social import credentials as sealing
-from socialflow.social.clients import adapter_for, platform_client
+from socialflow.social.clients import platform_reach
 from socialflow.social.events import SocialAccountRefreshed
 from socialflow.social.models import SocialAccount
 from socialflow.social.platforms.base import (
@@ -219,11 +219,8 @@ async def _platform(session: AsyncSession, account_id: uuid.UUID) -> str:
 
 async def deliver(steps: EventSteps, resources: Resources, claimed: Claimed, send: Send) -> None:
     """Call the platform for one claimed delivery, then settle what it answered."""
-    settings = resources.settings
-    platform = send.account.platform
-    async with platform_client(settings) as http:
-        adapter = adapter_for(platform, http)
-        outcome = await _publish(steps, resources, adapter, send)
+    adapter = platform_reach(resources.settings).adapter(send.account.platform)
+    outcome = await _publish(steps, resources, adapter, send)
     await _settle(steps, resources, send, claimed, outcome)
 
 
@@ -238,6 +235,14 @@ async def _publish(
     except (OSError, ValueError) as exc:
         log.warning("publishing.media_unreadable", error=type(exc).__name__)
         return PublishError(FailureKind.MEDIA_REFUSED, "A media file could not be read.")
+    try:
+        refusals = await adapter.validate(account, outgoing)
+    except PublishError as error:
+        return error
+    except OutcomeUnknown:
+        return PublishError(FailureKind.RETRYABLE, "The platform's limits could not be read.")
+    if refusals:
+        return PublishError(FailureKind.CONTENT_REJECTED, "; ".join(refusals))
     outcome = await _attempt(adapter, account, outgoing)
     expired = isinstance(outcome, PublishError) and outcome.kind is FailureKind.AUTH_REVOKED
     if expired and account.credentials.refresh_token is not None:
@@ -372,23 +377,22 @@ async def check_delivery(steps: EventSteps, event: Event, resources: Resources) 
     if send is None:
         return
     claimed = Claimed(send.post_id, send.destination_id, attempt)
-    async with platform_client(resources.settings) as http:
-        adapter = adapter_for(send.account.platform, http)
-        found = await _lookup(steps, resources, adapter, send)
-        if isinstance(found, Receipt):
-            await _settle(steps, resources, send, claimed, found)
-            return
-        if found is None or adapter.idempotent_resend:
+    adapter = platform_reach(resources.settings).adapter(send.account.platform)
+    found = await _lookup(steps, resources, adapter, send)
+    if isinstance(found, Receipt):
+        await _settle(steps, resources, send, claimed, found)
+        return
+    if found is None or adapter.idempotent_resend:
 
-            def still_unconfirmed(post: Post, state: str, attempts: int) -> bool:
-                return state == "unconfirmed" and attempts == attempt
+        def still_unconfirmed(post: Post, state: str, attempts: int) -> bool:
+            return state == "unconfirmed" and attempts == attempt
 
-            async with steps.transaction() as session:
-                again = await _claim_if(session, steps, event, resources, still_unconfirmed)
-            if again is not None:
-                outcome = await _publish(steps, resources, adapter, again[1])
-                await _settle(steps, resources, again[1], again[0], outcome)
-            return
+        async with steps.transaction() as session:
+            again = await _claim_if(session, steps, event, resources, still_unconfirmed)
+        if again is not None:
+            outcome = await _publish(steps, resources, adapter, again[1])
+            await _settle(steps, resources, again[1], again[0], outcome)
+        return
     async with steps.transaction() as session:
         _tenant_id, slug = _tenant(steps)
         locked = await deliveries.locked_delivery(session, send.post_id, send.destination_id)

@@ -384,3 +384,19 @@ async def test_the_watchdog_sweep_reconciles_a_delivery_whose_own_check_was_lost
     after = await studio.post(post["id"])
     assert after["status"] == "published"
     assert instance.statuses_created == 1
+
+
+async def test_a_post_over_the_instances_limit_fails_without_being_sent(
+    studio: Studio, instance: FakeMastodon
+) -> None:
+    instance.max_characters = 20
+    account = await studio.mastodon(instance)
+    post = await _published_now(
+        studio, text="this text is longer than twenty", destinations=[{"account_id": account["id"]}]
+    )
+    await studio.run_engine()
+    after = await studio.post(post["id"])
+    assert after["status"] == "failed"
+    assert after["destinations"][0]["error_kind"] == "content_rejected"
+    assert "20" in after["destinations"][0]["error_detail"]
+    assert instance.requests_to("POST", "/api/v1/statuses") == []
