@@ -400,3 +400,34 @@ async def test_a_post_over_the_instances_limit_fails_without_being_sent(
     assert after["destinations"][0]["error_kind"] == "content_rejected"
     assert "20" in after["destinations"][0]["error_detail"]
     assert instance.requests_to("POST", "/api/v1/statuses") == []
+
+
+async def test_a_mastodon_post_uploads_its_image_and_keeps_its_idempotency_key_across_retries(
+    studio: Studio, instance: FakeMastodon
+) -> None:
+    account = await studio.mastodon(instance)
+    media = await studio.media()
+    await studio.client.patch(
+        f"{studio.base}/media/{media}",
+        json={"alt_text": "A red wall"},
+        headers=studio.editor.headers,
+    )
+    instance.set_mode("server_error", times=1)
+    post = await _published_now(
+        studio,
+        text="with a picture",
+        media_ids=[media],
+        destinations=[{"account_id": account["id"]}],
+    )
+    await studio.run_engine()
+    assert (await studio.post(post["id"]))["destinations"][0]["state"] == "retrying"
+    await studio.run_engine_later(3600)
+    after = await studio.post(post["id"])
+    assert after["status"] == "published", after
+    (status,) = _statuses(instance)
+    uploads = [m for m in instance.media.values() if m.status_id == status.id]
+    assert [m.description for m in uploads] == ["A red wall"]
+    keys = {
+        r.headers.get("idempotency-key") for r in instance.requests_to("POST", "/api/v1/statuses")
+    }
+    assert len(keys) == 1 and None not in keys
