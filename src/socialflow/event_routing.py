@@ -42,6 +42,7 @@ from socialflow.members.events import (
     MemberInvited,
     MemberJoined,
     MemberRemoved,
+    MemberReviewerChanged,
     MemberRoleChanged,
 )
 from socialflow.outbox.events import DomainEvent, declared_events
@@ -120,6 +121,7 @@ EVENT_ROUTES: EventRoutes = {
     MemberJoined: (),
     MemberRoleChanged: (),
     MemberRemoved: (),
+    MemberReviewerChanged: (),
     ApiKeyCreated: (),
     ApiKeyRevoked: (),
     AiKeyConfigured: (),

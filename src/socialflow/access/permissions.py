@@ -69,5 +69,9 @@ PERMISSIONS: dict[Role, frozenset[Permission]] = {
 }
 
 
+# What a member made a reviewer may do beyond their role: approve posts or send them back.
+REVIEWER_PERMISSIONS = frozenset({Permission.CONTENT_APPROVE})
+
+
 def allows(role: Role, permission: Permission) -> bool:
     return permission in PERMISSIONS[role]

@@ -8,7 +8,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from socialflow.access.directory import TenantDirectory, TenantRef
-from socialflow.access.permissions import Permission, Role, allows
+from socialflow.access.permissions import REVIEWER_PERMISSIONS, Permission, Role, allows
 from socialflow.access.principal import Principal
 from socialflow.db.rows import fetch_rows
 from socialflow.db.tenancy import enter_tenant_schema
@@ -17,9 +17,12 @@ from socialflow.lib.logging import bind_context
 from socialflow.lib.problems import Problem
 from socialflow.lib.rate_limits import RateLimit
 
+# The member's role, whether they are the tenant's agency admin, whether a reviewer.
 _ROLE_AND_STANDING = (
     "SELECT (SELECT role FROM shared.memberships WHERE tenant_id = :tenant AND user_id = :user), "
-    "EXISTS (SELECT 1 FROM shared.agency_admins WHERE agency_id = :agency AND user_id = :user)"
+    "EXISTS (SELECT 1 FROM shared.agency_admins WHERE agency_id = :agency AND user_id = :user), "
+    "coalesce((SELECT reviewer FROM shared.memberships "
+    "WHERE tenant_id = :tenant AND user_id = :user), false)"
 )
 # The plan resource the tenant's request rate is (plans.limits.Resource names it too).
 API_REQUESTS_QUOTA = "api_requests_per_minute"
@@ -40,6 +43,8 @@ class TenantAccess:
     principal: Principal
     role: Role | None
     is_agency_admin: bool
+    # A member their admins made a reviewer: may approve posts whatever their role.
+    reviewer: bool = False
 
     @property
     def manages(self) -> bool:
@@ -53,6 +58,13 @@ class TenantAccess:
                 403, "forbidden", "Only the tenant's agency admins or an operator may do this."
             )
 
+    def allows(self, permission: Permission) -> bool:
+        """Whether the member's role (or their reviewer grant) has `permission`."""
+        if self.role is None:
+            return False
+        granted = self.reviewer and permission in REVIEWER_PERMISSIONS
+        return granted or allows(self.role, permission)
+
     def require(self, permission: Permission) -> None:
         """The check of the `requires(permission)` guard: tenant content is for members, by
         role, and while the tenant is suspended, for its managers only."""
@@ -62,7 +74,7 @@ class TenantAccess:
             raise Problem(403, "tenant-suspended", f"Tenant {self.tenant.slug!r} is suspended.")
         if self.role is None:
             raise Problem(403, "not-a-member", "Tenant content is for the tenant's members.")
-        if not allows(self.role, permission):
+        if not self.allows(permission):
             raise Problem(403, "forbidden", f"The {self.role} role may not do this ({permission}).")
 
 
@@ -101,12 +113,13 @@ async def standing_in(
     if enter_schema:
         params["path"] = search_path_for(tenant.schema_name)
         statement = ACCESS_AND_ENTER_SQL
-    ((role_name, is_agency_admin, *_),) = await fetch_rows(session, statement, params)
+    ((role_name, is_agency_admin, reviewer, *_),) = await fetch_rows(session, statement, params)
     access = TenantAccess(
         tenant=tenant,
         principal=principal,
         role=Role(role_name) if role_name else None,
         is_agency_admin=bool(is_agency_admin),
+        reviewer=bool(reviewer),
     )
     if not (access.role or access.manages):
         raise tenant_not_found(tenant.slug)

@@ -129,7 +129,10 @@ def address_allowed(address: IPAddress, allowed_networks: Sequence[IPNetwork] = 
 
 
 async def system_resolver(host: str, port: int) -> list[IPAddress]:
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except UnicodeError as exc:  # a name IDNA cannot encode (a label over 63 characters)
+        raise socket.gaierror(socket.EAI_NONAME, "not a valid host name") from exc
     # A scope id ("fe80::1%eth0") is not part of the address ipaddress judges.
     return list(dict.fromkeys(ipaddress.ip_address(str(i[4][0]).split("%", 1)[0]) for i in infos))
 

@@ -17,6 +17,7 @@ class MemberOut(msgspec.Struct):
     name: str | None
     role: str
     joined_at: datetime
+    reviewer: bool = False
 
 
 class MemberInvite(msgspec.Struct, forbid_unknown_fields=True):
@@ -70,6 +71,11 @@ class MemberRoleUpdate(msgspec.Struct, forbid_unknown_fields=True):
 class MemberRoleOut(msgspec.Struct):
     user_id: str
     role: str
+
+
+class ReviewerOut(msgspec.Struct):
+    user_id: str
+    reviewer: bool
 
 
 class MemberList(msgspec.Struct):

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from litestar import Controller, Request, Response, delete, get, patch, post
+from litestar import Controller, Request, Response, delete, get, patch, post, put
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody
@@ -30,6 +30,7 @@ from socialflow.members.bodies import (
     MemberList,
     MemberRoleOut,
     MemberRoleUpdate,
+    ReviewerOut,
 )
 from socialflow.members.invitations import accept_invitation
 
@@ -89,6 +90,33 @@ class MembersController(Controller):
         session: NamedDependency[AsyncSession],
     ) -> MemberRoleOut:
         return await services.change_role(session, access, user_id, Role(data.role))
+
+    @put(
+        "/{user_id:uuid}/reviewer",
+        guards=[requires(Permission.MEMBERS_MANAGE)],
+        summary="Make a member a reviewer: they may approve posts whatever their role",
+    )
+    async def grant_reviewer(
+        self,
+        user_id: FromPath[uuid.UUID],
+        access: NamedDependency[TenantAccess],
+        session: NamedDependency[AsyncSession],
+    ) -> ReviewerOut:
+        return await services.set_reviewer(session, access, user_id, reviewer=True)
+
+    @delete(
+        "/{user_id:uuid}/reviewer",
+        status_code=200,
+        guards=[requires(Permission.MEMBERS_MANAGE)],
+        summary="A member is no longer a reviewer",
+    )
+    async def revoke_reviewer(
+        self,
+        user_id: FromPath[uuid.UUID],
+        access: NamedDependency[TenantAccess],
+        session: NamedDependency[AsyncSession],
+    ) -> ReviewerOut:
+        return await services.set_reviewer(session, access, user_id, reviewer=False)
 
     @delete(
         "/{user_id:uuid}",

@@ -75,3 +75,13 @@ class ApiKeyRevoked(DomainEvent, frozen=True, kw_only=True):
     id: uuid.UUID
     name: str
     role: str
+
+
+class MemberReviewerChanged(DomainEvent, frozen=True, kw_only=True):
+    event_type = "member.reviewer_changed"  # may (or may no longer) approve posts
+    aggregate_type = "member"
+    aggregate_key = "user_id"
+    audit_log = AuditLog.TENANT
+
+    user_id: uuid.UUID
+    reviewer: bool

@@ -19,8 +19,8 @@ from socialflow.identity import services as identity
 from socialflow.identity.models import User
 from socialflow.lib.pagination import PageRequest
 from socialflow.lib.problems import Problem
-from socialflow.members.bodies import InvitationOut, MemberOut, MemberRoleOut
-from socialflow.members.events import MemberRemoved, MemberRoleChanged
+from socialflow.members.bodies import InvitationOut, MemberOut, MemberRoleOut, ReviewerOut
+from socialflow.members.events import MemberRemoved, MemberReviewerChanged, MemberRoleChanged
 from socialflow.members.invitations import create_invitation
 from socialflow.members.models import Membership
 from socialflow.settings import Settings
@@ -97,6 +97,25 @@ async def change_role(
     return MemberRoleOut(str(user_id), role.value)
 
 
+async def set_reviewer(
+    session: AsyncSession, access: TenantAccess, user_id: uuid.UUID, *, reviewer: bool
+) -> ReviewerOut:
+    """Make a member a reviewer (they may approve posts whatever their role), or no longer."""
+    changed = await session.execute(
+        update(Membership)
+        .where(*_membership_of(access, user_id), Membership.reviewer.is_not(reviewer))
+        .values(reviewer=reviewer)
+        .returning(Membership.user_id)
+    )
+    if changed.first() is None:
+        if (await _roles(session, access)).get(user_id) is None:
+            raise Problem(404, "not-found", "No such member.")
+        return ReviewerOut(str(user_id), reviewer)  # already so
+    event = MemberReviewerChanged(user_id=user_id, reviewer=reviewer)
+    await record_change(session, access.principal, event, tenant=access.tenant.slug)
+    return ReviewerOut(str(user_id), reviewer)
+
+
 async def remove_member(session: AsyncSession, access: TenantAccess, user_id: uuid.UUID) -> None:
     leaving = user_id == access.principal.user_id
     roles = await _roles(session, access)
@@ -120,6 +139,7 @@ MEMBER_OUT = (
     User.name,
     Membership.role,
     Membership.created_at.label("joined_at"),
+    Membership.reviewer,
 )
 
 

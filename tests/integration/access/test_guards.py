@@ -150,6 +150,8 @@ def _path_values(world: World) -> dict[str, str]:
         "plan": "pro",
         "media_id": str(uuid.uuid4()),
         "profile": "story",
+        "post_id": str(uuid.uuid4()),
+        "account_id": str(uuid.uuid4()),
     }
 
 

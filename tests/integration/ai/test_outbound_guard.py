@@ -32,6 +32,7 @@ from socialflow.lib.outbound import (
     check_outbound_url,
 )
 from socialflow.lib.outbound_http import guarded_client
+from socialflow.lib.problems import Problem
 from socialflow.settings import Settings
 from tests.integration.ai.fake_openai import (
     BIG_KEY,
@@ -350,3 +351,11 @@ async def test_a_cookie_a_provider_sets_for_one_call_never_rides_on_the_next(
         await acompletion(credentials, allowed, model="gpt-4o-mini", messages=messages, timeout_s=5)
         assert provider.calls[-1]["cookie"] is None, key_owner
     assert len(provider.connections) == 1  # the same kept connection served both
+
+
+async def test_a_host_name_idna_cannot_encode_is_refused_as_not_resolving(
+    settings: Settings,
+) -> None:
+    with pytest.raises(Problem) as refused:
+        await check_outbound_url(f"https://{'a' * 70}.example.com/", settings)
+    assert refused.value.status == 422

@@ -322,6 +322,8 @@ async def test_every_mutating_route_writes_an_outbox_row_with_its_change(
     viewer = await platform.member(slug, "viewer")
     viewer_id = (await call("GET", "/api/v1/me", viewer))["id"]
     await call("PATCH", f"{tenant}/members/{viewer_id}", owner, {"role": "editor"})
+    await call("PUT", f"{tenant}/members/{viewer_id}/reviewer", owner)
+    await call("DELETE", f"{tenant}/members/{viewer_id}/reviewer", owner)
     await call("DELETE", f"{tenant}/members/{viewer_id}", owner)
     await call("DELETE", f"{tenant}/members/me", await platform.member(slug, "viewer"))
 

@@ -96,6 +96,7 @@ class Studio:
     editor: Account
     admin: Account
     uploader: Uploader
+    platform: Platform
 
     @property
     def base(self) -> str:
@@ -217,5 +218,7 @@ async def studio(
     assert row is not None
     tenant_id: uuid.UUID = row[0]  # type: ignore[assignment]
     uploader = Uploader(client, session_factory, world.tenant_a, tenant_id, editor)
-    yield Studio(client, session_factory, pg, world.tenant_a, tenant_id, editor, admin, uploader)
+    yield Studio(
+        client, session_factory, pg, world.tenant_a, tenant_id, editor, admin, uploader, platform
+    )
     await WorkerResources.dispose()

@@ -191,3 +191,39 @@ async def test_media_that_is_not_ready_is_refused(studio: Studio, receiver: Fake
     answer = await studio.call("POST", "", text="x", media_ids=[pending])
     assert answer.status_code == 422
     assert answer.json()["type"].endswith("media-not-ready")
+
+
+async def test_an_editor_made_a_reviewer_may_approve_and_no_longer_once_revoked(
+    studio: Studio, receiver: FakeReceiver
+) -> None:
+    hook = await studio.webhook(receiver)
+    reviewer_account = await studio.platform.member(studio.tenant, "editor")
+    me = await studio.client.get("/api/v1/me", headers=reviewer_account.headers)
+    members = f"{studio.base}/members/{me.json()['id']}/reviewer"
+    first = await studio.draft(text="one", destinations=[{"account_id": hook["id"]}])
+    await studio.call("POST", f"/{first['id']}/submit")
+    assert (
+        await studio.call("POST", f"/{first['id']}/approve", reviewer_account)
+    ).status_code == 403
+    granted = await studio.client.put(members, headers=studio.admin.headers)
+    assert granted.status_code == 200, granted.text
+    approved = await studio.call("POST", f"/{first['id']}/approve", reviewer_account)
+    assert approved.status_code == 200, approved.text
+    listed = await studio.client.get(f"{studio.base}/members", headers=studio.admin.headers)
+    shown = {m["user_id"]: m["reviewer"] for m in listed.json()["items"]}
+    assert shown[me.json()["id"]] is True
+    assert (await studio.client.delete(members, headers=studio.admin.headers)).status_code == 200
+    second = await studio.draft(text="two", destinations=[{"account_id": hook["id"]}])
+    await studio.call("POST", f"/{second['id']}/submit")
+    assert (
+        await studio.call("POST", f"/{second['id']}/approve", reviewer_account)
+    ).status_code == 403
+    assert [e["reviewer"] for e in studio.events("member.reviewer_changed")] == [True, False]
+
+
+async def test_only_admins_may_make_reviewers(studio: Studio) -> None:
+    me = await studio.client.get("/api/v1/me", headers=studio.editor.headers)
+    answer = await studio.client.put(
+        f"{studio.base}/members/{me.json()['id']}/reviewer", headers=studio.editor.headers
+    )
+    assert answer.status_code == 403

@@ -61,6 +61,12 @@ async def test_an_agency_admin_provisions_a_complete_tenant(
         "media_items",
         "media_embeddings",
         "ai_usage",
+        "posts",
+        "post_media",
+        "post_destinations",
+        "post_comments",
+        "social_accounts",
+        "social_apps",
     }
     assert pg.execute(f'SELECT version_num FROM "{schema}".alembic_version').fetchone() == (
         tenant_head(),
