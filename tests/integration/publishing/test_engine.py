@@ -430,4 +430,5 @@ async def test_a_mastodon_post_uploads_its_image_and_keeps_its_idempotency_key_a
     keys = {
         r.headers.get("idempotency-key") for r in instance.requests_to("POST", "/api/v1/statuses")
     }
-    assert len(keys) == 1 and None not in keys
+    assert len(keys) == 1
+    assert None not in keys
