@@ -44,6 +44,7 @@ def upgrade() -> None:
         sa.Column("submitted_by", sa.String(length=80), nullable=True),
         sa.Column("submitted_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("created_by", sa.String(length=80), nullable=False),
+        sa.Column("edited_by", sa.String(length=80), nullable=True),
         sa.Column(
             "created_at",
             sa.DateTime(timezone=True),

@@ -1,6 +1,7 @@
 """What an approval binds to: a post's content, read from its rows, and its SHA-256.
 
-The digest covers the texts, the media by the SHA-256 of their bytes (in order), the variant
+The digest covers the texts, the media by the SHA-256 of their bytes and the alt text they go
+out with (in order), the variant
 profiles, the destinations and the schedule, in a canonical JSON form. The reviewer approves
 this digest; any edit changes it, and the publisher sends nothing whose digest differs.
 """
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import msgspec
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from socialflow.media.models import MediaItem
@@ -28,6 +29,7 @@ class MediaRef:
     media_id: uuid.UUID
     sha256: str | None
     ready: bool  # processed, not deleted
+    alt_text: str | None  # what goes out with it (its own, else the AI caption's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,15 +74,21 @@ async def media_refs(
     if not media_ids:
         return {}
     rows = await session.execute(
-        select(MediaItem.id, MediaItem.sha256, MediaItem.status, MediaItem.deleted_at).where(
-            MediaItem.id.in_(list(media_ids))
-        )
+        select(
+            MediaItem.id,
+            MediaItem.sha256,
+            MediaItem.status,
+            MediaItem.deleted_at,
+            func.coalesce(MediaItem.alt_text, MediaItem.caption_alt_text).label("alt_text"),
+        ).where(MediaItem.id.in_(list(media_ids)))
     )
     found = {
-        row.id: MediaRef(row.id, row.sha256, row.status == "ready" and row.deleted_at is None)
+        row.id: MediaRef(
+            row.id, row.sha256, row.status == "ready" and row.deleted_at is None, row.alt_text
+        )
         for row in rows
     }
-    return {m: found.get(m, MediaRef(m, None, False)) for m in media_ids}
+    return {m: found.get(m, MediaRef(m, None, False, None)) for m in media_ids}
 
 
 def approval_hash(content: PostContent) -> str:
@@ -91,14 +99,17 @@ def approval_hash(content: PostContent) -> str:
         "text": post.text,
         "first_comment": post.first_comment,
         "labels": list(post.labels),
-        "media": [m.sha256 for m in content.media],
+        "media": [[m.sha256, m.alt_text] for m in content.media],
         "destinations": [
             {
                 "account_id": str(d.account_id),
                 "text": d.override_text,
                 "media": None
                 if d.override_media is None
-                else [content.media_by_id[m].sha256 for m in d.override_media],
+                else [
+                    [content.media_by_id[m].sha256, content.media_by_id[m].alt_text]
+                    for m in d.override_media
+                ],
                 "variant_profile": d.variant_profile,
             }
             for d in content.destinations

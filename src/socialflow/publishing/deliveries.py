@@ -250,17 +250,17 @@ async def derive_post_state(session: AsyncSession, tenant: str, post: Post) -> N
             select(PostDestination.state).where(PostDestination.post_id == post.id)
         )
     )
-    if not states or any(s in IN_FLIGHT for s in states):
+    if any(s in IN_FLIGHT for s in states):
         return
     published = states.count("published")
     failed = states.count("failed")
     unconfirmed = states.count("unconfirmed")
     if unconfirmed:
         status = "unconfirmed"
+    elif published == 0:  # none published, or nowhere to publish
+        status = "failed"
     elif published == len(states):
         status = "published"
-    elif published == 0:
-        status = "failed"
     else:
         status = "partially_published"
     if status == post.status:

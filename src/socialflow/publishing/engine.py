@@ -220,8 +220,21 @@ async def _platform(session: AsyncSession, account_id: uuid.UUID) -> str:
 async def deliver(steps: EventSteps, resources: Resources, claimed: Claimed, send: Send) -> None:
     """Call the platform for one claimed delivery, then settle what it answered."""
     adapter = platform_reach(resources.settings).adapter(send.account.platform)
-    outcome = await _publish(steps, resources, adapter, send)
+    outcome = await _bounded_publish(steps, resources, adapter, send)
     await _settle(steps, resources, send, claimed, outcome)
+
+
+async def _bounded_publish(
+    steps: EventSteps, resources: Resources, adapter: PlatformAdapter, send: Send
+) -> Outcome:
+    """`_publish`, given up after half the watchdog's bound: the check that comes at the bound
+    then never looks up a post whose call may still be under way."""
+    try:
+        async with asyncio.timeout(resources.settings.publish_stalled_after_s / 2):
+            return await _publish(steps, resources, adapter, send)
+    except TimeoutError:
+        log.warning("publishing.call_abandoned", platform=adapter.platform)
+        return Unknown()
 
 
 async def _publish(
@@ -390,7 +403,7 @@ async def check_delivery(steps: EventSteps, event: Event, resources: Resources) 
         async with steps.transaction() as session:
             again = await _claim_if(session, steps, event, resources, still_unconfirmed)
         if again is not None:
-            outcome = await _publish(steps, resources, adapter, again[1])
+            outcome = await _bounded_publish(steps, resources, adapter, again[1])
             await _settle(steps, resources, again[1], again[0], outcome)
         return
     async with steps.transaction() as session:
@@ -415,6 +428,14 @@ async def _begin_check(
         return None
     post, destination = locked
     if destination.attempts != attempt or destination.state not in ("sending", "unconfirmed"):
+        return None
+    bound = datetime.now(UTC) - timedelta(seconds=resources.settings.publish_stalled_after_s)
+    started = destination.sending_since or bound
+    if destination.state == "sending" and started > bound:
+        # Its call may still be under way (a clock ahead, a sweep): look again at its bound.
+        again = DeliveryCheckDue(post_id=post.id, destination_id=destination.id, attempt=attempt)
+        due = started + timedelta(seconds=resources.settings.publish_stalled_after_s + 1)
+        await record_change(session, SYSTEM, again, tenant=slug, available_at=due)
         return None
     if destination.state == "sending":
         platform = await _platform(session, destination.account_id)

@@ -82,6 +82,7 @@ class Post(TenantBase):
     submitted_by: Mapped[str | None] = mapped_column(String(80))
     submitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_by: Mapped[str] = mapped_column(String(80))
+    edited_by: Mapped[str | None] = mapped_column(String(80))  # an author too (self-approval)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     publish_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

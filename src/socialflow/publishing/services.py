@@ -350,6 +350,7 @@ async def update_post(
         value = getattr(data, field)
         if value is not msgspec.UNSET:
             setattr(post, field, value)
+    post.edited_by = access.principal.actor
     was = post.status
     cleared = was in APPROVED
     if cleared:
@@ -385,6 +386,7 @@ async def update_post(
 
 async def _approve_now(session: AsyncSession, access: TenantAccess, post: Post) -> PostContent:
     content = await content_of(session, post)
+    _check_complete(post, content)  # an edit under review may have emptied it
     if content.unready_media():
         raise Problem(
             422,
@@ -410,7 +412,9 @@ def _check_complete(post: Post, content: PostContent) -> None:
     if not content.destinations:
         errors.append({"field": "destinations", "message": "a post needs a destination"})
     if errors:
-        raise Problem(422, "post-incomplete", "The post cannot be submitted yet.", errors=errors)
+        raise Problem(
+            422, "post-incomplete", "The post needs text or media and a destination.", errors=errors
+        )
 
 
 async def submit_post(session: AsyncSession, access: TenantAccess, post_id: uuid.UUID) -> PostOut:
@@ -435,7 +439,7 @@ async def submit_post(session: AsyncSession, access: TenantAccess, post_id: uuid
 
 def _is_author(post: Post, access: TenantAccess) -> bool:
     actor = access.principal.actor
-    return actor in (post.created_by, post.submitted_by)
+    return actor in (post.created_by, post.submitted_by, post.edited_by)
 
 
 async def _comment(
@@ -551,6 +555,7 @@ async def schedule_post(
             )
         due = post.scheduled_at
     content = await content_of(session, post)
+    _check_complete(post, content)
     if approval_hash(content) != post.approved_sha256:
         # Edits clear the approval; this holds even if a row was changed some other way.
         raise Problem(

@@ -27,7 +27,11 @@ async def sweep_stalled(session: AsyncSession, settings: Settings, tenant: str) 
         select(PostDestination)
         .where(
             or_(
-                (PostDestination.state == "sending") & (PostDestination.sending_since < bound),
+                (PostDestination.state == "sending")
+                & (PostDestination.sending_since < bound)
+                & or_(
+                    PostDestination.next_attempt_at.is_(None), PostDestination.next_attempt_at < now
+                ),
                 (PostDestination.state == "retrying") & (PostDestination.next_attempt_at < bound),
             )
         )
@@ -42,7 +46,8 @@ async def sweep_stalled(session: AsyncSession, settings: Settings, tenant: str) 
                 destination_id=destination.id,
                 attempt=destination.attempts,
             )
-            destination.sending_since = now  # checked: the next sweep waits another bound
+            # Checked: the next sweep leaves it alone for another bound.
+            destination.next_attempt_at = now + timedelta(seconds=settings.publish_stalled_after_s)
         else:
             event = DeliveryDue(
                 post_id=destination.post_id,

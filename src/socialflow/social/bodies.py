@@ -26,8 +26,8 @@ class WebhookConnect(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class AuthorizationOut(msgspec.Struct, kw_only=True):
-    authorization_url: str
     expires_at: datetime
+    authorization_url: str | None  # null in an Idempotency-Key replay: start again
 
 
 class SocialAccountOut(msgspec.Struct, kw_only=True):

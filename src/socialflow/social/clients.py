@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 from dataclasses import dataclass, field
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import httpx
 
@@ -28,7 +29,15 @@ def platform_client(settings: Settings) -> httpx.AsyncClient:
     """A guarded client (instances and webhook URLs are tenant-chosen): every address checked,
     no redirect followed (a platform API that redirects a POST is refused, not obeyed), answers
     bounded, one timeout per call. For a request's one-off calls (connecting an account)."""
-    return guarded_client(settings, max_redirects=0, timeout=settings.social_call_timeout_s)
+    return _cookieless(
+        guarded_client(settings, max_redirects=0, timeout=settings.social_call_timeout_s)
+    )
+
+
+def _cookieless(http: httpx.AsyncClient) -> httpx.AsyncClient:
+    """No cookie is kept: one tenant's platform must never set what another's calls send."""
+    http.cookies = CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))  # kept as given
+    return http
 
 
 def adapter_for(platform: str, http: httpx.AsyncClient) -> PlatformAdapter:
@@ -62,6 +71,8 @@ def platform_reach(settings: Settings) -> PlatformReach:
     reach = _REACH.get(loop)
     if reach is None or reach.settings is not settings or reach.http.is_closed:
         transport = guarded_transport(settings, max_redirects=0, limits=_WORKER_LIMITS)
-        http = guarded_client(settings, timeout=settings.social_call_timeout_s, transport=transport)
+        http = _cookieless(
+            guarded_client(settings, timeout=settings.social_call_timeout_s, transport=transport)
+        )
         reach = _REACH[loop] = PlatformReach(settings, http)
     return reach

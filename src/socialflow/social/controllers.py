@@ -54,7 +54,8 @@ class SocialAccountController(Controller):
         status_code=200,
         guards=[MANAGE],
         summary="Start connecting a Mastodon account: the URL to authorize at",
-        opt={"problems": (409, 422)},
+        # The URL carries the flow's state: never stored for an Idempotency-Key replay.
+        opt={"problems": (409, 422), "withhold_on_replay": ("authorization_url",)},
     )
     async def connect_mastodon(
         self,
@@ -90,7 +91,8 @@ class SocialAccountController(Controller):
         "/connect/webhook",
         guards=[MANAGE],
         summary="Add a signed webhook destination (its signing secret is shown once)",
-        opt={"problems": (409, 422)},
+        # The secret is never stored for an Idempotency-Key replay, which answers it as null.
+        opt={"problems": (409, 422), "withhold_on_replay": ("signing_secret",)},
     )
     async def connect_webhook(
         self,

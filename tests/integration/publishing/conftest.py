@@ -194,6 +194,15 @@ class Studio:
     async def run_engine_later(self, seconds: float) -> int:
         return await self.run_engine(at=datetime.now(UTC) + timedelta(seconds=seconds))
 
+    def age_deliveries(self, seconds: float) -> None:
+        """As if `seconds` had passed since the deliveries under way started sending."""
+        self.pg.execute(
+            f'UPDATE "{self.tenant_schema}".post_destinations '
+            "SET sending_since = sending_since - make_interval(secs => %s) "
+            "WHERE sending_since IS NOT NULL",
+            (seconds,),
+        )
+
     def events(self, *types: str) -> list[dict[str, Any]]:
         rows = self.pg.execute(
             "SELECT event_type, payload FROM shared.outbox WHERE tenant = %s "

@@ -141,6 +141,7 @@ async def test_a_worker_killed_after_the_platform_accepted_is_reconciled_and_nev
     assert stuck["destinations"][0]["state"] == "sending"
     await studio.run_engine()  # a redelivery of the due event: already processed, a no-op
     assert instance.statuses_created == 1
+    studio.age_deliveries(STALLED_S + 5)
     await studio.run_engine_later(STALLED_S + 5)  # the watchdog's check
     after = await studio.post(post["id"])
     assert after["status"] == "published"
@@ -167,6 +168,7 @@ async def test_a_worker_killed_before_the_platform_received_sends_after_a_defini
         with pytest.raises(WorkerKilled):
             await studio.run_engine()
     assert instance.statuses_created == 0
+    studio.age_deliveries(STALLED_S + 5)
     await studio.run_engine_later(STALLED_S + 5)
     after = await studio.post(post["id"])
     assert after["status"] == "published"
@@ -432,3 +434,40 @@ async def test_a_mastodon_post_uploads_its_image_and_keeps_its_idempotency_key_a
     }
     assert len(keys) == 1
     assert None not in keys
+
+
+async def test_a_check_that_comes_while_the_call_may_still_run_leaves_the_delivery_alone(
+    studio: Studio, instance: FakeMastodon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    account = await studio.mastodon(instance)
+
+    async def killed(*args: Any, **kwargs: Any) -> None:
+        raise WorkerKilled("before the receipt committed")
+
+    post = await _published_now(studio, text="slow", destinations=[{"account_id": account["id"]}])
+    with monkeypatch.context() as patched:
+        patched.setattr(deliveries, "settle", killed)
+        with pytest.raises(WorkerKilled):
+            await studio.run_engine()
+    lookups_before = len(instance.requests_to("GET", "/api/v1/accounts/"))
+    # Due (its clock ahead, say), though the call started a moment ago by the database's.
+    await studio.run_engine_later(STALLED_S + 0.5)
+    assert (await studio.post(post["id"]))["destinations"][0]["state"] == "sending"
+    assert len(instance.requests_to("GET", "/api/v1/accounts/")) == lookups_before
+    studio.age_deliveries(STALLED_S + 5)  # its bound passes: the check it wrote reconciles it
+    await studio.run_engine_later(2 * STALLED_S + 10)
+    assert (await studio.post(post["id"]))["status"] == "published"
+    assert instance.statuses_created == 1
+
+
+async def test_a_webhook_secret_is_not_kept_for_an_idempotent_replay(
+    studio: Studio, receiver: FakeReceiver
+) -> None:
+    url = f"{studio.base}/social-accounts/connect/webhook"
+    headers = {**studio.admin.headers, "Idempotency-Key": "connect-hook-1"}
+    first = await studio.client.post(url, json={"url": receiver.url}, headers=headers)
+    again = await studio.client.post(url, json={"url": receiver.url}, headers=headers)
+    assert first.status_code == again.status_code == 201
+    assert first.json()["signing_secret"].startswith("whsec_")
+    assert again.json()["signing_secret"] is None
+    assert again.json()["id"] == first.json()["id"]

@@ -227,3 +227,50 @@ async def test_only_admins_may_make_reviewers(studio: Studio) -> None:
         f"{studio.base}/members/{me.json()['id']}/reviewer", headers=studio.editor.headers
     )
     assert answer.status_code == 403
+
+
+async def test_a_post_emptied_of_destinations_under_review_cannot_be_approved(
+    studio: Studio, receiver: FakeReceiver
+) -> None:
+    hook = await studio.webhook(receiver)
+    post = await studio.draft(text="x", destinations=[{"account_id": hook["id"]}])
+    await studio.call("POST", f"/{post['id']}/submit")
+    emptied = await studio.call("PATCH", f"/{post['id']}", destinations=[])
+    assert emptied.status_code == 200
+    refused = await studio.call("POST", f"/{post['id']}/approve", studio.admin)
+    assert refused.status_code == 422
+    assert refused.json()["type"].endswith("post-incomplete")
+    assert (await studio.post(post["id"]))["status"] == "pending_review"
+
+
+async def test_an_alt_text_changed_after_approval_is_not_what_was_approved(
+    studio: Studio, receiver: FakeReceiver
+) -> None:
+    hook = await studio.webhook(receiver)
+    media = await studio.media()
+    post = await studio.approved(
+        text="pic", media_ids=[media], destinations=[{"account_id": hook["id"]}]
+    )
+    changed = await studio.client.patch(
+        f"{studio.base}/media/{media}",
+        json={"alt_text": "Something else"},
+        headers=studio.editor.headers,
+    )
+    assert changed.status_code == 200
+    shown = await studio.post(post["id"])
+    assert shown["content_sha256"] != shown["approved_sha256"]
+    refused = await studio.call("POST", f"/{post['id']}/publish")
+    assert refused.status_code == 409
+    assert refused.json()["type"].endswith("approval-stale")
+
+
+async def test_an_admin_who_edited_a_post_may_not_approve_it(
+    studio: Studio, receiver: FakeReceiver
+) -> None:
+    hook = await studio.webhook(receiver)
+    post = await studio.draft(text="editor's words", destinations=[{"account_id": hook["id"]}])
+    await studio.call("POST", f"/{post['id']}/submit")
+    await studio.call("PATCH", f"/{post['id']}", studio.admin, text="admin's words")
+    refused = await studio.call("POST", f"/{post['id']}/approve", studio.admin)
+    assert refused.status_code == 403
+    assert refused.json()["type"].endswith("self-approval-forbidden")

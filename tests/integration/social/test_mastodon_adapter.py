@@ -249,14 +249,24 @@ async def test_a_refused_media_file_is_media_refused_and_nothing_is_posted(
     assert fake.statuses_created == 0
 
 
-async def test_a_server_error_is_retryable(
+async def test_a_server_error_before_the_status_is_posted_is_retryable(
     fake: FakeMastodon, adapter: MastodonAdapter, account: Account
 ) -> None:
-    fake.set_mode("server_error")
+    fake.set_mode("server_error", times=1)  # the media upload, the first call
 
-    refused = await publish_refused(adapter, account, a_post())
+    refused = await publish_refused(adapter, account, a_post(media=(an_image("a.png"),)))
 
     assert (refused.kind, refused.status) == (FailureKind.RETRYABLE, 500)
+    assert fake.statuses_created == 0
+
+
+async def test_a_server_error_on_the_status_itself_is_an_unknown_outcome(
+    fake: FakeMastodon, adapter: MastodonAdapter, account: Account
+) -> None:
+    fake.set_mode("server_error")  # Mastodon may fail after creating the status
+
+    with pytest.raises(OutcomeUnknown):
+        await adapter.publish(account, a_post())
 
 
 async def test_an_instance_nobody_listens_on_is_retryable(

@@ -195,9 +195,11 @@ class MastodonAdapter:
             json=body,
             sent_means_unknown=True,
         )
-        if response.status_code in (502, 504):
-            # A proxy gave up waiting on Mastodon, which may have created the status all the same.
-            raise OutcomeUnknown(f"The instance's proxy answered HTTP {response.status_code}.")
+        if response.status_code >= 500:
+            # A proxy gave up waiting on Mastodon, or Mastodon failed after creating the status
+            # (it stores the Idempotency-Key only once the status exists): either may have
+            # published it. Only a lookup can tell.
+            raise OutcomeUnknown(f"The instance answered HTTP {response.status_code}.")
         if response.status_code != 200:
             raise failure(response, token=token)
         answer = as_dict(json_of(response))
