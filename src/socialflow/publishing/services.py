@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -20,6 +20,7 @@ from socialflow.access.tenant_access import TenantAccess
 from socialflow.audit.record import record_change
 from socialflow.lib.pagination import PageRequest
 from socialflow.lib.problems import Problem
+from socialflow.media.processing import PROFILES
 from socialflow.plans import quota
 from socialflow.plans.limits import Resource
 from socialflow.publishing.bodies import (
@@ -49,6 +50,7 @@ from socialflow.publishing.models import Post, PostComment, PostDestination, Pos
 from socialflow.social.models import SocialAccount
 from socialflow.tenancy.tenant_settings import read_settings
 
+MAX_AHEAD = timedelta(days=730)
 # What may happen from where (anything else is a 409 naming the current state).
 EDITABLE = frozenset({"draft", "pending_review", "changes_requested", "approved", "scheduled"})
 SUBMITTABLE = frozenset({"draft", "changes_requested"})
@@ -201,9 +203,19 @@ def _schedule_in(value: datetime | None, zone: ZoneInfo, now: datetime) -> datet
     """A schedule as UTC: a time without an offset is the tenant's local time."""
     if value is None:
         return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=zone)
-    value = value.astimezone(UTC)
+    try:
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=zone)
+        value = value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        value = now + MAX_AHEAD + MAX_AHEAD  # beyond any calendar: too far ahead, below
+    if value > now + MAX_AHEAD:
+        raise Problem(
+            422,
+            "schedule-too-far",
+            "A post may be scheduled at most two years ahead.",
+            errors=[{"field": "scheduled_at", "message": "at most two years ahead"}],
+        )
     if value <= now:
         raise Problem(
             422,
@@ -262,6 +274,13 @@ async def _check_destinations(session: AsyncSession, destinations: Sequence[Dest
             "Every destination must be an active connected account of this tenant.",
             errors=errors,
         )
+    unknown = [
+        {"field": f"destinations[{i}].variant_profile", "message": f"one of {', '.join(PROFILES)}"}
+        for i, d in enumerate(destinations)
+        if d.variant_profile is not None and d.variant_profile not in PROFILES
+    ]
+    if unknown:
+        raise Problem(422, "validation-error", "Unknown variant profile.", errors=unknown)
     for i, d in enumerate(destinations):
         if d.media_ids is not None:
             await _check_media(session, d.media_ids, f"destinations[{i}].media_ids")

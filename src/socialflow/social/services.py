@@ -227,6 +227,7 @@ async def start_mastodon(
         )
     except ConnectRefused as refused:
         raise _refused(refused) from None
+    await session.execute(_FORGET_EXPIRED_STATES)
     state = secrets.token_urlsafe(32)
     verifier = secrets.token_urlsafe(64)
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=")
@@ -261,6 +262,11 @@ async def start_mastodon(
     return AuthorizationOut(authorization_url=url, expires_at=expires_at)
 
 
+# Flows never completed: forgotten a day after they expired (a bounded, indexed delete).
+_FORGET_EXPIRED_STATES = text(
+    "DELETE FROM shared.oauth_states WHERE state_sha256 IN (SELECT state_sha256 "
+    "FROM shared.oauth_states WHERE expires_at < now() - interval '1 day' LIMIT 100)"
+)
 _TAKE_STATE = text(
     "DELETE FROM shared.oauth_states WHERE state_sha256 = :digest AND user_id = :user "
     "AND expires_at > now() RETURNING tenant_id, platform, server_url, redirect_uri, code_verifier"
@@ -297,10 +303,15 @@ async def complete_oauth(
     verifier = await vault.decrypt(
         session, tenant.id, sealing.PKCE_PURPOSE, digest, taken.code_verifier
     )
-    client_id, client_secret = await _mastodon_app(
-        session, vault, access, http=http, instance=taken.server_url, redirect=taken.redirect_uri
-    )
     try:
+        client_id, client_secret = await _mastodon_app(
+            session,
+            vault,
+            access,
+            http=http,
+            instance=taken.server_url,
+            redirect=taken.redirect_uri,
+        )
         identity = await mastodon.exchange_code(
             http,
             taken.server_url,

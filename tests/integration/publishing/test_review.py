@@ -274,3 +274,29 @@ async def test_an_admin_who_edited_a_post_may_not_approve_it(
     refused = await studio.call("POST", f"/{post['id']}/approve", studio.admin)
     assert refused.status_code == 403
     assert refused.json()["type"].endswith("self-approval-forbidden")
+
+
+async def test_a_schedule_beyond_any_calendar_or_two_years_is_refused(
+    studio: Studio, receiver: FakeReceiver
+) -> None:
+    hook = await studio.webhook(receiver)
+    for when in (
+        "9999-12-31T23:00:00-05:00",
+        (datetime.now(UTC) + timedelta(days=800)).isoformat(),
+    ):
+        answer = await studio.call(
+            "POST", "", text="x", destinations=[{"account_id": hook["id"]}], scheduled_at=when
+        )
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["type"].endswith("schedule-too-far")
+
+
+async def test_an_unknown_variant_profile_is_refused(
+    studio: Studio, receiver: FakeReceiver
+) -> None:
+    hook = await studio.webhook(receiver)
+    answer = await studio.call(
+        "POST", "", text="x", destinations=[{"account_id": hook["id"], "variant_profile": "tiktok"}]
+    )
+    assert answer.status_code == 422
+    assert answer.json()["errors"][0]["field"] == "destinations[0].variant_profile"

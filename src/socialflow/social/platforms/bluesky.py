@@ -141,7 +141,10 @@ class _Pds:
                 method, url, params=params, json=body, content=content, headers=headers
             )
         except _NOT_CALLABLE as exc:
-            raise _NoAnswer(f"{nsid}: {exc}", sent=False, refused=True) from exc
+            # The guard's words name the address a host resolved to: never shown to a tenant.
+            raise _NoAnswer(
+                f"{nsid}: the server's address is not allowed", sent=False, refused=True
+            ) from exc
         except _UNSENT as exc:
             raise _NoAnswer(f"{nsid}: {type(exc).__name__}", sent=False) from exc
         except (httpx.TransportError, OutboundError) as exc:  # a timeout, a dropped connection

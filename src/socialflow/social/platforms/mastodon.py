@@ -315,7 +315,10 @@ class MastodonAdapter:
 
 def _url_of(status: dict[str, Any]) -> str | None:
     url = status.get("url") or status.get("uri")
-    return url if isinstance(url, str) else None
+    # Shown to tenants as a link: only a web address, never javascript: or data:.
+    if not isinstance(url, str) or not url.lower().startswith(("https://", "http://")):
+        return None
+    return url[:2048]
 
 
 def _is_own_post(status: dict[str, Any]) -> bool:
