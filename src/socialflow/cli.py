@@ -9,7 +9,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -314,6 +314,29 @@ def purge_expired_command() -> None:
     click.echo(f"purged {len(purged)} tenant(s){': ' + ', '.join(purged) if purged else ''}")
 
 
+async def _in_each_tenant(
+    statuses: tuple[str, ...], work: Callable[[Any, Any, str], Awaitable[int]]
+) -> dict[str, int]:
+    """`work(resources, session, slug)` in every tenant of `statuses`, one transaction each;
+    the counts it returned that were not zero, by slug."""
+    from sqlalchemy import text
+
+    done: dict[str, int] = {}
+    async with _resources() as resources:
+        async with resources.unit_of_work() as session:
+            live = await session.scalars(
+                text("SELECT slug FROM shared.tenants WHERE status = ANY(:s) ORDER BY slug"),
+                {"s": list(statuses)},
+            )
+            slugs = list(live)
+        for slug in slugs:
+            async with resources.in_tenant(slug) as (_tenant, session):
+                count = await work(resources, session, slug)
+            if count:
+                done[slug] = count
+    return done
+
+
 @main.group()
 def media() -> None:
     """Housekeeping of the media library."""
@@ -324,29 +347,13 @@ def media() -> None:
 def expire_uploads_command() -> None:
     """Delete uploads never confirmed within MEDIA_PENDING_EXPIRY_HOURS, in every tenant
     (their objects are removed by the worker). Run it hourly."""
-    from sqlalchemy import text
 
     from socialflow.media.services import expire_pending_uploads
 
-    async def expire() -> dict[str, int]:
-        expired: dict[str, int] = {}
-        async with _resources() as resources:
-            async with resources.unit_of_work() as session:
-                live = await session.scalars(
-                    text(
-                        "SELECT slug FROM shared.tenants "
-                        "WHERE status IN ('active', 'suspended') ORDER BY slug"
-                    )
-                )
-                slugs = list(live)
-            for slug in slugs:  # one transaction per tenant
-                async with resources.in_tenant(slug) as (_tenant, session):
-                    count = await expire_pending_uploads(session, resources.settings, slug)
-                if count:
-                    expired[slug] = count
-        return expired
+    async def expire(resources: Any, session: Any, slug: str) -> int:
+        return await expire_pending_uploads(session, resources.settings, slug)
 
-    expired = asyncio.run(expire())
+    expired = asyncio.run(_in_each_tenant(("active", "suspended"), expire))
     total = sum(expired.values())
     click.echo(
         f"expired {total} upload(s)"
@@ -365,27 +372,14 @@ def publishing() -> None:
 def publishing_watchdog_command(every: float) -> None:
     """Reconcile deliveries stuck `sending` (or `retrying`) past PUBLISH_STALLED_AFTER_S, in
     every tenant. Run it every few minutes (a cron job), or with --every."""
-    from sqlalchemy import text
 
     from socialflow.publishing.watchdog import sweep_stalled
 
-    async def sweep() -> dict[str, int]:
-        found: dict[str, int] = {}
-        async with _resources() as resources:
-            async with resources.unit_of_work() as session:
-                live = await session.scalars(
-                    text("SELECT slug FROM shared.tenants WHERE status = 'active' ORDER BY slug")
-                )
-                slugs = list(live)
-            for slug in slugs:  # one transaction per tenant
-                async with resources.in_tenant(slug) as (_tenant, session):
-                    count = await sweep_stalled(session, resources.settings, slug)
-                if count:
-                    found[slug] = count
-        return found
+    async def sweep(resources: Any, session: Any, slug: str) -> int:
+        return await sweep_stalled(session, resources.settings, slug)
 
     while True:
-        found = asyncio.run(sweep())
+        found = asyncio.run(_in_each_tenant(("active",), sweep))
         click.echo(
             f"reconciling {sum(found.values())} stalled deliveries"
             + (": " + ", ".join(f"{s} {n}" for s, n in found.items()) if found else "")
@@ -495,6 +489,7 @@ def rotate_tenant_key_command(slug: str) -> None:
     """Give a tenant a new data key and re-encrypt its secrets with it."""
     from socialflow.ai.services import reseal_ai_keys
     from socialflow.resources import UnknownTenant
+    from socialflow.social.services import reseal_social_secrets
     from socialflow.vault.rotation import rotate_tenant_key
 
     async def rotate() -> object:
@@ -504,7 +499,8 @@ def rotate_tenant_key_command(slug: str) -> None:
                 async with resources.in_tenant(slug) as (tenant, session):
 
                     async def reencrypt(s: Any, old: int, new: int) -> int:
-                        return await reseal_ai_keys(s, vault, tenant.id, old)
+                        ai_keys = await reseal_ai_keys(s, vault, tenant.id, old)
+                        return ai_keys + await reseal_social_secrets(s, vault, tenant.id, old)
 
                     return await rotate_tenant_key(session, vault, tenant.id, reencrypt)
             except UnknownTenant:

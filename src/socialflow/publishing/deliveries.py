@@ -11,6 +11,7 @@ import random
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -75,6 +76,15 @@ async def locked_delivery(
         )
     ).one_or_none()
     return None if destination is None else (post, destination)
+
+
+async def locked_delivery_of(
+    session: AsyncSession, payload: dict[str, Any]
+) -> tuple[Post, PostDestination] | None:
+    """The delivery a delivery event names, locked as `locked_delivery` locks it."""
+    return await locked_delivery(
+        session, uuid.UUID(str(payload["post_id"])), uuid.UUID(str(payload["destination_id"]))
+    )
 
 
 async def claim(

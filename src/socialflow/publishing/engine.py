@@ -183,11 +183,7 @@ async def _claim_if(
     ready: Ready,
 ) -> tuple[Claimed, Send] | None:
     tenant_id, slug = _tenant(steps)
-    locked = await deliveries.locked_delivery(
-        session,
-        uuid.UUID(str(event.payload["post_id"])),
-        uuid.UUID(str(event.payload["destination_id"])),
-    )
+    locked = await deliveries.locked_delivery_of(session, event.payload)
     if locked is None:
         return None
     post, destination = locked
@@ -419,11 +415,7 @@ async def _begin_check(
     session: AsyncSession, steps: EventSteps, event: Event, resources: Resources, attempt: int
 ) -> Send | None:
     tenant_id, slug = _tenant(steps)
-    locked = await deliveries.locked_delivery(
-        session,
-        uuid.UUID(str(event.payload["post_id"])),
-        uuid.UUID(str(event.payload["destination_id"])),
-    )
+    locked = await deliveries.locked_delivery_of(session, event.payload)
     if locked is None:
         return None
     post, destination = locked

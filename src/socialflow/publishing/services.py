@@ -406,22 +406,24 @@ async def update_post(
 async def _approve_now(session: AsyncSession, access: TenantAccess, post: Post) -> PostContent:
     content = await content_of(session, post)
     _check_complete(post, content)  # an edit under review may have emptied it
-    if content.unready_media():
-        raise Problem(
-            422,
-            "media-not-ready",
-            "A media item of the post is no longer ready (deleted or failed).",
-            errors=[
-                {"field": "media_ids", "message": f"not ready: {m}"}
-                for m in content.unready_media()
-            ],
-        )
+    _check_media_still_ready(content)
     post.status = "approved"
     post.approved_sha256 = approval_hash(content)
     post.approved_by = access.principal.actor
     post.approved_at = func.now()
     await session.flush()
     return content
+
+
+def _check_media_still_ready(content: PostContent) -> None:
+    unready = content.unready_media()
+    if unready:
+        raise Problem(
+            422,
+            "media-not-ready",
+            "A media item of the post is no longer ready (deleted or failed).",
+            errors=[{"field": "media_ids", "message": f"not ready: {m}"} for m in unready],
+        )
 
 
 def _check_complete(post: Post, content: PostContent) -> None:
@@ -580,16 +582,7 @@ async def schedule_post(
         raise Problem(
             409, "approval-stale", "The post changed since it was approved.", status_now=post.status
         )
-    if content.unready_media():
-        raise Problem(
-            422,
-            "media-not-ready",
-            "A media item of the post is no longer ready (deleted or failed).",
-            errors=[
-                {"field": "media_ids", "message": f"not ready: {m}"}
-                for m in content.unready_media()
-            ],
-        )
+    _check_media_still_ready(content)
     inactive = [
         a
         for a in (await _accounts(session, [d.account_id for d in content.destinations])).values()

@@ -43,7 +43,7 @@ from socialflow.social.events import (
 from socialflow.social.models import OAuthState, SocialAccount, SocialApp
 from socialflow.social.platforms import bluesky, mastodon
 from socialflow.social.platforms.base import ConnectedIdentity, ConnectRefused, Credentials
-from socialflow.vault.service import Vault
+from socialflow.vault.service import SealedSecret, Vault
 
 log = structlog.get_logger(__name__)
 
@@ -438,3 +438,49 @@ async def mark_needs_reconnect(
         account_id=account_id, platform=row.platform, handle=row.handle, reason=reason[:300]
     )
     await record_change(session, "system:publishing", event, tenant=tenant_slug)
+
+
+# -- the tenant's data key rotated -----------------------------------------------------------
+
+
+async def reseal_social_secrets(
+    session: AsyncSession, vault: Vault, tenant_id: uuid.UUID, old_version: int
+) -> int:
+    """Re-encrypt the tenant's account credentials, app secrets and pending connect flows
+    sealed under `old_version` with its active data key (a `rotate_tenant_key` callback; the
+    session is in the tenant's schema). Returns how many."""
+    count = 0
+    accounts = await session.scalars(
+        select(SocialAccount).where(SocialAccount.status != "disconnected").with_for_update()
+    )
+    for account in accounts:
+        if account.credentials and _version(account.credentials) == old_version:
+            resealed = await vault.reseal(
+                session, tenant_id, sealing.TOKEN_PURPOSE, account.id, account.credentials
+            )
+            account.credentials = resealed.to_bytes()
+            count += 1
+    for app in await session.scalars(select(SocialApp).with_for_update()):
+        if _version(app.client_secret) == old_version:
+            record = f"{app.platform}:{app.server_url}"
+            resealed = await vault.reseal(
+                session, tenant_id, sealing.APP_PURPOSE, record, app.client_secret
+            )
+            app.client_secret = resealed.to_bytes()
+            count += 1
+    flows = await session.scalars(
+        select(OAuthState).where(OAuthState.tenant_id == tenant_id).with_for_update()
+    )
+    for flow in flows:
+        if _version(flow.code_verifier) == old_version:
+            resealed = await vault.reseal(
+                session, tenant_id, sealing.PKCE_PURPOSE, flow.state_sha256, flow.code_verifier
+            )
+            flow.code_verifier = resealed.to_bytes()
+            count += 1
+    await session.flush()
+    return count
+
+
+def _version(sealed: bytes) -> int:
+    return SealedSecret.from_bytes(bytes(sealed)).key_version

@@ -15,6 +15,9 @@ from socialflow.db.tenancy import enter_tenant_schema
 from socialflow.publishing import deliveries
 from socialflow.publishing.watchdog import sweep_stalled
 from socialflow.settings import Settings
+from socialflow.social.services import reseal_social_secrets
+from socialflow.vault.rotation import rotate_tenant_key
+from socialflow.vault.service import Vault
 from socialflow.workers.actors import apply_named_event
 from socialflow.workers.testing import pending_envelopes
 from tests.integration.publishing.conftest import Studio
@@ -471,3 +474,30 @@ async def test_a_webhook_secret_is_not_kept_for_an_idempotent_replay(
     assert first.json()["signing_secret"].startswith("whsec_")
     assert again.json()["signing_secret"] is None
     assert again.json()["id"] == first.json()["id"]
+
+
+async def test_accounts_still_publish_after_the_tenants_data_key_is_rotated(
+    studio: Studio, receiver: FakeReceiver, instance: FakeMastodon, worker_settings: Settings
+) -> None:
+    hook = await studio.webhook(receiver)
+    account = await studio.mastodon(instance)
+    vault = Vault.from_settings(worker_settings)
+
+    async def reencrypt(session: Any, old: int, new: int) -> int:
+        return await reseal_social_secrets(session, vault, studio.tenant_id, old)
+
+    async with unit_of_work(studio.factory) as session:
+        await enter_tenant_schema(session, studio.tenant_schema)
+        rotation = await rotate_tenant_key(session, vault, studio.tenant_id, reencrypt)
+    assert rotation.reencrypted >= 3  # two accounts' credentials and the instance's app
+    versions = studio.pg.execute(
+        "SELECT version FROM shared.tenant_data_keys WHERE tenant_id = %s", (studio.tenant_id,)
+    ).fetchall()
+    assert versions == [(rotation.new_version,)]
+    post = await _published_now(
+        studio,
+        text="after rotation",
+        destinations=[{"account_id": hook["id"]}, {"account_id": account["id"]}],
+    )
+    await studio.run_engine()
+    assert (await studio.post(post["id"]))["status"] == "published"
