@@ -1,0 +1,109 @@
+"""Connecting accounts: the OAuth state is single-use, bound to its tenant and person, and
+expires; Bluesky's app password is never kept; the plan's account limit holds."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from tests.integration.publishing.conftest import Studio
+from tests.integration.social.fake_bluesky import FakePds
+from tests.integration.social.fake_mastodon import FakeMastodon
+
+
+async def _authorized(studio: Studio, instance: FakeMastodon) -> str:
+    """The callback's query after the admin started the flow and approved on the instance."""
+    started = await studio.client.post(
+        f"{studio.base}/social-accounts/connect/mastodon",
+        json={"instance_url": instance.origin},
+        headers=studio.admin.headers,
+    )
+    assert started.status_code == 200, started.text
+    back = instance.approve(started.json()["authorization_url"], instance.add_account("brand"))
+    return urlsplit(back).query
+
+
+async def test_an_oauth_state_completes_once(studio: Studio, instance: FakeMastodon) -> None:
+    query = await _authorized(studio, instance)
+    first = await studio.client.get(f"/api/v1/oauth/callback?{query}", headers=studio.admin.headers)
+    assert first.status_code == 201, first.text
+    again = await studio.client.get(f"/api/v1/oauth/callback?{query}", headers=studio.admin.headers)
+    assert again.status_code == 400
+    assert again.json()["type"].endswith("invalid-oauth-state")
+
+
+async def test_an_oauth_state_is_refused_to_anyone_but_who_started_it(
+    studio: Studio, instance: FakeMastodon
+) -> None:
+    query = await _authorized(studio, instance)
+    other_admin = await studio.platform.member(studio.tenant, "admin")
+    stolen = await studio.client.get(f"/api/v1/oauth/callback?{query}", headers=other_admin.headers)
+    assert stolen.status_code == 400
+    listed = await studio.client.get(f"{studio.base}/social-accounts", headers=studio.admin.headers)
+    assert listed.json()["items"] == []
+    mine = await studio.client.get(f"/api/v1/oauth/callback?{query}", headers=studio.admin.headers)
+    assert mine.status_code == 201  # the stranger's attempt did not use it up
+
+
+async def test_an_expired_oauth_state_is_refused(studio: Studio, instance: FakeMastodon) -> None:
+    query = await _authorized(studio, instance)
+    studio.pg.execute(
+        "UPDATE shared.oauth_states SET expires_at = now() - interval '1 second' "
+        "WHERE tenant_id = %s",
+        (studio.tenant_id,),
+    )
+    late = await studio.client.get(f"/api/v1/oauth/callback?{query}", headers=studio.admin.headers)
+    assert late.status_code == 400
+
+
+async def test_only_the_states_sha256_is_stored(studio: Studio, instance: FakeMastodon) -> None:
+    query = await _authorized(studio, instance)
+    state = dict(part.split("=", 1) for part in query.split("&"))["state"]
+    stored = studio.pg.execute("SELECT state_sha256 FROM shared.oauth_states").fetchall()
+    assert all(state not in row[0] for row in stored)
+
+
+async def test_editors_may_not_connect_accounts(studio: Studio, instance: FakeMastodon) -> None:
+    refused = await studio.client.post(
+        f"{studio.base}/social-accounts/connect/mastodon",
+        json={"instance_url": instance.origin},
+        headers=studio.editor.headers,
+    )
+    assert refused.status_code == 403
+
+
+async def test_a_wrong_app_password_is_a_clear_problem_and_connects_nothing(
+    studio: Studio, pds: FakePds
+) -> None:
+    pds.add_account("brand.test", "the-right-one")
+    answer = await studio.client.post(
+        f"{studio.base}/social-accounts/connect/bluesky",
+        json={"identifier": "brand.test", "app_password": "a-wrong-one", "service_url": pds.url},
+        headers=studio.admin.headers,
+    )
+    assert answer.status_code == 422
+    assert "a-wrong-one" not in answer.text
+    listed = await studio.client.get(f"{studio.base}/social-accounts", headers=studio.admin.headers)
+    assert listed.json()["items"] == []
+
+
+async def test_the_app_password_is_never_stored(studio: Studio, pds: FakePds) -> None:
+    await studio.bluesky(pds)
+    rows = studio.pg.execute(
+        f'SELECT credentials::text FROM "{studio.tenant_schema}".social_accounts'
+    ).fetchall()
+    assert rows
+    assert all("app-pass-1234" not in row[0] for row in rows)
+
+
+async def test_the_plans_account_limit_is_held(studio: Studio, pds: FakePds) -> None:
+    operator = await studio.platform.operator()
+    await studio.platform.entitle(operator, studio.tenant, social_accounts=1)
+    await studio.bluesky(pds, "one.test")
+    pds.add_account("two.test", "app-pass-1234")
+    refused = await studio.client.post(
+        f"{studio.base}/social-accounts/connect/bluesky",
+        json={"identifier": "two.test", "app_password": "app-pass-1234", "service_url": pds.url},
+        headers=studio.admin.headers,
+    )
+    assert refused.status_code == 409
+    assert refused.json()["type"].endswith("quota-exceeded")
