@@ -3,8 +3,14 @@ expires; Bluesky's app password is never kept; the plan's account limit holds.""
 
 from __future__ import annotations
 
+import dataclasses
+import uuid
 from urllib.parse import urlsplit
 
+from socialflow.db.session import unit_of_work
+from socialflow.settings import Settings
+from socialflow.social.credentials import open_sealed
+from socialflow.vault.service import Vault
 from tests.integration.publishing.conftest import Studio
 from tests.integration.social.fake_bluesky import FakePds
 from tests.integration.social.fake_mastodon import FakeMastodon
@@ -86,13 +92,24 @@ async def test_a_wrong_app_password_is_a_clear_problem_and_connects_nothing(
     assert listed.json()["items"] == []
 
 
-async def test_the_app_password_is_never_stored(studio: Studio, pds: FakePds) -> None:
-    await studio.bluesky(pds)
-    rows = studio.pg.execute(
-        f'SELECT credentials::text FROM "{studio.tenant_schema}".social_accounts'
-    ).fetchall()
-    assert rows
-    assert all("app-pass-1234" not in str(row[0]) for row in rows)
+async def test_the_app_password_is_never_stored(
+    studio: Studio, pds: FakePds, worker_settings: Settings
+) -> None:
+    account = await studio.bluesky(pds)
+    (sealed,) = studio.pg.execute(
+        f'SELECT credentials FROM "{studio.tenant_schema}".social_accounts'
+    ).fetchone() or (None,)
+    assert isinstance(sealed, bytes)
+    async with unit_of_work(studio.factory) as session:
+        opened = await open_sealed(
+            session,
+            Vault.from_settings(worker_settings),
+            studio.tenant_id,
+            uuid.UUID(account["id"]),
+            sealed,
+        )
+    assert opened.access_token  # the session's tokens are what is kept…
+    assert "app-pass-1234" not in repr(dataclasses.astuple(opened))  # …never the password
 
 
 async def test_the_plans_account_limit_is_held(studio: Studio, pds: FakePds) -> None:
