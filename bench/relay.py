@@ -416,7 +416,8 @@ def run_settings(args: argparse.Namespace) -> dict[str, str]:
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     with durable_servers() as servers:
-        prepare_shared(servers.database_url)
+        # Seeding runs its own event loop: in a thread, beside this one.
+        await asyncio.to_thread(prepare_shared, servers.database_url)
         create_tenant(servers.database_url)
         lines = server_lines(servers, server_settings(servers))
         drain = await measure_drain(servers, args.drain_events, args.batch, args.concurrency)

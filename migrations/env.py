@@ -6,6 +6,7 @@ from alembic import context
 from sqlalchemy import create_engine, pool, text
 
 from socialflow.db.engine import SHARED_SCHEMA, sqlalchemy_url
+from socialflow.outbox.models import is_history_partition
 from socialflow.tables import SHARED_METADATA
 
 # Every process that migrates takes this lock, so replicas starting together migrate once.
@@ -19,7 +20,10 @@ target_metadata = SHARED_METADATA
 def include_object(
     obj: object, name: str | None, type_: str, reflected: bool, compare_to: object
 ) -> bool:
-    # Only shared-schema tables belong to this tree; tenant tables have their own.
+    # Only shared-schema tables belong to this tree; tenant tables have their own. The event
+    # history's partitions are made at run time by the relay, not declared.
+    if type_ == "table" and is_history_partition(name):
+        return False
     if type_ == "table":
         return getattr(obj, "schema", None) == SHARED_SCHEMA
     return True

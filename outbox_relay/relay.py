@@ -34,7 +34,7 @@ import structlog
 from psycopg.rows import args_row
 from redis.exceptions import NoScriptError, RedisError
 
-from outbox_relay import metrics
+from outbox_relay import history, metrics
 from outbox_relay.messages import (
     EncodedMessage,
     MessageEncoder,
@@ -59,16 +59,34 @@ def product_routes() -> RoutingTable:
     return ROUTES
 
 
+# The claimed rows of tenants also go into the event history, in the same statement (the
+# write path pays nothing): when they took effect (a deferred event: when it fell due), once
+# (a row retried after a Redis refusal has attempts > 0 and is there already; a requeued dead
+# letter keeps its times and meets its own row).
 CLAIM_SQL = """
-DELETE FROM shared.outbox
-WHERE id IN (
-    SELECT id FROM shared.outbox
-    WHERE available_at <= now()
+WITH claimed AS (
+    DELETE FROM shared.outbox
+    WHERE id IN (
+        SELECT id FROM shared.outbox
+        WHERE available_at <= now()
+        ORDER BY available_at, id
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    )
+    RETURNING id, event_id, tenant, tenant_id, aggregate_type, aggregate_id, event_type, payload,
+              headers, available_at, created_at, attempts, last_error
+), kept AS (
+    INSERT INTO shared.event_history
+        (occurred_at, event_id, tenant_id, tenant, aggregate_type, aggregate_id, event_type,
+         payload, request_id)
+    SELECT greatest(created_at, available_at), event_id, tenant_id, tenant, aggregate_type,
+           aggregate_id, event_type, payload, left(headers->>'request_id', 128)
+    FROM claimed
+    WHERE tenant_id IS NOT NULL AND attempts = 0
     ORDER BY available_at, id
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
+    ON CONFLICT DO NOTHING
 )
-RETURNING
+SELECT
     id, event_id, tenant, tenant_id, event_type, available_at, created_at, attempts, last_error,
     json_build_object(
         'event_id', event_id, 'event_type', event_type, 'tenant', tenant,
@@ -80,6 +98,7 @@ RETURNING
         'tenant', tenant, 'tenant_id', tenant_id, 'request_id', headers->'request_id',
         'traceparent', headers->'traceparent'
     )::text AS context
+FROM claimed
 """
 DEAD_LETTER_SQL = """
 INSERT INTO shared.outbox_dead_letter
@@ -425,7 +444,8 @@ class OutboxRelay:
             while not stop.is_set():
                 try:
                     claimed = await self.dispatch_batch()
-                    await self._prune_processed_events()
+                    if await self._prune_processed_events():
+                        await history.maintain(await self._connection())
                     if claimed == 0:
                         listener = await self._ensure_listener(listener)
                         await self._wait_for_work(listener, stop)
@@ -506,17 +526,19 @@ class OutboxRelay:
             return self.poll_interval_s
         return max(0.0, min(self.poll_interval_s, float(until_due)))
 
-    async def _prune_processed_events(self) -> None:
+    async def _prune_processed_events(self) -> bool:
+        """Prune the processed-event ledger when due and no other relay is at it; True when this
+        relay pruned (it then keeps the event history too)."""
         now = time.monotonic()
         if now - self._last_prune < PRUNE_EVERY_S:
-            return
+            return False
         self._last_prune = now
         conn = await self._connection()
         async with conn.transaction():
             cursor = await conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (PRUNE_LOCK_KEY,))
             locked = await cursor.fetchone()
             if not (locked and locked[0]):
-                return
+                return False
             # In batches, so one run catches up with any insert rate without a long lock.
             for _ in range(PRUNE_BATCHES_MAX):
                 cursor = await conn.execute(
@@ -525,6 +547,7 @@ class OutboxRelay:
                 )
                 if cursor.rowcount < PRUNE_BATCH_ROWS:
                     break
+        return True
 
 
 async def _next_notify(listener: psycopg.AsyncConnection[object]) -> None:

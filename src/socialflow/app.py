@@ -55,6 +55,7 @@ from socialflow.tenancy.controllers import (
     TenantController,
     TenantSettingsController,
 )
+from socialflow.webhooks.controllers import EventHistoryController
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -103,6 +104,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             MembersController,
             ApiKeysController,
             AuditLogController,
+            EventHistoryController,
             AIController,
             PlanController,
             EntitlementsController,

@@ -32,6 +32,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "search",
         "social",
         "publishing",
+        "webhooks",
         "event_routing tables devserver api_server",
         "app cli",
         "__main__",

@@ -30,6 +30,7 @@ class Permission(StrEnum):
     MEMBERS_MANAGE = "members:manage"
     API_KEYS_MANAGE = "api_keys:manage"
     AUDIT_READ = "audit:read"
+    EVENTS_READ = "events:read"
     AI_KEYS_MANAGE = "ai_keys:manage"
     CONTENT_READ = "content:read"
     CONTENT_WRITE = "content:write"
@@ -53,6 +54,7 @@ _ADMIN = _EDITOR | {
     Permission.MEMBERS_MANAGE,
     Permission.API_KEYS_MANAGE,
     Permission.AUDIT_READ,
+    Permission.EVENTS_READ,
     Permission.AI_KEYS_MANAGE,
     Permission.CONTENT_APPROVE,
     Permission.CONTENT_MANAGE,

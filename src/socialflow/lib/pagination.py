@@ -149,11 +149,14 @@ def paginate(items: list[S], page: PageRequest, key: tuple[str, ...]) -> Page[S]
     return Page(items=kept, next_cursor=cursor)
 
 
-def link_header(request: Request[Any, Any, Any], page: Page[Any], limit: int) -> dict[str, str]:
+def link_header(
+    request: Request[Any, Any, Any], page: Page[Any], limit: int, *, param: str = "cursor"
+) -> dict[str, str]:
+    """`Link: rel="next"`: this request again with `param` (the cursor's query parameter)."""
     if page.next_cursor is None:
         return {}
-    params = {k: v for k, v in request.query_params.items() if k not in {"cursor", "limit"}}
-    params.update({"limit": str(limit), "cursor": page.next_cursor})
+    params = {k: v for k, v in request.query_params.items() if k not in {param, "limit"}}
+    params.update({"limit": str(limit), param: page.next_cursor})
     return {"Link": f'<{request.url.path}?{urlencode(params)}>; rel="next"'}
 
 

@@ -90,3 +90,53 @@ class ProcessedEvent(SharedBase):
     processed_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )
+
+
+class EventHistory(SharedBase):
+    """A tenant's event after the relay dispatched it, kept for its plan's retention.
+
+    The relay writes it in the statement that claims the outbox row, so the write path pays
+    nothing. Partitioned by day of `occurred_at` (outbox_relay/history.py creates the days ahead
+    and drops those past every plan's retention; the default partition catches a day not yet
+    created). `occurred_at` is when the event took effect: its commit, or for a deferred event
+    its due time, so a post scheduled months ahead is not born expired.
+
+    Readers order by (`txid`, `seq`): the relay transaction that recorded the row, then the
+    order in it. A forward reader only takes rows of transactions older than every running one
+    (`pg_snapshot_xmin`), so a row committed later can never appear behind its cursor.
+    """
+
+    __tablename__ = "event_history"
+    __table_args__ = (
+        Index("ix_event_history_feed", "tenant_id", "txid", "seq"),
+        {"postgresql_partition_by": "RANGE (occurred_at)"},
+    )
+
+    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    txid: Mapped[int] = mapped_column(
+        BigInteger, server_default=text("(pg_current_xact_id()::text)::bigint")
+    )
+    seq: Mapped[int] = mapped_column(BigInteger, Identity(always=True))
+    tenant_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    tenant: Mapped[str | None] = mapped_column(String(63))
+    aggregate_type: Mapped[str] = mapped_column(String(64))
+    aggregate_id: Mapped[str] = mapped_column(String(128))
+    event_type: Mapped[str] = mapped_column(String(128))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    recorded_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+
+# The partitions of event_history: one a day (UTC), named by it, and the default one.
+HISTORY_PARTITION_PREFIX = "event_history_p"
+HISTORY_DEFAULT_PARTITION = "event_history_default"
+
+
+def is_history_partition(name: str | None) -> bool:
+    """A partition of event_history (created at run time, not declared)."""
+    return bool(name) and (
+        name == HISTORY_DEFAULT_PARTITION or str(name).startswith(HISTORY_PARTITION_PREFIX)
+    )

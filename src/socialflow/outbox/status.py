@@ -18,15 +18,21 @@ SELECT
 FROM shared.outbox
 """)
 
+# A requeued event keeps its tenant's id (workers resolve tenants by id) and its times: it is
+# due at once (its due time has passed), and the event history finds it recorded already.
 REQUEUE_SQL = text("""
 WITH moved AS (
     DELETE FROM shared.outbox_dead_letter
     WHERE (CAST(:all AS boolean) OR event_id = ANY(:event_ids))
-    RETURNING event_id, tenant, aggregate_type, aggregate_id, event_type, payload, headers
+    RETURNING event_id, tenant, tenant_id, aggregate_type, aggregate_id, event_type, payload,
+              headers, available_at, created_at
 )
 INSERT INTO shared.outbox
-    (event_id, tenant, aggregate_type, aggregate_id, event_type, payload, headers)
-SELECT event_id, tenant, aggregate_type, aggregate_id, event_type, payload, headers FROM moved
+    (event_id, tenant, tenant_id, aggregate_type, aggregate_id, event_type, payload, headers,
+     available_at, created_at)
+SELECT event_id, tenant, tenant_id, aggregate_type, aggregate_id, event_type, payload, headers,
+       least(available_at, now()), created_at
+FROM moved
 """)
 
 

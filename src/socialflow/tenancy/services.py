@@ -24,7 +24,7 @@ from socialflow.lib.pagination import PageRequest
 from socialflow.lib.problems import Problem
 from socialflow.members.invitations import create_invitation
 from socialflow.members.models import Membership
-from socialflow.outbox.models import OutboxDeadLetter, OutboxEvent
+from socialflow.outbox.models import EventHistory, OutboxDeadLetter, OutboxEvent
 from socialflow.plans import services as plans
 from socialflow.plans.quota import TenantKey
 from socialflow.settings import Settings
@@ -367,7 +367,7 @@ async def _record_tenant_change(
 
 SYSTEM_PURGE = "system:purge"  # the actor of purges: a scheduled job, not a person
 # Shared rows that name a tenant and go with it when it is purged.
-PURGED_WITH_TENANT = (OutboxEvent, OutboxDeadLetter, TenantSchemaMigration)
+PURGED_WITH_TENANT = (OutboxEvent, OutboxDeadLetter, EventHistory, TenantSchemaMigration)
 
 
 async def purge_expired(

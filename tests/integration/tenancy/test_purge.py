@@ -64,6 +64,12 @@ async def test_a_purged_slug_is_provisioned_again_and_old_events_never_run_in_it
         "now(), 'test')",
         (world.tenant_a, old_id),
     )
+    pg.execute(
+        "INSERT INTO shared.event_history (occurred_at, event_id, tenant_id, aggregate_type, "
+        "aggregate_id, event_type, payload) VALUES (now(), gen_random_uuid(), %s, 'member', 'm', "
+        "'member.joined', '{}')",
+        (old_id,),
+    )
     in_broker = Event(
         event_id=uuid.uuid4(),
         event_type="member.joined",
@@ -87,6 +93,7 @@ async def test_a_purged_slug_is_provisioned_again_and_old_events_never_run_in_it
         )
         == 0
     )
+    assert _count(pg, "SELECT count(*) FROM shared.event_history WHERE tenant_id = %s", old_id) == 0
 
     again = await platform.provision(world.admin_x, slug=world.tenant_a, agency=world.agency_x)
     assert again.status_code == 201, again.text

@@ -1,0 +1,1 @@
+"""Customer webhooks and the event history they are fed from."""
