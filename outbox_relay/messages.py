@@ -17,7 +17,7 @@ from collections import defaultdict
 from datetime import datetime
 from typing import NamedTuple
 
-from socialflow.outbox.routing import Route, RoutingTable
+from socialflow.outbox.routing import Route, RoutingTable, Subscription
 
 MAX_MESSAGE_BYTES = 512 * 1024
 
@@ -36,6 +36,7 @@ class OutboxRow(NamedTuple):
     last_error: str | None
     arg: str  # the event envelope, JSON text
     context: str  # {"tenant", "tenant_id", "request_id", "traceparent"}, JSON text
+    subscribed: bool = False  # its tenant has webhook endpoints
 
 
 class UndeliverableError(ValueError):
@@ -54,7 +55,7 @@ def _route_prefix(route: Route) -> bytes:
 class MessageEncoder:
     """Encodes rows for one routing table; route prefixes are rendered once."""
 
-    def __init__(self, routes: RoutingTable) -> None:
+    def __init__(self, routes: RoutingTable, subscription: Subscription | None = None) -> None:
         self.routes = routes
         self._prefixes = {
             event_type: [(route.queue, _route_prefix(route)) for route in targets]
@@ -63,11 +64,26 @@ class MessageEncoder:
         self._actors = {
             event_type: [route.actor for route in targets] for event_type, targets in routes.items()
         }
+        # The same with the subscription's route added, for subscribed tenants' events.
+        self._subscribed_prefixes: dict[str, list[tuple[str, bytes]]] = {}
+        self._subscribed_actors: dict[str, list[str]] = {}
+        if subscription is not None:
+            extra = subscription.route
+            for event_type in subscription.event_types & routes.keys():
+                if extra in routes[event_type]:
+                    continue
+                prefix = (extra.queue, _route_prefix(extra))
+                self._subscribed_prefixes[event_type] = [*self._prefixes[event_type], prefix]
+                self._subscribed_actors[event_type] = [*self._actors[event_type], extra.actor]
 
     def encode(self, row: OutboxRow, timestamp_ms: int) -> list[EncodedMessage]:
         targets = self._prefixes.get(row.event_type)
         if targets is None:
             raise UndeliverableError(f"unknown event type {row.event_type!r}: no route")
+        actors = self._actors[row.event_type]
+        if row.subscribed and row.event_type in self._subscribed_prefixes:
+            targets = self._subscribed_prefixes[row.event_type]
+            actors = self._subscribed_actors[row.event_type]
         arg = row.arg.encode()
         # The context object's text ends with "}": reopen it to add the broker's own option.
         context = row.context.encode()[:-1]
@@ -76,7 +92,7 @@ class MessageEncoder:
             (b'"},"message_id":"', event_id, b'","message_timestamp":', b"%d}" % timestamp_ms)
         )
         encoded = []
-        for (queue, prefix), actor in zip(targets, self._actors[row.event_type], strict=True):
+        for (queue, prefix), actor in zip(targets, actors, strict=True):
             redis_message_id = f"{row.event_id}.{actor}"
             data = b"".join(
                 (

@@ -44,7 +44,7 @@ from outbox_relay.messages import (
 )
 from socialflow.db.engine import libpq_url
 from socialflow.outbox.emit import NOTIFY_CHANNEL, NOTIFY_INTERVAL_S
-from socialflow.outbox.routing import RoutingTable
+from socialflow.outbox.routing import RoutingTable, Subscription
 from socialflow.settings import Settings
 from socialflow.workers.broker import NAMESPACE
 
@@ -57,6 +57,18 @@ def product_routes() -> RoutingTable:
     from socialflow.event_routing import ROUTES
 
     return ROUTES
+
+
+def product_subscription() -> Subscription:
+    from socialflow.event_routing import SUBSCRIBED
+
+    return SUBSCRIBED
+
+
+def product_internal_types() -> frozenset[str]:
+    from socialflow.event_routing import INTERNAL_EVENT_TYPES
+
+    return INTERNAL_EVENT_TYPES
 
 
 # The claimed rows of tenants also go into the event history, in the same statement (the
@@ -82,7 +94,7 @@ WITH claimed AS (
     SELECT greatest(created_at, available_at), event_id, tenant_id, tenant, aggregate_type,
            aggregate_id, event_type, payload, left(headers->>'request_id', 128)
     FROM claimed
-    WHERE tenant_id IS NOT NULL AND attempts = 0
+    WHERE tenant_id IS NOT NULL AND attempts = 0 AND event_type <> ALL(%(internal)s)
     ORDER BY available_at, id
     ON CONFLICT DO NOTHING
 )
@@ -97,7 +109,10 @@ SELECT
     json_build_object(
         'tenant', tenant, 'tenant_id', tenant_id, 'request_id', headers->'request_id',
         'traceparent', headers->'traceparent'
-    )::text AS context
+    )::text AS context,
+    tenant_id IS NOT NULL
+        AND EXISTS (SELECT 1 FROM shared.webhook_tenants w WHERE w.tenant_id = claimed.tenant_id)
+        AS subscribed
 FROM claimed
 """
 DEAD_LETTER_SQL = """
@@ -230,6 +245,10 @@ class OutboxRelay:
     max_enqueue_attempts: int = 5
     retry_base_s: float = 1.0
     routes: RoutingTable = field(default_factory=product_routes)
+    # Customer webhooks: the route added for subscribed tenants' events; internal events are
+    # kept out of the history.
+    subscription: Subscription | None = field(default_factory=product_subscription)
+    internal_types: frozenset[str] = field(default_factory=product_internal_types)
     namespace: str = NAMESPACE
     on_dispatched: OnDispatched | None = None
     backoff: Backoff = field(default_factory=Backoff)
@@ -241,7 +260,8 @@ class OutboxRelay:
     _encoder: MessageEncoder = field(init=False)
 
     def __post_init__(self) -> None:
-        self._encoder = MessageEncoder(self.routes)
+        self._encoder = MessageEncoder(self.routes, self.subscription)
+        self._internal = sorted(self.internal_types)
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: object) -> OutboxRelay:
@@ -270,7 +290,11 @@ class OutboxRelay:
             conn.transaction(),
             conn.cursor(row_factory=args_row(OutboxRow)) as cursor,
         ):
-            await cursor.execute(CLAIM_SQL, {"limit": self.batch_size}, prepare=self.prepare)
+            await cursor.execute(
+                CLAIM_SQL,
+                {"limit": self.batch_size, "internal": self._internal},
+                prepare=self.prepare,
+            )
             rows = await cursor.fetchall()
             if not rows:
                 return 0

@@ -24,6 +24,7 @@ from socialflow.ai.controllers import AIController
 from socialflow.audit.controllers import AuditLogController
 from socialflow.captions.controllers import CaptionsController
 from socialflow.db.session import UnitOfWorkMiddleware, provide_session
+from socialflow.event_routing import EVENT_ROUTES
 from socialflow.health.controllers import HealthController
 from socialflow.identity.auth import api_key_cache, authenticate, principal_from_header
 from socialflow.identity.controllers import AuthController, MeController
@@ -55,7 +56,12 @@ from socialflow.tenancy.controllers import (
     TenantController,
     TenantSettingsController,
 )
-from socialflow.webhooks.controllers import EventHistoryController
+from socialflow.webhooks.controllers import (
+    EventHistoryController,
+    EventTypesController,
+    WebhookController,
+)
+from socialflow.webhooks.services import event_types
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -105,6 +111,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ApiKeysController,
             AuditLogController,
             EventHistoryController,
+            WebhookController,
+            EventTypesController,
             AIController,
             PlanController,
             EntitlementsController,
@@ -136,10 +144,20 @@ def create_app(settings: Settings | None = None) -> Litestar:
             {
                 "settings": settings,
                 "resolve_principal": principal_from_header,  # how the guards authenticate
+                # What webhooks can receive (GET /api/v1/event-types), from the routing table.
+                "event_types": event_types(list(EVENT_ROUTES)),
             }
         ),
         openapi_config=OpenAPIConfig(
-            title="SocialFlow API", version="1", path="/schema", use_handler_docstrings=True
+            title="SocialFlow API",
+            version="1",
+            path="/schema",
+            use_handler_docstrings=True,
+            description=(
+                "Event payloads (the event history's `payload`, a webhook's `data`) are "
+                "documented, one JSON schema per event type, at "
+                "[/api/v1/event-types](/api/v1/event-types)."
+            ),
         ),
         logging_config=None,
         cors_config=CORSConfig(

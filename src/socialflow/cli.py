@@ -491,6 +491,7 @@ def rotate_tenant_key_command(slug: str) -> None:
     from socialflow.resources import UnknownTenant
     from socialflow.social.services import reseal_social_secrets
     from socialflow.vault.rotation import rotate_tenant_key
+    from socialflow.webhooks.services import reseal_webhook_secrets
 
     async def rotate() -> object:
         async with _resources() as resources:
@@ -500,7 +501,9 @@ def rotate_tenant_key_command(slug: str) -> None:
 
                     async def reencrypt(s: Any, old: int, new: int) -> int:
                         ai_keys = await reseal_ai_keys(s, vault, tenant.id, old)
-                        return ai_keys + await reseal_social_secrets(s, vault, tenant.id, old)
+                        social = await reseal_social_secrets(s, vault, tenant.id, old)
+                        hooks = await reseal_webhook_secrets(s, vault, tenant.id, old)
+                        return ai_keys + social + hooks
 
                     return await rotate_tenant_key(session, vault, tenant.id, reencrypt)
             except UnknownTenant:

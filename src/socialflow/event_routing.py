@@ -50,6 +50,7 @@ from socialflow.outbox.routing import (
     EventRoutes,
     Route,
     RoutingTable,
+    Subscription,
     by_event_type,
     routing_problems,
 )
@@ -101,9 +102,21 @@ from socialflow.tenancy.events import (
     TenantSuspended,
     TenantUpdated,
 )
+from socialflow.webhooks.events import (
+    WebhookEndpointCreated,
+    WebhookEndpointDeleted,
+    WebhookEndpointDisabled,
+    WebhookEndpointDue,
+    WebhookEndpointUpdated,
+    WebhookReplayRequested,
+    WebhookSecretRotated,
+)
 
 # The publish engine: one actor for a due post, a delivery's retry and its watchdog check.
 PUBLISH = Route("publish_post", "publishing")
+# Customer webhooks: each endpoint's drain here; every other event of a tenant with endpoints
+# reaches it too, routed by the relay as it claims (SUBSCRIBED below).
+WEBHOOKS = Route("deliver_webhooks", "webhooks")
 
 # event                 → actors (queue)
 EVENT_ROUTES: EventRoutes = {
@@ -171,9 +184,20 @@ EVENT_ROUTES: EventRoutes = {
     SocialAccountNeedsReconnect: (),
     SocialAccountRefreshed: (),
     SocialAuthorizationStarted: (),
+    WebhookEndpointCreated: (),
+    WebhookEndpointUpdated: (),
+    WebhookEndpointDeleted: (),
+    WebhookSecretRotated: (),
+    WebhookEndpointDisabled: (Route("notify_webhook_disabled", "email"),),
+    WebhookReplayRequested: (),
+    WebhookEndpointDue: (WEBHOOKS,),
 }
 
 ROUTES: RoutingTable = by_event_type(EVENT_ROUTES)
+# The product's own scheduling (internal events): kept out of the event history and webhooks.
+INTERNAL_EVENT_TYPES: frozenset[str] = frozenset(e.event_type for e in EVENT_ROUTES if e.internal)
+# What a tenant's webhooks may receive: every event that is not internal.
+SUBSCRIBED = Subscription(WEBHOOKS, frozenset(e.event_type for e in EVENT_ROUTES if not e.internal))
 
 
 class RoutingError(RuntimeError):

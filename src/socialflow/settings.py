@@ -259,6 +259,33 @@ class Settings(BaseSettings):
     publish_unconfirmed_checks: int = Field(
         default=5, ge=1, description="lookups of an unknown outcome before it stays unconfirmed"
     )
+    webhook_timeout_s: float = Field(
+        default=10.0, gt=0, le=60, description="one request to a customer's webhook endpoint"
+    )
+    webhook_retry_window_h: float = Field(
+        default=72.0, gt=0, description="a delivery is retried with backoff for this long"
+    )
+    webhook_disable_after_failures: int = Field(
+        default=10,
+        ge=1,
+        description="consecutive failures (over WEBHOOK_DISABLE_AFTER_H) that disable an endpoint",
+    )
+    webhook_disable_after_h: float = Field(
+        default=24.0,
+        ge=0,
+        description="how long an endpoint must have failed before it is disabled",
+    )
+    webhook_secret_overlap_h: float = Field(
+        default=24.0, ge=0, le=168, description="default overlap of a rotated signing secret"
+    )
+    webhook_concurrency: int = Field(
+        default=16, ge=1, le=256, description="requests in flight per endpoint while draining"
+    )
+    webhook_drain_batch: int = Field(default=200, ge=1, le=5000)
+    webhook_replay_interval_s: int = Field(
+        default=60, ge=0, description="one replay per endpoint this often"
+    )
+    webhook_replay_max_events: int = Field(default=10_000, ge=1)
 
     # -- caches and connection pooling --------------------------------------------------------
     cache_redis_url: str | None = Field(

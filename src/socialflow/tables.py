@@ -17,6 +17,7 @@ from socialflow.social import models as social_models
 from socialflow.tenancy import models as tenancy_models
 from socialflow.tenancy.fleet import models as fleet_models
 from socialflow.vault import models as vault_models
+from socialflow.webhooks import models as webhooks_models
 
 MODEL_MODULES = (
     ai_models,
@@ -31,6 +32,7 @@ MODEL_MODULES = (
     social_models,
     tenancy_models,
     vault_models,
+    webhooks_models,
 )
 SHARED_METADATA = SharedBase.metadata
 TENANT_METADATA = TenantBase.metadata

@@ -52,6 +52,8 @@ def test_every_route_names_a_declared_actor_on_its_queue_and_everything_declared
         "reembed_media": "ai",
         "follow_search_language": "media",
         "publish_post": "publishing",
+        "deliver_webhooks": "webhooks",
+        "notify_webhook_disabled": "email",
     }
     assert ROUTES["member.invited"] == (Route("send_invitation_email", "email"),)
 

@@ -31,6 +31,7 @@ class Permission(StrEnum):
     API_KEYS_MANAGE = "api_keys:manage"
     AUDIT_READ = "audit:read"
     EVENTS_READ = "events:read"
+    WEBHOOKS_MANAGE = "webhooks:manage"
     AI_KEYS_MANAGE = "ai_keys:manage"
     CONTENT_READ = "content:read"
     CONTENT_WRITE = "content:write"
@@ -55,6 +56,7 @@ _ADMIN = _EDITOR | {
     Permission.API_KEYS_MANAGE,
     Permission.AUDIT_READ,
     Permission.EVENTS_READ,
+    Permission.WEBHOOKS_MANAGE,
     Permission.AI_KEYS_MANAGE,
     Permission.CONTENT_APPROVE,
     Permission.CONTENT_MANAGE,

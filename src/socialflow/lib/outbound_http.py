@@ -10,17 +10,23 @@ and certificate verification) keeps the hostname. No proxy from the environment 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import ssl
 import time
-from collections.abc import AsyncIterator, Iterable
+import unicodedata
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from dataclasses import replace
+from datetime import UTC
+from email.utils import parsedate_to_datetime
+from typing import cast
 
 import anyio
 import httpcore
 import httpx
 
 from socialflow.lib.outbound import (
+    OutboundError,
     OutboundPolicy,
     OutboundRefused,
     OutboundResponseRefused,
@@ -261,3 +267,49 @@ def guarded_client(
         else httpx.Timeout(policy.timeout_s, connect=policy.connect_timeout_s),
         headers=headers,
     )
+
+
+# -- reading answers ----------------------------------------------------------------------------
+
+
+async def read_head(response: httpx.Response, limit: int) -> bytes:
+    """The first `limit` bytes of a streamed answer's body at most; the rest is never read (the
+    connection is closed instead). A body cut short (too large, too slow) only loses detail."""
+    head = bytearray()
+    chunks = cast(AsyncGenerator[bytes, None], response.aiter_bytes())
+    try:
+        async with contextlib.aclosing(chunks):
+            async for chunk in chunks:
+                head += chunk
+                if len(head) >= limit:
+                    break
+    except (httpx.HTTPError, OutboundError):
+        pass
+    return bytes(head[:limit])
+
+
+def printable_excerpt(head: bytes, chars: int) -> str:
+    """The start of a body as one line of printable text (control, format and private-use
+    characters dropped: it ends up in logs and on screens)."""
+    text = head[: chars * 4].decode("utf-8", "replace")
+    printable = "".join(" " if unicodedata.category(c).startswith("C") else c for c in text)
+    return " ".join(printable.split())[:chars]
+
+
+def retry_after_seconds(value: str | None, now: float, cap: float) -> float | None:
+    """Retry-After in seconds (from delay-seconds or an HTTP date), at most `cap`; None if absent
+    or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        seconds = float(value)
+    else:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)  # an HTTP date is GMT
+        seconds = when.timestamp() - now
+    return min(max(seconds, 0.0), cap)

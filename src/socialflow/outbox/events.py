@@ -34,6 +34,9 @@ class DomainEvent(msgspec.Struct, frozen=True, kw_only=True):
     audit_log: ClassVar[AuditLog]
     # A removal's audit entry shows the payload as what was, not as what is.
     removes: ClassVar[bool] = False
+    # The product scheduling its own work (a publish falling due, a retry): not a change the
+    # tenant made or sees, so not kept in its event history nor sent to its webhooks.
+    internal: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

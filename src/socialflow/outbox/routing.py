@@ -21,6 +21,17 @@ class Route:
 
 
 RoutingTable = Mapping[str, tuple[Route, ...]]  # event type → routes, as the relay reads it
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """A route the relay adds for the events of `event_types` of tenants that subscribed (the
+    claim statement tells, row by row): customer webhooks."""
+
+    route: Route
+    event_types: frozenset[str]
+
+
 EventRoutes = Mapping[type[DomainEvent], tuple[Route, ...]]  # the declared form
 
 

@@ -62,6 +62,7 @@ STOCK_COUNTS: dict[Resource, str] = {
     Resource.SOCIAL_ACCOUNTS: (
         "SELECT count(*) FROM {schema}.social_accounts WHERE status <> 'disconnected'"
     ),
+    Resource.WEBHOOK_ENDPOINTS: "SELECT count(*) FROM {schema}.webhook_endpoints",
     # Members, and invitations still open for people who are not members yet: an
     # invitation holds its seat until it is accepted or expires.
     Resource.SEATS: """

@@ -71,6 +71,7 @@ class PostPublishDue(PostEvent, frozen=True, kw_only=True):
 
     event_type = "post.publish_due"
     audit_log = AuditLog.NONE
+    internal = True
 
     version: int
 
@@ -92,6 +93,7 @@ class DeliveryEvent(PostEvent, frozen=True, kw_only=True):
 
 class DeliveryDue(DeliveryEvent, frozen=True, kw_only=True):
     event_type = "post.delivery_due"  # a retry of one destination, deferred to its backoff
+    internal = True
 
     attempt: int
 
@@ -101,6 +103,7 @@ class DeliveryCheckDue(DeliveryEvent, frozen=True, kw_only=True):
     sending; a delivery still `sending` then is reconciled with the platform."""
 
     event_type = "post.delivery_check_due"
+    internal = True
 
     attempt: int
 

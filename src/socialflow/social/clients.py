@@ -29,12 +29,12 @@ def platform_client(settings: Settings) -> httpx.AsyncClient:
     """A guarded client (instances and webhook URLs are tenant-chosen): every address checked,
     no redirect followed (a platform API that redirects a POST is refused, not obeyed), answers
     bounded, one timeout per call. For a request's one-off calls (connecting an account)."""
-    return _cookieless(
+    return cookieless(
         guarded_client(settings, max_redirects=0, timeout=settings.social_call_timeout_s)
     )
 
 
-def _cookieless(http: httpx.AsyncClient) -> httpx.AsyncClient:
+def cookieless(http: httpx.AsyncClient) -> httpx.AsyncClient:
     """No cookie is kept: one tenant's platform must never set what another's calls send."""
     http.cookies = CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))  # kept as given
     return http
@@ -71,7 +71,7 @@ def platform_reach(settings: Settings) -> PlatformReach:
     reach = _REACH.get(loop)
     if reach is None or reach.settings is not settings or reach.http.is_closed:
         transport = guarded_transport(settings, max_redirects=0, limits=_WORKER_LIMITS)
-        http = _cookieless(
+        http = cookieless(
             guarded_client(settings, timeout=settings.social_call_timeout_s, transport=transport)
         )
         reach = _REACH[loop] = PlatformReach(settings, http)

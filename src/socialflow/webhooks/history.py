@@ -20,7 +20,7 @@ from socialflow.access.tenant_access import TenantAccess
 from socialflow.lib.pagination import Page, PageRequest, SortKey, encode_cursor, page_request
 from socialflow.lib.problems import Problem
 from socialflow.plans.quota import limits_for
-from socialflow.webhooks.bodies import EventOut
+from socialflow.webhooks.bodies import EventDelivery, EventOut
 
 # A position in the feed: the relay transaction that recorded the event, then its order there.
 FEED_ORDER = SortKey.of(txid=int, seq=int)
@@ -118,8 +118,32 @@ async def list_events(
     rows = (await session.execute(text(sql), params)).all()
     more = len(rows) > page.limit
     items = [_event(row) for row in rows[: page.limit]]
+    await _attach_deliveries(session, items)
     last = rows[page.limit - 1] if more else None
     return Page(items, None if last is None else encode_cursor((last.txid, last.seq)))
+
+
+_DELIVERIES = text("""
+SELECT event_id, endpoint_id, state, attempts, last_status, delivered_at
+FROM webhook_deliveries WHERE event_id = ANY(:ids) ORDER BY event_id, endpoint_id
+""")
+
+
+async def _attach_deliveries(session: AsyncSession, items: list[EventOut]) -> None:
+    """Each event's delivery to each endpoint (the tenant's schema is on the search_path)."""
+    if not items:
+        return
+    by_event = {item.event_id: item for item in items}
+    for row in await session.execute(_DELIVERIES, {"ids": list(by_event)}):
+        by_event[row.event_id].deliveries.append(
+            EventDelivery(
+                endpoint_id=row.endpoint_id,
+                state=row.state,
+                attempts=row.attempts,
+                last_status=row.last_status,
+                delivered_at=row.delivered_at,
+            )
+        )
 
 
 def _event(row: Any) -> EventOut:

@@ -16,6 +16,7 @@ ACTOR_MODULES: tuple[str, ...] = (
     "socialflow.captions.tasks",
     "socialflow.search.tasks",
     "socialflow.publishing.tasks",
+    "socialflow.webhooks.tasks",
 )
 
 for _module in ACTOR_MODULES:

@@ -67,10 +67,10 @@ async def pending_envelopes(
     factory: async_sessionmaker[AsyncSession], tenant_id: uuid.UUID, *event_types: str
 ) -> list[dict[str, Any]]:
     """Those rows as the messages the relay would send the actors."""
-    return [_envelope(row) for row in await pending_rows(factory, tenant_id, *event_types)]
+    return [envelope_of(row) for row in await pending_rows(factory, tenant_id, *event_types)]
 
 
-def _envelope(row: Any) -> dict[str, Any]:
+def envelope_of(row: Any) -> dict[str, Any]:
     return Event(
         event_id=row.event_id,
         event_type=row.event_type,
@@ -104,7 +104,7 @@ async def apply_routed_events(
     for _ in range(max_rounds):  # what the actors emit is applied too, until nothing is new
         this_round, again_later = 0, False
         for row in await pending_rows(factory, tenant_id, *event_types, due_by=due_by):
-            envelope = _envelope(row)
+            envelope = envelope_of(row)
             for route in routes.get(row.event_type, ()):
                 try:
                     done = await apply_named_event(route.actor, envelope, factory)

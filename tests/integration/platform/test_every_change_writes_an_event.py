@@ -289,6 +289,20 @@ async def _posts_and_accounts(call: Calls, platform: Platform, slug: str, owner:
     await call("DELETE", f"{accounts}/{hook['id']}", owner)
 
 
+async def _webhooks(call: Calls, slug: str, owner: Account) -> None:
+    """A customer webhook endpoint through its changes (the receiver is not there: the test
+    delivery's failure changes nothing)."""
+    hooks = f"/api/v1/tenants/{slug}/webhooks"
+    body = {"url": "http://127.0.0.1:9/events", "event_types": ["post.*"]}
+    endpoint = await call("POST", hooks, owner, body)
+    one = f"{hooks}/{endpoint['id']}"
+    await call("PATCH", one, owner, {"event_types": ["post.*", "media.*"]})
+    await call("POST", f"{one}/rotate-secret", owner, {"overlap_hours": 1})
+    await call("POST", f"{one}/test", owner)
+    await call("POST", f"{one}/replay", owner, {"since": "2026-01-01T00:00:00Z"})
+    await call("DELETE", one, owner)
+
+
 async def test_every_mutating_route_writes_an_outbox_row_with_its_change(
     watch: TransactionWatch,
     answered: list[Answered],
@@ -355,6 +369,7 @@ async def test_every_mutating_route_writes_an_outbox_row_with_its_change(
     await call("DELETE", f"{media}/{started['media_id']}", owner)
 
     await _posts_and_accounts(call, platform, slug, owner)
+    await _webhooks(call, slug, owner)
 
     id_token = idp[0].token(sub=unique("sub"), email=f"{unique('elsewhere')}@example.org")
     await call("POST", "/api/v1/me/identities", owner, {"id_token": id_token})
@@ -366,6 +381,6 @@ async def test_every_mutating_route_writes_an_outbox_row_with_its_change(
     assert _mutating_routes(app) - succeeded == set(), "mutating routes this test never ran"
     unrecorded = [request for request, _ in watch.violations]
     assert watch.violations == [], f"changed state without an outbox row: {unrecorded}"
-    # The watch saw them: a commit with events for each route but sign-in, refresh, key test
-    # and the local store's upload (a file, no transaction).
-    assert watch.commits_with_events >= len(_mutating_routes(app)) - 4
+    # The watch saw them: a commit with events for each route but sign-in, refresh, key test,
+    # the webhook test and the local store's upload (a file, no transaction).
+    assert watch.commits_with_events >= len(_mutating_routes(app)) - 5

@@ -67,6 +67,9 @@ async def test_an_agency_admin_provisions_a_complete_tenant(
         "post_comments",
         "social_accounts",
         "social_apps",
+        "webhook_endpoints",
+        "webhook_deliveries",
+        "webhook_attempts",
     }
     assert pg.execute(f'SELECT version_num FROM "{schema}".alembic_version').fetchone() == (
         tenant_head(),

@@ -17,16 +17,14 @@ error's excerpt, sit at its start, and a huge answer is never held in memory.
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import json
 import time
 import unicodedata
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
-from typing import Any, TypeGuard, cast
+from typing import Any, TypeGuard
 from urllib.parse import urlsplit
 
 import httpx
@@ -41,7 +39,12 @@ from socialflow.lib.outbound import (
     OutboundTooManyRedirects,
     address_allowed,
 )
-from socialflow.lib.outbound_http import GuardedTransport
+from socialflow.lib.outbound_http import (
+    GuardedTransport,
+    printable_excerpt,
+    read_head,
+    retry_after_seconds,
+)
 from socialflow.social.platforms.base import (
     Account,
     Credentials,
@@ -186,7 +189,11 @@ class WebhookAdapter:
             async with self._http.stream(
                 "POST", account.server_url, content=body, headers=headers, follow_redirects=False
             ) as response:
-                answer = _Answer(response.status_code, response.headers, await _read_head(response))
+                answer = _Answer(
+                    response.status_code,
+                    response.headers,
+                    await read_head(response, ANSWER_READ_BYTES),
+                )
         except (httpx.HTTPError, httpx.InvalidURL, OutboundError) as exc:
             if answer is None:  # else only closing the answered stream failed: the status stands
                 raise _failure_before_status(exc) from exc
@@ -207,20 +214,6 @@ def _signed_headers(
     except webhook_signing.InvalidSigningSecret as exc:
         # Its message never holds the secret; the destination needs a new one.
         raise PublishError(FailureKind.AUTH_REVOKED, str(exc)) from None
-
-
-async def _read_head(response: httpx.Response) -> bytes:
-    head = bytearray()
-    chunks = cast(AsyncGenerator[bytes, None], response.aiter_bytes())
-    try:
-        async with contextlib.aclosing(chunks):
-            async for chunk in chunks:
-                head += chunk
-                if len(head) >= ANSWER_READ_BYTES:
-                    break  # the rest is never read: the connection is closed instead
-    except (httpx.HTTPError, OutboundError):
-        pass  # the status decides; a body cut short (too large, too slow) only loses detail
-    return bytes(head[:ANSWER_READ_BYTES])
 
 
 def _failure_before_status(exc: Exception) -> PublishError | OutcomeUnknown:
@@ -247,7 +240,7 @@ def _failure_before_status(exc: Exception) -> PublishError | OutcomeUnknown:
 
 def _failure_of_status(answer: _Answer, now: float) -> PublishError:
     status = answer.status
-    said = _excerpt(answer.head)
+    said = printable_excerpt(answer.head, EXCERPT_CHARS)
     detail = f"HTTP {status}: {said}" if said else f"HTTP {status}"
     if 300 <= status < 400:
         return PublishError(
@@ -266,7 +259,9 @@ def _failure_of_status(answer: _Answer, now: float) -> PublishError:
             FailureKind.RETRYABLE,
             detail[:EXCERPT_CHARS],
             status=status,
-            retry_after_s=_retry_after(answer.headers.get("Retry-After"), now),
+            retry_after_s=retry_after_seconds(
+                answer.headers.get("Retry-After"), now, MAX_RETRY_AFTER_S
+            ),
         )
     return PublishError(FailureKind.CONTENT_REJECTED, detail[:EXCERPT_CHARS], status=status)
 
@@ -275,32 +270,6 @@ def _kind(exc: Exception) -> str:
     # The guard's kinds are safe to show; httpx's class name says enough (its message can name
     # the URL, which is the tenant's own but is not needed here).
     return exc.kind if isinstance(exc, OutboundError) else type(exc).__name__
-
-
-def _excerpt(head: bytes) -> str:
-    """The start of a body as one line of printable text (control, format and private-use
-    characters dropped: it ends up in logs and on screens)."""
-    text = head[: EXCERPT_CHARS * 4].decode("utf-8", "replace")
-    printable = "".join(" " if unicodedata.category(c).startswith("C") else c for c in text)
-    return " ".join(printable.split())[:EXCERPT_CHARS]
-
-
-def _retry_after(value: str | None, now: float) -> float | None:
-    """Retry-After in seconds (from delay-seconds or an HTTP date); None if absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isascii() and value.isdigit():
-        seconds = float(value)
-    else:
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)  # an HTTP date is GMT
-        seconds = when.timestamp() - now
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
 
 
 def _json_object(head: bytes) -> Mapping[str, object]:

@@ -1,0 +1,346 @@
+"""Customer webhooks: endpoints and their secrets, signed deliveries a Standard Webhooks receiver
+verifies, retries and the endpoint's health, replay, and what the relay routes to them."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import psycopg
+import redis
+from outbox_relay.relay import product_routes
+from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
+
+from socialflow.workers.broker import NAMESPACE
+from tests.integration.conftest import RelayFactory
+from tests.integration.social.fake_receiver import FakeReceiver
+from tests.integration.tenancy_fixtures import Platform, World
+from tests.integration.webhooks.conftest import Hooks
+
+
+async def test_an_endpoints_secret_is_shown_once_and_never_again(
+    hooks: Hooks, receiver: FakeReceiver
+) -> None:
+    created = await hooks.create(receiver, "settings.*", description="CRM")
+    assert created["signing_secret"].startswith("whsec_")
+    one = await hooks.call("GET", f"/{created['id']}")
+    assert one.status_code == 200
+    assert one.json()["signing_secret"] is None
+    listed = (await hooks.call("GET")).json()["items"]
+    assert [e["id"] for e in listed] == [created["id"]]
+    assert all(e["signing_secret"] is None for e in listed)
+    # The event that recorded it carries no secret.
+    assert all("whsec_" not in str(p) for p in hooks.outbox("webhook_endpoint.created"))
+
+
+async def test_private_addresses_and_bad_patterns_are_refused_and_nothing_is_made(
+    hooks: Hooks,
+) -> None:
+    for url in ("http://169.254.169.254/latest", "http://10.0.0.1/hook", "ftp://127.0.0.1/x"):
+        answer = await hooks.call("POST", url=url, event_types=["*"])
+        assert answer.status_code == 422, (url, answer.text)
+    bad = await hooks.call("POST", url="http://127.0.0.1:9/x", event_types=["post.**"])
+    assert bad.status_code == 400  # the body's shape: the API's validation problem
+    assert (await hooks.call("GET")).json()["items"] == []
+
+
+async def test_below_admin_webhooks_are_refused(platform: Platform, world: World) -> None:
+    editor = await platform.member(world.tenant_a, "editor")
+    answer = await platform.client.get(
+        f"/api/v1/tenants/{world.tenant_a}/webhooks", headers=editor.headers
+    )
+    assert answer.status_code == 403
+
+
+async def test_a_delivery_is_signed_as_standard_webhooks_and_carries_the_event(
+    hooks: Hooks, receiver: FakeReceiver
+) -> None:
+    await hooks.create(receiver, "settings.*")
+    await hooks.change_settings("Signed")
+    await hooks.run()
+
+    assert receiver.bad_signatures == 0
+    [delivery] = [d for d in receiver.deliveries if d.verified]
+    event = delivery.event
+    assert event["type"] == "settings.updated"
+    assert event["data"]["after"]["display_name"] == "Signed"
+    # webhook-id is the event's id: the same in the tenant's outbox.
+    [row] = hooks.deliveries()
+    assert delivery.webhook_id == str(row["event_id"])
+    assert row["state"] == "delivered"
+    assert row["attempts"] == 1
+    # Verified independently, as a receiver would.
+    Webhook(receiver.secret).verify(delivery.body, delivery.headers)
+
+
+async def test_an_endpoint_gets_only_the_types_it_asked_for(
+    hooks: Hooks, receiver: FakeReceiver
+) -> None:
+    await hooks.create(receiver, "media.*", "post.published")
+    await hooks.change_settings("Unheard")
+    await hooks.run()
+    assert receiver.deliveries == []
+    assert hooks.deliveries() == []
+
+
+async def test_during_a_rotation_both_secrets_sign_and_after_it_only_the_new(
+    hooks: Hooks, receiver: FakeReceiver
+) -> None:
+    created = await hooks.create(receiver, "settings.*")
+    old = created["signing_secret"]
+    rotated = await hooks.call("POST", f"/{created['id']}/rotate-secret", overlap_hours=2)
+    assert rotated.status_code == 200, rotated.text
+    new = rotated.json()["signing_secret"]
+    assert new != old
+    assert rotated.json()["previous_secret_expires_at"]
+    receiver.secret = new
+    await hooks.change_settings("Overlap")
+    await hooks.run()
+    delivery = receiver.deliveries[-1]
+    Webhook(old).verify(delivery.body, delivery.headers)  # a receiver not switched yet
+    Webhook(new).verify(delivery.body, delivery.headers)
+
+    again = await hooks.call("POST", f"/{created['id']}/rotate-secret", overlap_hours=0)
+    newest = again.json()["signing_secret"]
+    receiver.secret = newest
+    await hooks.change_settings("No overlap")
+    await hooks.run()
+    delivery = receiver.deliveries[-1]
+    Webhook(newest).verify(delivery.body, delivery.headers)
+    for retired in (old, new):
+        try:
+            Webhook(retired).verify(delivery.body, delivery.headers)
+        except WebhookVerificationError:
+            continue
+        raise AssertionError("a retired secret still verifies")
+
+
+async def test_a_failing_receiver_is_retried_with_backoff_and_the_log_shows_each_attempt(
+    hooks: Hooks, receiver: FakeReceiver
+) -> None:
+    created = await hooks.create(receiver, "settings.*")
+    receiver.set_mode("server_error")
+    await hooks.change_settings("Retried")
+    await hooks.run()
+    [row] = hooks.deliveries()
+    assert row["state"] == "pending"
+    assert row["attempts"] == 1
+    assert row["last_status"] == 500
+    endpoint = (await hooks.call("GET", f"/{created['id']}")).json()
+    assert endpoint["failure_streak"] == 1
+    assert endpoint["failing_since"]
+
+    assert await hooks.run() == 0  # not due yet: nothing is sent before the backoff
+    assert len(receiver.deliveries) == 1
+    receiver.set_mode("ok")
+    await hooks.run(later_s=10)  # the first backoff is 5 s ± 20 %
+    [row] = hooks.deliveries()
+    assert row["state"] == "delivered"
+    assert row["attempts"] == 2
+    endpoint = (await hooks.call("GET", f"/{created['id']}")).json()
+    assert endpoint["failure_streak"] == 0
+    assert endpoint["failing_since"] is None
+
+    log = (await hooks.call("GET", f"/{created['id']}/deliveries")).json()["items"]
+    assert [(a["outcome"], a["status_code"], a["attempt"]) for a in log] == [
+        ("delivered", 200, 2),
+        ("retrying", 500, 1),
+    ]
+    assert log[1]["response_excerpt"] is not None or log[1]["error"] == "HTTP 500"
+
+
+async def test_a_receiver_down_then_up_gets_every_event_once_in_order(
+    hooks: Hooks, receiver: FakeReceiver
+) -> None:
+    await hooks.create(receiver, "settings.*")
+    receiver.set_mode("server_error")
+    for n in range(5):
+        await hooks.change_settings(f"Backlog {n}")
+        await hooks.run()
+    # While it fails, one attempt probes it; the others wait behind the probe.
+    assert len(receiver.deliveries) == 1
+    receiver.set_mode("ok")
+    await hooks.run(later_s=10)
+    # After the switch: each event once, in the order they happened (the probe answered 500
+    # before, so its resend is the receiver's first good copy).
+    after = receiver.deliveries[1:]
+    assert all(d.verified for d in after)
+    assert len({d.webhook_id for d in after}) == len(after) == 5
+    names = [d.event["data"]["after"]["display_name"] for d in after]
+    assert names == [f"Backlog {n}" for n in range(5)]
+    assert {r["state"] for r in hooks.deliveries()} == {"delivered"}
+
+
+async def test_410_gone_disables_the_endpoint_and_its_admins_are_emailed(
+    hooks: Hooks, receiver: FakeReceiver
+) -> None:
+    created = await hooks.create(receiver, "settings.*")
+    receiver.set_mode("gone")
+    await hooks.change_settings("Gone")
+    await hooks.run()
+    endpoint = (await hooks.call("GET", f"/{created['id']}")).json()
+    assert endpoint["enabled"] is False
+    assert "410" in endpoint["disabled_reason"]
+    [disabled] = hooks.outbox("webhook_endpoint.disabled")
+    assert disabled["endpoint_id"] == created["id"]
+    await _apply(hooks, "webhook_endpoint.disabled", "notify_webhook_disabled")
+    mail = list((hooks.settings.data_dir / "mail").glob("*.eml"))
+    assert mail, "no email to the tenant's admins"
+    text = mail[0].read_text()
+    assert hooks.admin.email in text
+    assert "410" in text
+
+    # Disabled: new events make no delivery; enabling it again sends what it kept.
+    await hooks.change_settings("While disabled")
+    await hooks.run()
+    receiver.set_mode("ok")
+    enabled = await hooks.call("PATCH", f"/{created['id']}", enabled=True)
+    assert enabled.status_code == 200
+    assert enabled.json()["disabled_reason"] is None
+    await hooks.run()
+    names = [d.event["data"]["after"]["display_name"] for d in receiver.deliveries if d.verified]
+    assert names[-1] == "Gone"
+    assert "While disabled" not in names
+
+
+async def test_failing_for_long_enough_disables_the_endpoint(
+    hooks: Hooks, receiver: FakeReceiver
+) -> None:
+    hooks.settings.__dict__["webhook_disable_after_failures"] = 2
+    hooks.settings.__dict__["webhook_disable_after_h"] = 0.0
+    created = await hooks.create(receiver, "settings.*")
+    receiver.set_mode("server_error")
+    await hooks.change_settings("Once")
+    await hooks.run()
+    assert (await hooks.call("GET", f"/{created['id']}")).json()["enabled"] is True
+    await hooks.run(later_s=40)  # the endpoint's second backoff is 30 s ± 20 %
+    endpoint = (await hooks.call("GET", f"/{created['id']}")).json()
+    assert endpoint["enabled"] is False
+    assert "2 in a row" in endpoint["disabled_reason"]
+
+
+async def test_a_hanging_receiver_times_out_as_a_failed_attempt(
+    hooks: Hooks, receiver: FakeReceiver
+) -> None:
+    receiver.hang_s = 10.0
+    await hooks.create(receiver, "settings.*")
+    receiver.set_mode("hang")
+    await hooks.change_settings("Hung")
+    await hooks.run()  # bounded by WEBHOOK_TIMEOUT_S (2 s here), never by the receiver
+    [row] = hooks.deliveries()
+    assert row["state"] == "pending"
+    assert row["attempts"] == 1
+    assert row["last_status"] is None
+
+
+async def test_replay_redelivers_with_the_same_webhook_id_and_is_rate_limited(
+    hooks: Hooks, receiver: FakeReceiver, make_relay: RelayFactory
+) -> None:
+    created = await hooks.create(receiver, "settings.*")
+    await hooks.change_settings("Replayed")
+    await hooks.run()
+    relay = make_relay(routes=product_routes())  # the history is what the relay dispatched
+    while await relay.dispatch_batch():
+        pass
+    first = receiver.deliveries[-1]
+
+    replay = await hooks.call("POST", f"/{created['id']}/replay", since="2026-01-01T00:00:00Z")
+    assert replay.status_code == 202, replay.text
+    assert replay.json()["events"] >= 1
+    await hooks.run()
+    again = [d for d in receiver.deliveries if d.webhook_id == first.webhook_id]
+    assert len(again) == 2
+    assert again[1].duplicate
+    assert again[1].body == first.body
+
+    too_soon = await hooks.call("POST", f"/{created['id']}/replay", from_event_id=first.webhook_id)
+    assert too_soon.status_code == 429
+    assert "Retry-After" in too_soon.headers
+    neither = await hooks.platform.client.post(
+        f"{hooks.base}/{created['id']}/replay", json={}, headers=hooks.admin.headers
+    )
+    assert neither.status_code == 422
+
+
+async def test_the_test_delivery_answers_synchronously_and_is_signed(
+    hooks: Hooks, receiver: FakeReceiver
+) -> None:
+    created = await hooks.create(receiver, "settings.*")
+    answer = await hooks.call("POST", f"/{created['id']}/test")
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["delivered"] is True
+    assert body["status_code"] == 200
+    [delivery] = receiver.deliveries
+    assert delivery.verified
+    assert delivery.event["type"] == "webhook.test"
+    assert delivery.webhook_id == body["webhook_id"]
+
+    receiver.set_mode("server_error")
+    failed = (await hooks.call("POST", f"/{created['id']}/test")).json()
+    assert failed["delivered"] is False
+    assert failed["status_code"] == 500
+
+
+async def test_the_relay_routes_events_to_webhooks_only_for_tenants_with_endpoints(
+    hooks: Hooks,
+    receiver: FakeReceiver,
+    world: World,
+    platform: Platform,
+    make_relay: RelayFactory,
+    redis_client: redis.Redis,
+    pg: psycopg.Connection[Any],
+) -> None:
+    await hooks.create(receiver, "settings.*")
+    await hooks.change_settings("Routed")
+    other = await platform.client.put(
+        f"/api/v1/tenants/{world.tenant_b}/settings",
+        json={"display_name": "Not routed"},
+        headers=world.owner_b.headers,
+    )
+    assert other.status_code == 200
+    ids = {
+        slug: uuid.UUID(str(row[0]))
+        for slug, row in (
+            (
+                slug,
+                pg.execute(
+                    "SELECT event_id FROM shared.outbox o "
+                    "JOIN shared.tenants t ON t.id = o.tenant_id "
+                    "WHERE t.slug = %s AND event_type = 'settings.updated'",
+                    (slug,),
+                ).fetchone(),
+            )
+            for slug in (world.tenant_a, world.tenant_b)
+        )
+        if row is not None
+    }
+    relay = make_relay(routes=product_routes())
+    while await relay.dispatch_batch():
+        pass
+    queued = set(redis_client.hkeys(f"{NAMESPACE}:webhooks.msgs"))
+    assert f"{ids[world.tenant_a]}.deliver_webhooks".encode() in queued
+    assert f"{ids[world.tenant_b]}.deliver_webhooks".encode() not in queued
+
+
+async def test_event_types_are_documented_with_their_payload_schemas(platform: Platform) -> None:
+    answer = await platform.client.get("/api/v1/event-types")
+    assert answer.status_code == 200
+    types = {t["type"]: t for t in answer.json()["items"]}
+    assert "post.published" in types
+    assert "media.captioned" in types
+    assert "post.publish_due" not in types  # internal scheduling is not an event to receive
+    assert "webhook_endpoint.due" not in types
+    schema = types["settings.updated"]["schema"]
+    assert "$defs" in schema or "properties" in schema
+    page = await platform.client.get("/schema/openapi.json")
+    assert "/api/v1/event-types" in page.text
+
+
+async def _apply(hooks: Hooks, event_type: str, actor: str) -> None:
+    from socialflow.workers.actors import apply_named_event
+    from socialflow.workers.testing import envelope_of, pending_rows
+
+    for row in await pending_rows(hooks.factory, hooks.tenant_id, event_type):
+        await apply_named_event(actor, envelope_of(row), hooks.factory)
