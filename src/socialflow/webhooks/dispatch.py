@@ -410,10 +410,17 @@ async def _failed(
     """Failing: the next probe after the endpoint's backoff; disabled on 410 Gone or after
     failing long enough."""
     now = _now()
-    endpoint.failure_streak += len(failures)
-    endpoint.failing_since = endpoint.failing_since or now
     waits = [a.retry_after_s or 0.0 for _, a in failures]
-    endpoint.retry_at = now + timedelta(seconds=max(backoff_s(endpoint.failure_streak), *waits))
+    if endpoint.retry_at is None or endpoint.retry_at <= now:
+        # A new failure of the endpoint (its probe, or the first while it was healthy); the
+        # others of a batch already under way when it went down count as one.
+        endpoint.failure_streak += 1
+        endpoint.failing_since = endpoint.failing_since or now
+        wait = max(backoff_s(endpoint.failure_streak), *waits)
+        endpoint.retry_at = now + timedelta(seconds=wait)
+    elif max(waits) > 0:
+        endpoint.retry_at = max(endpoint.retry_at, now + timedelta(seconds=max(waits)))
+    endpoint.failing_since = endpoint.failing_since or now
     gone = any(a.result is Result.GONE for _, a in failures)
     failing_for = now - endpoint.failing_since
     worn_out = (

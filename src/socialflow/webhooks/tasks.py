@@ -54,14 +54,16 @@ async def deliver_webhooks(steps: EventSteps, event: Event) -> None:
             tenant_id=tenant.id,
             tenant=tenant.slug,
         )
-    by_endpoint: dict[uuid.UUID, list[dispatch.Claimed]] = {}
-    for one in claimed:
-        by_endpoint.setdefault(one.endpoint_id, []).append(one)
-    for endpoint_id, batch in by_endpoint.items():
-        sent = await _send_all(batch, resources)
-        async with steps.transaction() as session:
+    if not claimed:
+        return
+    sent = await _send_all(claimed, resources)  # every endpoint at once: none waits on another
+    by_endpoint: dict[uuid.UUID, list[tuple[dispatch.Claimed, Answer]]] = {}
+    for one in sent:
+        by_endpoint.setdefault(one[0].endpoint_id, []).append(one)
+    async with steps.transaction() as session:
+        for endpoint_id, answers in by_endpoint.items():
             await dispatch.record_answers(
-                session, endpoint_id, sent, settings=resources.settings, tenant=tenant.slug
+                session, endpoint_id, answers, settings=resources.settings, tenant=tenant.slug
             )
 
 
@@ -103,7 +105,7 @@ async def _drain(
 async def _send_all(
     claimed: list[dispatch.Claimed], resources: Resources
 ) -> list[tuple[dispatch.Claimed, Answer]]:
-    """Send to one endpoint, WEBHOOK_CONCURRENCY requests in flight at most, in claim order."""
+    """Send, WEBHOOK_CONCURRENCY requests in flight at most (per call), in claim order."""
     settings = resources.settings
     http = worker_client(settings)
     slots = asyncio.Semaphore(settings.webhook_concurrency)
