@@ -67,9 +67,7 @@ import json
 import math
 import os
 import secrets
-import signal
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -89,6 +87,7 @@ from psycopg import sql
 
 from _http_bench import cached_api_environment
 from _platform_server import Arrival, PlatformProcess
+from _processes import Supervised, tree_cpu_s
 from _servers import (
     Servers,
     check,
@@ -219,66 +218,6 @@ def percentile(values: Sequence[float], q: int) -> float:
 # -- processes ---------------------------------------------------------------------------------
 
 
-class Supervised:
-    """A `socialflow …` command in a process group of its own, its log appended to a file;
-    `kill` is SIGKILL of the whole group (master and children), then the same command again."""
-
-    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
-        self.args, self.env, self.log = args, env, log
-        self.restarts = 0
-        self.popen = self._start()
-
-    def _start(self) -> subprocess.Popen[bytes]:
-        with self.log.open("ab") as out:
-            return subprocess.Popen(
-                [sys.executable, "-m", "socialflow", *self.args],
-                env=self.env,
-                stdout=out,
-                stderr=out,
-                start_new_session=True,
-            )
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def kill(self) -> None:
-        os.killpg(self.popen.pid, signal.SIGKILL)
-        self.popen.wait(timeout=30)
-
-    def restart(self) -> None:
-        self.restarts += 1
-        self.popen = self._start()
-
-    def local_ports(self) -> set[int]:
-        """The local ports of the group's TCP connections (its calls to platforms among them)."""
-        ports: set[int] = set()
-        try:
-            root = psutil.Process(self.popen.pid)
-            processes = [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return ports
-        for process in processes:
-            try:
-                ports.update(c.laddr.port for c in process.net_connections(kind="tcp"))
-            except psutil.NoSuchProcess:
-                continue
-        return ports
-
-    def stop(self) -> None:
-        """SIGTERM to the command's own process, as a container runtime sends it (the
-        Dramatiq master then stops its workers; a worker that ALSO gets the group's SIGTERM
-        hangs, see the report), then whatever is left of the group killed."""
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                progress(f"`socialflow {' '.join(self.args)}` ignored SIGTERM for 60 s")
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.popen.pid, signal.SIGKILL)
-        self.popen.wait(timeout=30)
-
-
 class Fleet:
     """The run's relay and its two publishing workers."""
 
@@ -298,23 +237,6 @@ class Fleet:
     def stop(self) -> None:
         with ThreadPoolExecutor(3) as stopping:  # at once, as a deploy stops them
             list(stopping.map(Supervised.stop, (*self.workers, self.relay)))
-
-
-def tree_cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) used so far by a process and its live descendants."""
-    try:
-        root = psutil.Process(pid)
-        processes = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0.0
-    total = 0.0
-    for process in processes:
-        try:
-            times = process.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += times.user + times.system
-    return total
 
 
 def server_pids(conn: psycopg.Connection[Any], redis_url: str) -> dict[str, int]:

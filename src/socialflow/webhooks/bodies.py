@@ -108,6 +108,9 @@ class ReplayRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 class ReplayOut(msgspec.Struct):
     events: int
+    # False when WEBHOOK_REPLAY_MAX_EVENTS stopped it: replay again from `last_event_id`.
+    complete: bool
+    last_event_id: uuid.UUID | None
 
 
 class AttemptOut(msgspec.Struct):

@@ -23,9 +23,10 @@ How a delivery travels:
 
 from __future__ import annotations
 
+import math
 import random
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -46,6 +47,7 @@ SECRET_PURPOSE = "webhook_secret"  # noqa: S105 - a vault purpose name, not a se
 # Seconds before the n-th retry (then the last one again, until the retry window closes).
 RETRY_SCHEDULE_S = (5, 30, 120, 600, 1800, 3600, 7200, 14400, 28800, 43200)
 JITTER = 0.2
+LOG_RETENTION_DAYS = 30  # settled deliveries and their attempts are kept this long
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +57,7 @@ class Claimed:
     delivery_id: int
     endpoint_id: uuid.UUID
     url: str
-    secrets: tuple[str, ...]
+    secrets: tuple[str, ...] = field(repr=False)
     event_id: uuid.UUID
     event_type: str
     body: str
@@ -78,9 +80,16 @@ def type_matches(patterns: list[str], event_type: str) -> bool:
     return False
 
 
+def claim_size(settings: Settings) -> int:
+    """Deliveries one drain step claims: two rounds of requests in flight at most."""
+    return min(settings.webhook_drain_batch, settings.webhook_concurrency * 2)
+
+
 def lease_s(settings: Settings) -> float:
-    """How long a send may take before its delivery is due again: past the request's bound."""
-    return settings.webhook_timeout_s * 3
+    """How long a claimed delivery may take before it is due again: past the bound of the
+    requests before and with it in its step (a claim's two rounds), with a round to spare."""
+    rounds = math.ceil(claim_size(settings) / settings.webhook_concurrency) + 1
+    return settings.webhook_timeout_s * max(rounds, 3)
 
 
 async def seal_secret(
@@ -123,7 +132,11 @@ async def fan_out(
     """One delivery of `event` per enabled endpoint that asks for its type; those of healthy
     endpoints come back leased, to be sent at once."""
     endpoints = (
-        await session.scalars(select(WebhookEndpoint).where(WebhookEndpoint.enabled.is_(True)))
+        await session.scalars(
+            select(WebhookEndpoint)
+            .where(WebhookEndpoint.enabled.is_(True))
+            .order_by(WebhookEndpoint.id)
+        )
     ).all()
     matching = [e for e in endpoints if type_matches(e.event_types, event.event_type)]
     if not matching:
@@ -180,10 +193,14 @@ def _occurred_at(event: Event, default: datetime) -> datetime:
 # Moves the endpoint's drain earlier (never later), locking its row: a drain settling its
 # schedule waits for this transaction, then sees the delivery it made.
 _DRAIN_EARLIER = text("""
-WITH before AS (SELECT id, drain_at FROM webhook_endpoints WHERE id = :id FOR UPDATE)
-UPDATE webhook_endpoints AS e SET drain_at = least(coalesce(before.drain_at, :at), :at)
+WITH before AS (SELECT id, drain_at FROM webhook_endpoints WHERE id = :id FOR NO KEY UPDATE)
+UPDATE webhook_endpoints AS e
+SET drain_at = CASE WHEN before.drain_at IS NULL OR before.drain_at <= now()
+                         OR before.drain_at > :at
+                    THEN :at ELSE before.drain_at END
 FROM before WHERE e.id = before.id
-RETURNING before.drain_at
+RETURNING before.drain_at, before.drain_at IS NULL OR before.drain_at <= now()
+          OR before.drain_at > :at AS scheduled
 """)
 
 
@@ -191,12 +208,11 @@ async def ensure_drain(
     session: AsyncSession, endpoint_id: uuid.UUID, at: datetime, tenant: str
 ) -> None:
     """A drain of the endpoint is scheduled no later than `at` (an event is written only when
-    none was, or only a later one)."""
+    none was, or only a later one, or one whose time has passed: it ran, or died running)."""
     found = (await session.execute(_DRAIN_EARLIER, {"id": endpoint_id, "at": at})).first()
     if found is None:
         return  # deleted meanwhile
-    before: datetime | None = found[0]
-    if before is None or before > at:
+    if found.scheduled:
         await _schedule(session, endpoint_id, at, tenant)
 
 
@@ -210,15 +226,18 @@ async def _schedule(
 
 async def settle_schedule(session: AsyncSession, endpoint_id: uuid.UUID, tenant: str) -> None:
     """After a drain: schedule the next one for the endpoint's earliest pending delivery (not
-    before the endpoint may be tried again), or none. The endpoint's row lock orders this after
-    any transaction still making a delivery for it."""
+    before the endpoint may be tried again), or none; forget its old settled deliveries. The
+    endpoint's row lock orders this after any transaction still making a delivery for it."""
     endpoint = (
         await session.scalars(
-            select(WebhookEndpoint).where(WebhookEndpoint.id == endpoint_id).with_for_update()
+            select(WebhookEndpoint)
+            .where(WebhookEndpoint.id == endpoint_id)
+            .with_for_update(key_share=True)
         )
     ).one_or_none()
     if endpoint is None:
         return
+    await session.execute(_FORGET_SETTLED, {"id": endpoint_id, "days": LOG_RETENTION_DAYS})
     earliest = await session.scalar(
         select(WebhookDelivery.next_attempt_at)
         .where(WebhookDelivery.endpoint_id == endpoint_id, WebhookDelivery.state == "pending")
@@ -235,6 +254,17 @@ async def settle_schedule(session: AsyncSession, endpoint_id: uuid.UUID, tenant:
         await _schedule(session, endpoint_id, at, tenant)
 
 
+# Settled deliveries (and, with them, their attempts) past the log's retention, a batch at a
+# time: each drain takes its share, so no endpoint's log grows without bound.
+_FORGET_SETTLED = text("""
+DELETE FROM webhook_deliveries WHERE id IN (
+    SELECT id FROM webhook_deliveries
+    WHERE endpoint_id = :id AND state <> 'pending'
+      AND created_at < now() - make_interval(days => :days)
+    LIMIT 1000)
+""")
+
+
 async def claim_due(
     session: AsyncSession,
     endpoint_id: uuid.UUID,
@@ -242,6 +272,7 @@ async def claim_due(
     settings: Settings,
     vault: Vault,
     tenant_id: uuid.UUID,
+    tenant: str,
 ) -> list[Claimed]:
     """The endpoint's due deliveries, oldest event first, leased for sending: a batch while it
     is healthy, one (the probe) while it fails, none before it may be tried again."""
@@ -251,7 +282,7 @@ async def claim_due(
         return []
     if endpoint.failure_streak and endpoint.retry_at is not None and endpoint.retry_at > now:
         return []
-    limit = 1 if endpoint.failure_streak else settings.webhook_drain_batch
+    limit = 1 if endpoint.failure_streak else claim_size(settings)
     rows = (
         await session.execute(
             select(
@@ -273,11 +304,14 @@ async def claim_due(
     ).all()
     if not rows:
         return []
+    leased_until = now + timedelta(seconds=lease_s(settings))
     await session.execute(
         update(WebhookDelivery)
         .where(WebhookDelivery.id.in_([r.id for r in rows]))
-        .values(next_attempt_at=now + timedelta(seconds=lease_s(settings)))
+        .values(next_attempt_at=leased_until)
     )
+    # Whatever becomes of this step, a drain comes back for what it leased.
+    await ensure_drain(session, endpoint_id, leased_until, tenant)
     secrets = await signing_secrets(session, vault, tenant_id, endpoint)
     return [
         Claimed(
@@ -301,7 +335,7 @@ UPDATE webhook_deliveries AS d
 SET state = 'delivered', delivered_at = now(), attempts = d.attempts + 1, last_error = NULL,
     last_status = s.status
 FROM unnest(CAST(:ids AS bigint[]), CAST(:statuses AS int[])) AS s(id, status)
-WHERE d.id = s.id
+WHERE d.id = s.id AND d.state = 'pending'
 """)
 # A failed attempt: due again after its backoff, or given up once past the retry window.
 _RETRY = text("""
@@ -309,7 +343,7 @@ UPDATE webhook_deliveries
 SET attempts = attempts + 1, last_status = :status, last_error = :error,
     next_attempt_at = :next,
     state = CASE WHEN created_at < :expired THEN 'failed' ELSE state END
-WHERE id = :id
+WHERE id = :id AND state = 'pending'
 """)
 
 
@@ -355,13 +389,16 @@ async def record_answers(
             return streak is not None
     endpoint = (
         await session.scalars(
-            select(WebhookEndpoint).where(WebhookEndpoint.id == endpoint_id).with_for_update()
+            select(WebhookEndpoint)
+            .where(WebhookEndpoint.id == endpoint_id)
+            .with_for_update(key_share=True)
         )
     ).one_or_none()
     if endpoint is None:
         return False
     if not failures:
         await _recovered(session, endpoint, settings)
+        await ensure_drain(session, endpoint.id, now, tenant)
         return endpoint.enabled
     await _failed(session, endpoint, failures, settings=settings, tenant=tenant)
     return False

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import msgspec
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -48,6 +48,7 @@ from socialflow.webhooks.models import WebhookAttempt, WebhookEndpoint, WebhookT
 from socialflow.webhooks.sending import Result, body_of, send, shown_url
 
 ATTEMPT_ORDER = SortKey.of(id=int)
+MAX_URL_CHARS = 2048
 TEST_EVENT_TYPE = "webhook.test"
 
 
@@ -84,8 +85,24 @@ async def _endpoint(
 
 
 async def _checked_url(settings: Settings, url: str) -> str:
-    """HTTPS (unless the policy allows http), a public address also after DNS: else 422."""
-    return str(httpx.URL(await check_outbound_url(url, settings, field="url")))
+    """HTTPS (unless the policy allows http), a public address also after DNS, a URL httpx
+    sends as it is stored (at most 2,048 characters once encoded): else 422."""
+    try:
+        checked = str(httpx.URL(await check_outbound_url(url, settings, field="url")))
+    except (httpx.InvalidURL, ValueError):
+        raise _invalid_url("not a valid URL") from None
+    if len(checked) > MAX_URL_CHARS:
+        raise _invalid_url(f"at most {MAX_URL_CHARS} characters once encoded")
+    return checked
+
+
+def _invalid_url(message: str) -> Problem:
+    return Problem(
+        422,
+        "validation-error",
+        f"url: {message}.",
+        errors=[{"field": "url", "source": "body", "message": message}],
+    )
 
 
 # -- endpoints ----------------------------------------------------------------------------------
@@ -192,10 +209,8 @@ async def delete_endpoint(
     url = shown_url(endpoint.url)
     await session.delete(endpoint)
     await session.flush()
-    if not await session.scalar(select(func.count()).select_from(WebhookEndpoint)):
-        await session.execute(
-            delete(WebhookTenant).where(WebhookTenant.tenant_id == access.tenant.id)
-        )
+    # The tenant stays listed for the relay (its events then find no endpoint): removing it
+    # here could race an endpoint created at the same moment and leave that one unrouted.
     deleted = WebhookEndpointDeleted(endpoint_id=str(endpoint_id), url=url)
     await record_change(session, access.principal, deleted, tenant=access.tenant.slug)
 
@@ -284,6 +299,10 @@ WHERE tenant_id = :tenant AND occurred_at >= now() - make_interval(days => :days
   AND txid < (pg_snapshot_xmin(pg_current_snapshot())::text)::bigint
 """
 _SINCE = " AND occurred_at >= :since"
+# The endpoint's types: exact ones, and patterns ("post.*") by their prefix ("post.").
+_OF_TYPES = """ AND (event_type = ANY(CAST(:exact AS text[]))
+  OR EXISTS (SELECT 1 FROM unnest(CAST(:prefixes AS text[])) AS p(prefix)
+             WHERE starts_with(event_type, p.prefix)))"""
 _FROM_EVENT = """ AND (txid, seq) >= (
     SELECT txid, seq FROM shared.event_history WHERE tenant_id = :tenant AND event_id = :event_id
     ORDER BY txid LIMIT 1)"""
@@ -296,7 +315,8 @@ SELECT :endpoint, e.event_id, e.event_type, e.body, now()
 FROM unnest(CAST(:ids AS uuid[]), CAST(:types AS text[]), CAST(:bodies AS text[]))
      AS e(event_id, event_type, body)
 ON CONFLICT (endpoint_id, event_id) DO UPDATE
-SET state = 'pending', attempts = 0, next_attempt_at = now(), last_error = NULL
+SET state = 'pending', attempts = 0, next_attempt_at = now(), created_at = now(),
+    last_error = NULL, last_status = NULL, delivered_at = NULL
 WHERE webhook_deliveries.state <> 'pending'
 """)
 
@@ -353,8 +373,11 @@ async def replay(
         )
         if known is None:
             raise Problem(404, "not-found", f"No kept event {data.from_event_id}.")
-    rows = (await session.execute(text(sql + _REPLAY_ORDER), params)).all()
-    chosen = [r for r in rows if dispatch.type_matches(endpoint.event_types, r.event_type)]
+    if "*" not in endpoint.event_types:
+        sql += _OF_TYPES
+        params["exact"] = [t for t in endpoint.event_types if not t.endswith(".*")]
+        params["prefixes"] = [t[:-1] for t in endpoint.event_types if t.endswith(".*")]
+    chosen = (await session.execute(text(sql + _REPLAY_ORDER), params)).all()
     if chosen:
         await session.execute(
             _REDELIVER,
@@ -376,7 +399,10 @@ async def replay(
         since=data.since.isoformat() if data.since else None,
     )
     await record_change(session, access.principal, requested, tenant=access.tenant.slug)
-    return ReplayOut(events=len(chosen))
+    # At the limit there may be more: the answer says so (replay again from the last one).
+    complete = len(chosen) < settings.webhook_replay_max_events
+    last = chosen[-1].event_id if chosen else None
+    return ReplayOut(events=len(chosen), complete=complete, last_event_id=last)
 
 
 # -- the delivery log ---------------------------------------------------------------------------

@@ -56,7 +56,8 @@ async def deliver_webhooks(steps: EventSteps, event: Event) -> None:
         )
     if not claimed:
         return
-    sent = await _send_all(claimed, resources)  # every endpoint at once: none waits on another
+    # One request per endpoint, all at once: none waits on another (nor outlives its lease).
+    sent = await _send_all(claimed, resources, len(claimed))
     by_endpoint: dict[uuid.UUID, list[tuple[dispatch.Claimed, Answer]]] = {}
     for one in sent:
         by_endpoint.setdefault(one[0].endpoint_id, []).append(one)
@@ -71,44 +72,45 @@ async def _drain(
     steps: EventSteps, event: Event, resources: Resources, endpoint_id: uuid.UUID
 ) -> None:
     deadline = time.monotonic() + DRAIN_BUDGET_S
-    first = True
-    while time.monotonic() < deadline:
-        async with steps.transaction() as session:
-            if first and not await steps.complete(session):
-                return  # this drain ran before (a redelivery)
-            first = False
-            tenant = steps.tenant
-            assert tenant is not None
-            claimed = await dispatch.claim_due(
-                session,
-                endpoint_id,
-                settings=resources.settings,
-                vault=resources.vault,
-                tenant_id=tenant.id,
-            )
-        if not claimed:
-            break
-        sent = await _send_all(claimed, resources)
-        async with steps.transaction() as session:
-            healthy = await dispatch.record_answers(
-                session, endpoint_id, sent, settings=resources.settings, tenant=tenant.slug
-            )
-        if not healthy:
-            break
-        steps.anew()  # the next batch waits its turn like new work
     async with steps.transaction() as session:
-        tenant = steps.tenant
-        assert tenant is not None
-        await dispatch.settle_schedule(session, endpoint_id, tenant.slug)
+        if not await steps.complete(session):
+            return  # this drain ran before (a redelivery)
+    tenant = steps.tenant
+    assert tenant is not None
+    try:
+        while time.monotonic() < deadline:
+            async with steps.transaction() as session:
+                claimed = await dispatch.claim_due(
+                    session,
+                    endpoint_id,
+                    settings=resources.settings,
+                    vault=resources.vault,
+                    tenant_id=tenant.id,
+                    tenant=tenant.slug,
+                )
+            if not claimed:
+                break
+            sent = await _send_all(claimed, resources, resources.settings.webhook_concurrency)
+            async with steps.transaction() as session:
+                healthy = await dispatch.record_answers(
+                    session, endpoint_id, sent, settings=resources.settings, tenant=tenant.slug
+                )
+            if not healthy:
+                break
+            steps.anew()  # the next batch waits its turn like new work
+    finally:
+        # Also after a failure: the endpoint's next drain is scheduled (or none is needed).
+        async with steps.transaction() as session:
+            await dispatch.settle_schedule(session, endpoint_id, tenant.slug)
 
 
 async def _send_all(
-    claimed: list[dispatch.Claimed], resources: Resources
+    claimed: list[dispatch.Claimed], resources: Resources, concurrency: int
 ) -> list[tuple[dispatch.Claimed, Answer]]:
-    """Send, WEBHOOK_CONCURRENCY requests in flight at most (per call), in claim order."""
+    """Send, `concurrency` requests in flight at most, in claim order."""
     settings = resources.settings
     http = worker_client(settings)
-    slots = asyncio.Semaphore(settings.webhook_concurrency)
+    slots = asyncio.Semaphore(concurrency)
 
     async def one(delivery: dispatch.Claimed) -> tuple[dispatch.Claimed, Answer]:
         async with slots:
