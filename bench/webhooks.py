@@ -37,8 +37,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import math
+import os
 import secrets
 import socket
 import subprocess
@@ -49,10 +51,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+import psutil  # type: ignore[import-untyped]
 import psycopg
+import redis
 
 from _http_bench import cached_api_environment
-from _processes import Supervised
+from _processes import Supervised, tree_cpu_s
 from _servers import (
     check,
     durable_servers,
@@ -92,6 +96,21 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def server_pids(settings: Settings) -> dict[str, int]:
+    """The PostgreSQL postmaster's and Redis's process ids, when they run on this machine."""
+    found: dict[str, int] = {}
+    with contextlib.suppress(psycopg.Error, OSError, ValueError):
+        with psycopg.connect(libpq_url(settings.database_url or "")) as conn:
+            row = conn.execute("SELECT current_setting('data_directory')").fetchone()
+        if row:
+            found["PostgreSQL"] = int((Path(row[0]) / "postmaster.pid").read_text().split()[0])
+    client = redis.Redis.from_url(settings.redis_url or "")
+    with contextlib.suppress(redis.RedisError, KeyError):
+        found["Redis"] = int(client.info("server")["process_id"])
+    client.close()
+    return {name: pid for name, pid in found.items() if psutil.pid_exists(pid)}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -257,7 +276,9 @@ async def measure(
     logs.mkdir(parents=True, exist_ok=True)
     relay = Supervised(["relay"], env, logs / "relay.log")
     worker = Supervised(
-        ["worker", "--queues", "webhooks", "--processes", "1"], env, logs / "worker.log"
+        ["worker", "--queues", "webhooks", "--processes", str(args.processes)],
+        env,
+        logs / "worker.log",
     )
     process: Receivers | None = None
     try:
@@ -276,13 +297,29 @@ async def measure(
         await asyncio.sleep(max(0.0, t0 - time.time()))
         count = int(args.rate * args.duration_s)
         progress(f"{count} events at {args.rate:g}/s, endpoint 0 down for {args.down_s:g} s")
+        parts = {
+            "worker": worker.popen.pid,
+            "relay": relay.popen.pid,
+            "receivers": process.popen.pid,
+            **server_pids(settings),
+        }
+        cpu_before = {name: tree_cpu_s(pid) for name, pid in parts.items()}
+        own_before = sum(psutil.Process().cpu_times()[:2])
+        wall_before = time.monotonic()
         committed = await paced(resources, tenant, 0, count, args.rate)
         generated = time.time()
         progress("waiting for every delivery")
         await wait_all(receivers, set(committed), generated + args.deadline_s)
         arrivals = received(receivers)
+        wall = time.monotonic() - wall_before
+        cpu = {name: tree_cpu_s(pid) - cpu_before[name] for name, pid in parts.items()}
+        cpu["benchmark (the events' writers)"] = sum(psutil.Process().cpu_times()[:2]) - own_before
         check(relay.alive() and worker.alive(), f"relay or worker exited; see {logs}")
-        return score(committed, arrivals, receivers, down, generated, settings) | {"events": count}
+        return score(committed, arrivals, receivers, down, generated, settings) | {
+            "events": count,
+            "cpu_s": {name: round(value, 1) for name, value in cpu.items()},
+            "wall_s": round(wall, 1),
+        }
     finally:
         if process is not None:
             process.stop()
@@ -381,7 +418,8 @@ def print_report(args: argparse.Namespace, outcome: dict[str, Any], out: TextIO)
         "events": f"{result['events']:,} at {args.rate:g}/s for {args.duration_s:g} s, "
         f"{ENDPOINTS} endpoints ({result['events'] * ENDPOINTS:,} deliveries)",
         "down endpoint": f"refuses connections for the first {args.down_s:g} s",
-        "processes": "1 relay, 1 worker --queues webhooks --processes 1 (default threads)",
+        "processes": f"1 relay, 1 worker --queues webhooks --processes {args.processes} "
+        f"(WORKER_WEBHOOK_THREADS {DEFAULTS['worker_webhook_threads']} threads each)",
         "WEBHOOK_CONCURRENCY": str(DEFAULTS["webhook_concurrency"]),
         "WEBHOOK_TIMEOUT_S": str(DEFAULTS["webhook_timeout_s"]),
     }
@@ -398,6 +436,16 @@ def print_report(args: argparse.Namespace, outcome: dict[str, Any], out: TextIO)
         ("all drained after the last event", f"{result['drained_after_last_event_s']:.1f} s", "—"),
         ("delivery rows", json.dumps(result["delivery_states"]), "all delivered"),
     ]
+    cpu = result["cpu_s"]
+    wall = result["wall_s"]
+    rows.append(("", "", ""))
+    rows.append((f"CPU seconds, T0 to the last delivery ({wall:.0f} s)", "", ""))
+    for name, value in sorted(cpu.items(), key=lambda item: -item[1]):
+        rows.append((f"  {name}", f"{value:,.1f} s", f"{value / wall:.0%} of a core"))
+    total = sum(cpu.values())
+    rows.append(
+        ("  all", f"{total:,.1f} s", f"{total / wall / (os.cpu_count() or 1):.0%} of the machine")
+    )
     width = max(len(r[0]) for r in rows)
     print(f"\n{'measure':<{width}}  {'result':>18}  target", file=out)
     for name, value, target in rows:
@@ -414,6 +462,7 @@ def main() -> None:
     parser.add_argument("--deadline-s", type=float, default=120.0)
     parser.add_argument("--quick", action="store_true", help="20/s for 15 s, down 5 s")
     parser.add_argument("--logs", help="keep the processes' logs in this folder")
+    parser.add_argument("--processes", type=int, default=2, help="of the webhooks worker")
     args = parser.parse_args()
     if args.quick:
         args.rate, args.duration_s, args.down_s = 20.0, 15.0, 5.0

@@ -103,7 +103,8 @@ def relay() -> None:
     "--threads",
     type=int,
     default=None,
-    help="default: WORKER_AI_THREADS for the ai queue alone, else WORKER_THREADS",
+    help="default: WORKER_AI_THREADS for the ai queue alone, WORKER_WEBHOOK_THREADS for the "
+    "webhooks queue alone, else WORKER_THREADS",
 )
 @click.option(
     "--queues",
@@ -115,7 +116,7 @@ def relay() -> None:
     "--exclude-queues",
     "excluded",
     multiple=True,
-    help="every queue but these, e.g. `--exclude-queues ai` beside an ai worker",
+    help="every queue but these, e.g. `--exclude-queues ai,webhooks` beside their own workers",
 )
 @on_services(redis=True)
 def worker(
@@ -128,7 +129,10 @@ def worker(
     settings = get_settings()
     chosen = worker_queues(_names(queues), _names(excluded))
     if threads is None:
-        threads = settings.worker_ai_threads if chosen == ["ai"] else settings.worker_threads
+        # Queues whose actors mostly wait on the network get threads of their own.
+        waiting = {"ai": settings.worker_ai_threads, "webhooks": settings.worker_webhook_threads}
+        threads = waiting.get(chosen[0], settings.worker_threads) if len(chosen) == 1 else None
+        threads = threads or settings.worker_threads
     argv = [
         "socialflow.workers.entry",
         "--processes",

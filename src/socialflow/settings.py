@@ -218,6 +218,11 @@ class Settings(BaseSettings):
     worker_ai_threads: int = Field(
         default=64, ge=1, description="threads of `socialflow worker --queues ai`: calls in flight"
     )
+    worker_webhook_threads: int = Field(
+        default=32,
+        ge=1,
+        description="threads of `socialflow worker --queues webhooks`: events delivered at once",
+    )
     worker_step_concurrency: int = Field(
         default=4,
         ge=1,

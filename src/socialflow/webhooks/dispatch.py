@@ -28,10 +28,9 @@ import random
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import insert, select, text, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from socialflow.audit.record import record_change
@@ -39,7 +38,7 @@ from socialflow.outbox.events import Event
 from socialflow.settings import Settings
 from socialflow.vault.service import Vault
 from socialflow.webhooks.events import WebhookEndpointDisabled, WebhookEndpointDue
-from socialflow.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from socialflow.webhooks.models import WebhookDelivery, WebhookEndpoint
 from socialflow.webhooks.sending import Answer, Result, body_of
 
 SYSTEM = "system:webhooks"
@@ -98,8 +97,21 @@ async def seal_secret(
     return (await vault.encrypt(session, tenant_id, SECRET_PURPOSE, endpoint_id, secret)).to_bytes()
 
 
+class SecretHolder(Protocol):
+    """An endpoint's row, or the columns of it that hold its secrets."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def secret(self) -> bytes: ...
+    @property
+    def previous_secret(self) -> bytes | None: ...
+    @property
+    def previous_secret_expires_at(self) -> datetime | None: ...
+
+
 async def signing_secrets(
-    session: AsyncSession, vault: Vault, tenant_id: uuid.UUID, endpoint: WebhookEndpoint
+    session: AsyncSession, vault: Vault, tenant_id: uuid.UUID, endpoint: SecretHolder
 ) -> tuple[str, ...]:
     """The secrets that sign now: the current one, and the previous one during its overlap."""
     opened = [await vault.decrypt(session, tenant_id, SECRET_PURPOSE, endpoint.id, endpoint.secret)]
@@ -131,43 +143,47 @@ async def fan_out(
 ) -> list[Claimed]:
     """One delivery of `event` per enabled endpoint that asks for its type; those of healthy
     endpoints come back leased, to be sent at once."""
-    endpoints = (
-        await session.scalars(
-            select(WebhookEndpoint)
-            .where(WebhookEndpoint.enabled.is_(True))
-            .order_by(WebhookEndpoint.id)
-        )
-    ).all()
+    # Shared with every other fan-out of the tenant, exclusive with a drain settling its
+    # schedule: the drain then sees these deliveries, and the drain times read below stand.
+    await session.execute(_FAN_OUT_LOCK, {"cls": LOCK_CLASS, "key": str(tenant_id)})
+    endpoints = (await session.execute(_ENABLED_ENDPOINTS)).all()
     matching = [e for e in endpoints if type_matches(e.event_types, event.event_type)]
     if not matching:
         return []
     now = _now()
     leased_until = now + timedelta(seconds=lease_s(settings))
     body = body_of(event.event_type, _occurred_at(event, now), event.payload)
+    dues = [leased_until if e.failure_streak == 0 else now for e in matching]
+    made: dict[uuid.UUID, int] = dict(
+        (
+            await session.execute(
+                _MAKE_DELIVERIES,
+                {
+                    "ids": [e.id for e in matching],
+                    "dues": dues,
+                    "event_id": event.event_id,
+                    "event_type": event.event_type,
+                    "body": body,
+                },
+            )
+        ).all()
+    )
     claimed = []
     for endpoint in matching:
-        healthy = endpoint.failure_streak == 0
-        made = await session.scalar(
-            pg_insert(WebhookDelivery)
-            .values(
-                endpoint_id=endpoint.id,
-                event_id=event.event_id,
-                event_type=event.event_type,
-                body=body,
-                next_attempt_at=leased_until if healthy else now,
-            )
-            .on_conflict_do_nothing()
-            .returning(WebhookDelivery.id)
-        )
-        if made is None:
+        delivery_id = made.get(endpoint.id)
+        if delivery_id is None:
             continue  # made before (a replay, or this event delivered again)
+        healthy = endpoint.failure_streak == 0
         drain_at = leased_until if healthy else max(now, endpoint.retry_at or now)
-        await ensure_drain(session, endpoint.id, drain_at, tenant)
+        scheduled = endpoint.drain_at
+        if scheduled is None or scheduled <= now or scheduled > drain_at:
+            # Only then is the endpoint's row locked: most events find their drain scheduled.
+            await ensure_drain(session, endpoint.id, drain_at, tenant)
         if healthy:
             secrets = await signing_secrets(session, vault, tenant_id, endpoint)
             claimed.append(
                 Claimed(
-                    made,
+                    delivery_id,
                     endpoint.id,
                     endpoint.url,
                     secrets,
@@ -180,6 +196,20 @@ async def fan_out(
     return claimed
 
 
+_ENABLED_ENDPOINTS = text("""
+SELECT id, url, event_types, failure_streak, retry_at, drain_at, secret, previous_secret,
+       previous_secret_expires_at
+FROM webhook_endpoints WHERE enabled ORDER BY id
+""")
+_MAKE_DELIVERIES = text("""
+INSERT INTO webhook_deliveries (endpoint_id, event_id, event_type, body, next_attempt_at)
+SELECT e.id, :event_id, :event_type, :body, e.due
+FROM unnest(CAST(:ids AS uuid[]), CAST(:dues AS timestamptz[])) AS e(id, due)
+ON CONFLICT (endpoint_id, event_id) DO NOTHING
+RETURNING endpoint_id, id
+""")
+
+
 def _occurred_at(event: Event, default: datetime) -> datetime:
     try:
         moment = datetime.fromisoformat(event.occurred_at)
@@ -189,6 +219,10 @@ def _occurred_at(event: Event, default: datetime) -> datetime:
 
 
 # -- the endpoint's drain -------------------------------------------------------------------------
+
+LOCK_CLASS = 7_310_200  # advisory locks of a tenant's webhook schedule (see fan_out)
+_FAN_OUT_LOCK = text("SELECT pg_advisory_xact_lock_shared(:cls, hashtext(:key))")
+_SETTLE_LOCK = text("SELECT pg_advisory_xact_lock(:cls, hashtext(:key))")
 
 # Moves the endpoint's drain earlier (never later), locking its row: a drain settling its
 # schedule waits for this transaction, then sees the delivery it made.
@@ -224,10 +258,14 @@ async def _schedule(
     await record_change(session, SYSTEM, event, tenant=tenant, available_at=due)
 
 
-async def settle_schedule(session: AsyncSession, endpoint_id: uuid.UUID, tenant: str) -> None:
+async def settle_schedule(
+    session: AsyncSession, endpoint_id: uuid.UUID, *, tenant: str, tenant_id: uuid.UUID
+) -> None:
     """After a drain: schedule the next one for the endpoint's earliest pending delivery (not
     before the endpoint may be tried again), or none; forget its old settled deliveries. The
-    endpoint's row lock orders this after any transaction still making a delivery for it."""
+    tenant's schedule lock orders this after every transaction still making a delivery (its
+    statements then see them), and keeps new ones waiting until this commits."""
+    await session.execute(_SETTLE_LOCK, {"cls": LOCK_CLASS, "key": str(tenant_id)})
     endpoint = (
         await session.scalars(
             select(WebhookEndpoint)
@@ -347,28 +385,46 @@ WHERE id = :id AND state = 'pending'
 """)
 
 
+_LOG_ATTEMPTS = text("""
+INSERT INTO webhook_attempts (endpoint_id, delivery_id, event_id, event_type, attempt, outcome,
+                              status_code, latency_ms, error, response_excerpt)
+SELECT * FROM unnest(
+    CAST(:endpoint_ids AS uuid[]), CAST(:delivery_ids AS bigint[]), CAST(:event_ids AS text[]),
+    CAST(:event_types AS text[]), CAST(:attempts AS int[]), CAST(:outcomes AS text[]),
+    CAST(:statuses AS int[]), CAST(:latencies AS int[]), CAST(:errors AS text[]),
+    CAST(:excerpts AS text[]))
+""")
+_STREAKS = text("SELECT id, failure_streak FROM webhook_endpoints WHERE id = ANY(:ids)")
+
+
 async def record_answers(
     session: AsyncSession,
-    endpoint_id: uuid.UUID,
     sent: list[tuple[Claimed, Answer]],
     *,
     settings: Settings,
     tenant: str,
-) -> bool:
-    """Settle each delivery from its answer, log the attempts, and update the endpoint's health
-    (recovered, failing, disabled). True while the endpoint is healthy and enabled."""
+) -> set[uuid.UUID]:
+    """Settle each delivery from its answer, log the attempts, and update each endpoint's
+    health (recovered, failing, disabled), in a few statements whatever the count. Returns the
+    endpoints that are healthy and enabled."""
     if not sent:
-        return True
+        return set()
     now = _now()
-    await session.execute(insert(WebhookAttempt), [_attempt_row(c, a) for c, a in sent])
+    rows = [_attempt_row(c, a) for c, a in sent]
+    await session.execute(
+        _LOG_ATTEMPTS, {name: [row[key] for row in rows] for key, name in _ATTEMPT_COLUMNS}
+    )
     statuses = {c.delivery_id: a.status for c, a in sent if a.result is Result.DELIVERED}
     if statuses:
         await session.execute(
             _DELIVERED, {"ids": list(statuses), "statuses": list(statuses.values())}
         )
-    failures = [(c, a) for c, a in sent if a.result is not Result.DELIVERED]
+    failures: dict[uuid.UUID, list[tuple[Claimed, Answer]]] = {}
     expired = now - timedelta(hours=settings.webhook_retry_window_h)
-    for claimed, answer in failures:
+    for claimed, answer in sent:
+        if answer.result is Result.DELIVERED:
+            continue
+        failures.setdefault(claimed.endpoint_id, []).append((claimed, answer))
         wait = max(backoff_s(claimed.attempt), answer.retry_after_s or 0.0)
         await session.execute(
             _RETRY,
@@ -380,28 +436,48 @@ async def record_answers(
                 "expired": expired,
             },
         )
-    if not failures:
-        # Healthy endpoints are not locked on success: only one that was failing is updated.
-        streak = await session.scalar(
-            select(WebhookEndpoint.failure_streak).where(WebhookEndpoint.id == endpoint_id)
-        )
-        if not streak:
-            return streak is not None
-    endpoint = (
-        await session.scalars(
-            select(WebhookEndpoint)
-            .where(WebhookEndpoint.id == endpoint_id)
-            .with_for_update(key_share=True)
-        )
-    ).one_or_none()
-    if endpoint is None:
-        return False
-    if not failures:
+    endpoint_ids = sorted({c.endpoint_id for c, _ in sent})
+    # Healthy endpoints are not locked on success: only those failing, or failing before.
+    streaks: dict[uuid.UUID, int] = dict(
+        (await session.execute(_STREAKS, {"ids": endpoint_ids})).all()
+    )
+    healthy = {e for e in endpoint_ids if streaks.get(e) == 0 and e not in failures}
+    for endpoint_id in endpoint_ids:
+        if endpoint_id in healthy or endpoint_id not in streaks:
+            continue
+        endpoint = (
+            await session.scalars(
+                select(WebhookEndpoint)
+                .where(WebhookEndpoint.id == endpoint_id)
+                .with_for_update(key_share=True)
+            )
+        ).one_or_none()
+        if endpoint is None:
+            continue
+        if endpoint_id in failures:
+            await _failed(
+                session, endpoint, failures[endpoint_id], settings=settings, tenant=tenant
+            )
+            continue
         await _recovered(session, endpoint, settings)
         await ensure_drain(session, endpoint.id, now, tenant)
-        return endpoint.enabled
-    await _failed(session, endpoint, failures, settings=settings, tenant=tenant)
-    return False
+        if endpoint.enabled:
+            healthy.add(endpoint_id)
+    return healthy
+
+
+_ATTEMPT_COLUMNS = (
+    ("endpoint_id", "endpoint_ids"),
+    ("delivery_id", "delivery_ids"),
+    ("event_id", "event_ids"),
+    ("event_type", "event_types"),
+    ("attempt", "attempts"),
+    ("outcome", "outcomes"),
+    ("status_code", "statuses"),
+    ("latency_ms", "latencies"),
+    ("error", "errors"),
+    ("response_excerpt", "excerpts"),
+)
 
 
 def _attempt_row(claimed: Claimed, answer: Answer) -> dict[str, Any]:

@@ -58,14 +58,10 @@ async def deliver_webhooks(steps: EventSteps, event: Event) -> None:
         return
     # One request per endpoint, all at once: none waits on another (nor outlives its lease).
     sent = await _send_all(claimed, resources, len(claimed))
-    by_endpoint: dict[uuid.UUID, list[tuple[dispatch.Claimed, Answer]]] = {}
-    for one in sent:
-        by_endpoint.setdefault(one[0].endpoint_id, []).append(one)
     async with steps.transaction() as session:
-        for endpoint_id, answers in by_endpoint.items():
-            await dispatch.record_answers(
-                session, endpoint_id, answers, settings=resources.settings, tenant=tenant.slug
-            )
+        await dispatch.record_answers(
+            session, sent, settings=resources.settings, tenant=tenant.slug
+        )
 
 
 async def _drain(
@@ -93,15 +89,17 @@ async def _drain(
             sent = await _send_all(claimed, resources, resources.settings.webhook_concurrency)
             async with steps.transaction() as session:
                 healthy = await dispatch.record_answers(
-                    session, endpoint_id, sent, settings=resources.settings, tenant=tenant.slug
+                    session, sent, settings=resources.settings, tenant=tenant.slug
                 )
-            if not healthy:
+            if endpoint_id not in healthy:
                 break
             steps.anew()  # the next batch waits its turn like new work
     finally:
         # Also after a failure: the endpoint's next drain is scheduled (or none is needed).
         async with steps.transaction() as session:
-            await dispatch.settle_schedule(session, endpoint_id, tenant.slug)
+            await dispatch.settle_schedule(
+                session, endpoint_id, tenant=tenant.slug, tenant_id=tenant.id
+            )
 
 
 async def _send_all(
