@@ -29,8 +29,9 @@ from socialflow.settings import Settings
 PROCESSES: dict[str, tuple[str, ...]] = {
     "api": ("api",),
     "relay": ("relay",),
-    "worker": ("worker", "--exclude-queues", "ai"),
+    "worker": ("worker", "--exclude-queues", "ai,webhooks"),
     "ai-worker": ("worker", "--queues", "ai"),
+    "webhooks-worker": ("worker", "--queues", "webhooks"),
 }
 BOOTSTRAP_OPERATOR = "operator@socialflow.localhost"
 STOP_TIMEOUT_S = 15.0

@@ -46,7 +46,7 @@ def test_dev_runs_api_relay_and_worker_and_ctrl_c_stops_them_all(
         {"status": "ready", "checks": {"database": "ok", "redis": "ok"}},
     )
     children = _children(dev)
-    assert set(children) == {"api", "relay", "worker", "ai-worker"}
+    assert set(children) == {"api", "relay", "worker", "ai-worker", "webhooks-worker"}
     # The printed bootstrap operator can sign in.
     login = dev.output.split("Operator login: ", 1)[1].split()
     email, password = login[0], login[2]
@@ -76,7 +76,7 @@ def test_dev_stops_the_others_and_says_which_died(
 
     assert dev.wait() == 1
     assert "relay killed by SIGKILL" in dev.output
-    for name in ("api", "worker", "ai-worker"):
+    for name in ("api", "worker", "ai-worker", "webhooks-worker"):
         assert not children[name].is_running() or children[name].status() == psutil.STATUS_ZOMBIE
 
 

@@ -20,7 +20,7 @@ from socialflow.vault.keyring import new_master_key
 
 INFRA = Path(__file__).resolve().parents[2] / "infra"
 K8S = INFRA / "k8s"
-APP_PROCESSES = ("migrate", "api", "relay", "worker", "ai-worker")
+APP_PROCESSES = ("migrate", "api", "relay", "worker", "ai-worker", "webhooks-worker")
 DEPLOY_MIGRATIONS = ["migrate", "tenants migrate", "tenants migrate --check"]
 
 # What compose.yaml takes from the operator's shell, as infra/README.md tells them to set it.
