@@ -403,3 +403,29 @@ async def test_a_worker_dying_mid_send_leaves_the_delivery_to_the_endpoints_drai
     assert delivery.verified
     assert delivery.webhook_id == str(row.event_id)
     assert [r["state"] for r in hooks.deliveries()] == ["delivered"]
+
+
+async def test_a_redirect_is_a_failure_and_is_never_followed(
+    hooks: Hooks, receiver: FakeReceiver
+) -> None:
+    await hooks.create(receiver, "settings.*")
+    receiver.redirect_to = "http://169.254.169.254/latest/meta-data/"
+    receiver.set_mode("redirect")
+    await hooks.change_settings("Redirected")
+    await hooks.run()
+    [row] = hooks.deliveries()
+    assert (row["state"], row["attempts"], row["last_status"]) == ("pending", 1, 302)
+    assert len(receiver.deliveries) == 1  # nothing went where it pointed
+
+
+async def test_a_huge_answer_is_read_no_further_than_its_start(
+    hooks: Hooks, receiver: FakeReceiver
+) -> None:
+    created = await hooks.create(receiver, "settings.*")
+    receiver.set_mode("huge")
+    await hooks.change_settings("Huge")
+    await hooks.run()
+    [row] = hooks.deliveries()
+    assert (row["state"], row["last_status"]) == ("delivered", 200)
+    [attempt] = (await hooks.call("GET", f"/{created['id']}/deliveries")).json()["items"]
+    assert len(attempt["response_excerpt"] or "") <= 1000
