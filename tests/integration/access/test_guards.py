@@ -152,6 +152,7 @@ def _path_values(world: World) -> dict[str, str]:
         "profile": "story",
         "post_id": str(uuid.uuid4()),
         "account_id": str(uuid.uuid4()),
+        "endpoint_id": str(uuid.uuid4()),
     }
 
 
