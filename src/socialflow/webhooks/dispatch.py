@@ -382,6 +382,7 @@ SET attempts = attempts + 1, last_status = :status, last_error = :error,
     next_attempt_at = :next,
     state = CASE WHEN created_at < :expired THEN 'failed' ELSE state END
 WHERE id = :id AND state = 'pending'
+RETURNING state
 """)
 
 
@@ -410,23 +411,20 @@ async def record_answers(
     if not sent:
         return set()
     now = _now()
-    rows = [_attempt_row(c, a) for c, a in sent]
-    await session.execute(
-        _LOG_ATTEMPTS, {name: [row[key] for row in rows] for key, name in _ATTEMPT_COLUMNS}
-    )
     statuses = {c.delivery_id: a.status for c, a in sent if a.result is Result.DELIVERED}
     if statuses:
         await session.execute(
             _DELIVERED, {"ids": list(statuses), "statuses": list(statuses.values())}
         )
     failures: dict[uuid.UUID, list[tuple[Claimed, Answer]]] = {}
+    given_up: set[int] = set()
     expired = now - timedelta(hours=settings.webhook_retry_window_h)
     for claimed, answer in sent:
         if answer.result is Result.DELIVERED:
             continue
         failures.setdefault(claimed.endpoint_id, []).append((claimed, answer))
         wait = max(backoff_s(claimed.attempt), answer.retry_after_s or 0.0)
-        await session.execute(
+        state = await session.scalar(
             _RETRY,
             {
                 "id": claimed.delivery_id,
@@ -436,6 +434,12 @@ async def record_answers(
                 "expired": expired,
             },
         )
+        if state == "failed":
+            given_up.add(claimed.delivery_id)
+    rows = [_attempt_row(c, a, gave_up=c.delivery_id in given_up) for c, a in sent]
+    await session.execute(
+        _LOG_ATTEMPTS, {name: [row[key] for row in rows] for key, name in _ATTEMPT_COLUMNS}
+    )
     endpoint_ids = sorted({c.endpoint_id for c, _ in sent})
     # Healthy endpoints are not locked on success: only those failing, or failing before.
     streaks: dict[uuid.UUID, int] = dict(
@@ -480,8 +484,10 @@ _ATTEMPT_COLUMNS = (
 )
 
 
-def _attempt_row(claimed: Claimed, answer: Answer) -> dict[str, Any]:
-    outcome = {Result.DELIVERED: "delivered", Result.GONE: "gone"}.get(answer.result, "retrying")
+def _attempt_row(claimed: Claimed, answer: Answer, *, gave_up: bool) -> dict[str, Any]:
+    outcome = {Result.DELIVERED: "delivered", Result.GONE: "gone"}.get(
+        answer.result, "failed" if gave_up else "retrying"
+    )
     return {
         "endpoint_id": claimed.endpoint_id,
         "delivery_id": claimed.delivery_id,

@@ -429,3 +429,19 @@ async def test_a_huge_answer_is_read_no_further_than_its_start(
     assert (row["state"], row["last_status"]) == ("delivered", 200)
     [attempt] = (await hooks.call("GET", f"/{created['id']}/deliveries")).json()["items"]
     assert len(attempt["response_excerpt"] or "") <= 1000
+
+
+async def test_past_the_retry_window_a_delivery_is_given_up_and_the_log_says_so(
+    hooks: Hooks, receiver: FakeReceiver
+) -> None:
+    created = await hooks.create(receiver, "settings.*")
+    receiver.set_mode("server_error")
+    await hooks.change_settings("Given up")
+    await hooks.run()
+    await hooks.run(later_s=hooks.settings.webhook_retry_window_h * 3600 + 60)
+    [row] = hooks.deliveries()
+    assert (row["state"], row["attempts"]) == ("failed", 2)
+    log = (await hooks.call("GET", f"/{created['id']}/deliveries")).json()["items"]
+    assert [a["outcome"] for a in log] == ["failed", "retrying"]
+    await hooks.run(later_s=3600)
+    assert len(receiver.deliveries) == 2  # never tried again
