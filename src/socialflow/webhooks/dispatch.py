@@ -61,6 +61,7 @@ class Claimed:
     event_type: str
     body: str
     attempt: int  # this attempt's number
+    probe: bool = False  # the one attempt at a failing endpoint
 
 
 def backoff_s(failures: int) -> float:
@@ -318,9 +319,16 @@ async def claim_due(
     now = _now()
     if endpoint is None or not endpoint.enabled:
         return []
-    if endpoint.failure_streak and endpoint.retry_at is not None and endpoint.retry_at > now:
-        return []
-    limit = 1 if endpoint.failure_streak else claim_size(settings)
+    probe = bool(endpoint.failure_streak)
+    if probe:
+        # One probe at a time: the row lock orders two drains, and the one that probes moves
+        # the endpoint's retry time past its lease, so the other finds it not yet due.
+        await session.refresh(endpoint, with_for_update={"key_share": True})
+        if not endpoint.failure_streak:
+            probe = False
+        elif endpoint.retry_at is not None and endpoint.retry_at > now:
+            return []
+    limit = 1 if probe else claim_size(settings)
     rows = (
         await session.execute(
             select(
@@ -348,6 +356,8 @@ async def claim_due(
         .where(WebhookDelivery.id.in_([r.id for r in rows]))
         .values(next_attempt_at=leased_until)
     )
+    if probe:
+        endpoint.retry_at = leased_until
     # Whatever becomes of this step, a drain comes back for what it leased.
     await ensure_drain(session, endpoint_id, leased_until, tenant)
     secrets = await signing_secrets(session, vault, tenant_id, endpoint)
@@ -361,6 +371,7 @@ async def claim_due(
             r.event_type,
             r.body,
             r.attempts + 1,
+            probe,
         )
         for r in rows
     ]
@@ -530,7 +541,8 @@ async def _failed(
     failing long enough."""
     now = _now()
     waits = [a.retry_after_s or 0.0 for _, a in failures]
-    if endpoint.retry_at is None or endpoint.retry_at <= now:
+    probed = any(c.probe for c, _ in failures)
+    if probed or endpoint.retry_at is None or endpoint.retry_at <= now:
         # A new failure of the endpoint (its probe, or the first while it was healthy); the
         # others of a batch already under way when it went down count as one.
         endpoint.failure_streak += 1

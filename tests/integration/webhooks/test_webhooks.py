@@ -445,3 +445,21 @@ async def test_past_the_retry_window_a_delivery_is_given_up_and_the_log_says_so(
     assert [a["outcome"] for a in log] == ["failed", "retrying"]
     await hooks.run(later_s=3600)
     assert len(receiver.deliveries) == 2  # never tried again
+
+
+async def test_two_drains_of_a_failing_endpoint_at_once_send_one_probe(
+    hooks: Hooks, receiver: FakeReceiver
+) -> None:
+    await hooks.create(receiver, "settings.*")
+    receiver.set_mode("server_error")
+    for n in range(3):
+        await hooks.change_settings(f"Probe {n}")
+        await hooks.run()
+    assert len(receiver.deliveries) == 1  # the first failed; the others wait behind it
+    hooks.age(40)  # past the endpoint's backoff
+    due = (await pending_rows(hooks.factory, hooks.tenant_id, "webhook_endpoint.due"))[-1]
+    twins = [envelope_of(due) | {"event_id": str(uuid.uuid4())} for _ in range(2)]
+    await asyncio.gather(
+        *(apply_named_event("deliver_webhooks", twin, hooks.factory) for twin in twins)
+    )
+    assert len(receiver.deliveries) == 2  # one probe, not two
