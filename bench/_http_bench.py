@@ -20,8 +20,10 @@ Needs Debian's `wrk` (installed with apt-get when missing and running as root).
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -167,6 +169,36 @@ def cached_api_environment(servers: Servers) -> Iterator[dict[str, str]]:
         yield env
     finally:
         cache.stop()
+
+
+def loopback_worker_settings(servers: Servers, env: dict[str, str]) -> Any:
+    """For benchmarks whose workers call servers of their own on loopback: `env` (the processes')
+    and the returned Settings (this process's) both let tenants reach 127.0.0.1 over http and
+    share one vault master key, made for the run."""
+    from socialflow.settings import Settings
+
+    master = base64.b64encode(secrets.token_bytes(32)).decode()
+    env.update(
+        OUTBOUND_ALLOWED_NETWORKS='["127.0.0.1/32"]',
+        OUTBOUND_ALLOW_HTTP="true",
+        VAULT_MASTER_KEYS=json.dumps({"bench-1": master}),
+        VAULT_ACTIVE_KEY_ID="bench-1",
+    )
+    return Settings(
+        database_url=servers.database_url,
+        redis_url=servers.redis_url,
+        cache_redis_url=env["CACHE_REDIS_URL"],
+        data_dir=Path(env["DATA_DIR"]),
+        public_base_url=env["PUBLIC_BASE_URL"],
+        jwt_signing_key=env["JWT_SIGNING_KEY"],
+        vault_master_keys={"bench-1": master},
+        vault_active_key_id="bench-1",
+        outbound_allowed_networks=("127.0.0.1/32",),
+        outbound_allow_http=True,
+        password_time_cost=1,
+        password_memory_kib=1024,
+        _env_file=None,
+    )
 
 
 class Api:

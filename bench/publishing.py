@@ -61,7 +61,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import json
 import math
@@ -85,7 +84,7 @@ import psycopg
 import redis
 from psycopg import sql
 
-from _http_bench import cached_api_environment
+from _http_bench import cached_api_environment, loopback_worker_settings
 from _platform_server import Arrival, PlatformProcess
 from _processes import Supervised, tree_cpu_s
 from _servers import (
@@ -758,26 +757,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         try:
             with cached_api_environment(servers) as env:
-                master = base64.b64encode(secrets.token_bytes(32)).decode()
-                env.update(
-                    OUTBOUND_ALLOWED_NETWORKS='["127.0.0.1/32"]',  # the platforms' loopback
-                    OUTBOUND_ALLOW_HTTP="true",
-                    VAULT_MASTER_KEYS=json.dumps({"bench-1": master}),
-                    VAULT_ACTIVE_KEY_ID="bench-1",
-                )
-                settings = Settings(
-                    database_url=servers.database_url,
-                    redis_url=servers.redis_url,
-                    cache_redis_url=env["CACHE_REDIS_URL"],
-                    data_dir=Path(env["DATA_DIR"]),
-                    public_base_url=env["PUBLIC_BASE_URL"],
-                    jwt_signing_key=env["JWT_SIGNING_KEY"],
-                    vault_master_keys={"bench-1": master},
-                    vault_active_key_id="bench-1",
-                    password_time_cost=1,
-                    password_memory_kib=1024,
-                    _env_file=None,
-                )
+                settings = loopback_worker_settings(servers, env)
                 outcomes = asyncio.run(both_runs(settings, platform, servers, env, args))
                 lines = settings_lines(servers, server_settings(servers))
         finally:

@@ -36,12 +36,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import json
 import math
 import os
-import secrets
 import socket
 import subprocess
 import sys
@@ -55,7 +53,7 @@ import psutil  # type: ignore[import-untyped]
 import psycopg
 import redis
 
-from _http_bench import cached_api_environment
+from _http_bench import cached_api_environment, loopback_worker_settings
 from _processes import Supervised, tree_cpu_s
 from _servers import (
     check,
@@ -391,28 +389,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         assert servers.redis_url is not None
         prepare_shared(servers.database_url)
         with cached_api_environment(servers) as env:
-            master = base64.b64encode(secrets.token_bytes(32)).decode()
-            env.update(
-                OUTBOUND_ALLOWED_NETWORKS='["127.0.0.1/32"]',  # the receivers' loopback
-                OUTBOUND_ALLOW_HTTP="true",
-                VAULT_MASTER_KEYS=json.dumps({"bench-1": master}),
-                VAULT_ACTIVE_KEY_ID="bench-1",
-            )
-            settings = Settings(
-                database_url=servers.database_url,
-                redis_url=servers.redis_url,
-                cache_redis_url=env["CACHE_REDIS_URL"],
-                data_dir=Path(env["DATA_DIR"]),
-                public_base_url=env["PUBLIC_BASE_URL"],
-                jwt_signing_key=env["JWT_SIGNING_KEY"],
-                vault_master_keys={"bench-1": master},
-                vault_active_key_id="bench-1",
-                outbound_allowed_networks=("127.0.0.1/32",),
-                outbound_allow_http=True,
-                password_time_cost=1,
-                password_memory_kib=1024,
-                _env_file=None,
-            )
+            settings = loopback_worker_settings(servers, env)
             result = asyncio.run(measure(settings, env, args, servers.data_dir))
             lines = settings_lines(servers, server_settings(servers))
     return {"result": result, "lines": lines, "total_s": time.monotonic() - started}

@@ -8,6 +8,8 @@ that could drift from the real one (queue, name, handler, options).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -18,7 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from socialflow.outbox.events import Event
 from socialflow.outbox.routing import RoutingTable
-from socialflow.workers.actors import apply_named_event
+from socialflow.settings import Settings
+from socialflow.workers.actors import WorkerResources, apply_named_event
 from socialflow.workers.registry import event_actors
 
 
@@ -118,3 +121,16 @@ async def apply_routed_events(
             return applied
         applied += this_round
     raise RuntimeError(f"the events were still being retried after {max_rounds} rounds")
+
+
+@contextmanager
+def worker_settings_for(settings: Settings) -> Iterator[Settings]:
+    """Actors in this process (worker_resources()) use `settings` for the block: a test's
+    stand-in for a worker started with them."""
+    WorkerResources.configure(settings)
+    WorkerResources._resources = None
+    try:
+        yield settings
+    finally:
+        WorkerResources._resources = None
+        WorkerResources._settings = None

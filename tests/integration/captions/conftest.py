@@ -18,7 +18,7 @@ from socialflow.app import create_app
 from socialflow.event_routing import ROUTES
 from socialflow.settings import Settings
 from socialflow.workers.actors import WorkerResources
-from socialflow.workers.testing import apply_routed_events
+from socialflow.workers.testing import apply_routed_events, worker_settings_for
 from tests.integration.ai.fake_openai import GOOD_KEY, FakeProvider, fake_provider
 from tests.integration.media.support import Uploader, photo
 from tests.integration.tenancy_fixtures import Account, Platform, World
@@ -74,11 +74,8 @@ def app(ai_settings: Settings) -> Litestar:
 
 @pytest.fixture
 def worker_settings(ai_settings: Settings) -> Iterator[Settings]:
-    WorkerResources.configure(ai_settings)
-    WorkerResources._resources = None
-    yield ai_settings
-    WorkerResources._resources = None
-    WorkerResources._settings = None
+    with worker_settings_for(ai_settings) as settings:
+        yield settings
 
 
 @dataclass

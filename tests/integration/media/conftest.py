@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from socialflow.app import create_app
 from socialflow.settings import Settings
 from socialflow.workers.actors import WorkerResources
+from socialflow.workers.testing import worker_settings_for
 from tests.integration.media.support import Uploader
 from tests.integration.moto_server import moto_endpoint
 from tests.integration.tenancy_fixtures import Platform, World
@@ -62,11 +63,8 @@ def app(media_settings: Settings) -> Litestar:
 @pytest.fixture
 def worker_settings(media_settings: Settings) -> Iterator[Settings]:
     """The actors' resources (worker_resources()) use the test's settings."""
-    WorkerResources.configure(media_settings)
-    WorkerResources._resources = None
-    yield media_settings
-    WorkerResources._resources = None
-    WorkerResources._settings = None
+    with worker_settings_for(media_settings) as settings:
+        yield settings
 
 
 @pytest.fixture

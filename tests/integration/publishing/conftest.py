@@ -21,7 +21,7 @@ from socialflow.app import create_app
 from socialflow.event_routing import ROUTES
 from socialflow.settings import Settings
 from socialflow.workers.actors import WorkerResources
-from socialflow.workers.testing import apply_routed_events
+from socialflow.workers.testing import apply_routed_events, worker_settings_for
 from tests.integration.media.support import Uploader, photo
 from tests.integration.social.fake_bluesky import FakePds, fake_pds
 from tests.integration.social.fake_mastodon import FakeMastodon, fake_mastodon
@@ -52,11 +52,8 @@ def app(publishing_settings: Settings) -> Litestar:
 
 @pytest.fixture
 def worker_settings(publishing_settings: Settings) -> Iterator[Settings]:
-    WorkerResources.configure(publishing_settings)
-    WorkerResources._resources = None
-    yield publishing_settings
-    WorkerResources._resources = None
-    WorkerResources._settings = None
+    with worker_settings_for(publishing_settings) as settings:
+        yield settings
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from socialflow.event_routing import SUBSCRIBED
 from socialflow.settings import Settings
 from socialflow.webhooks.events import WebhookEndpointDue
 from socialflow.workers.actors import WorkerResources, apply_named_event
-from socialflow.workers.testing import envelope_of, pending_rows
+from socialflow.workers.testing import envelope_of, pending_rows, worker_settings_for
 from tests.integration.social.fake_receiver import FakeReceiver, fake_receiver
 from tests.integration.tenancy_fixtures import Account, Platform, World
 
@@ -47,11 +47,8 @@ def app(hook_settings: Settings) -> Litestar:
 
 @pytest.fixture
 def worker_settings(hook_settings: Settings) -> Iterator[Settings]:
-    WorkerResources.configure(hook_settings)
-    WorkerResources._resources = None
-    yield hook_settings
-    WorkerResources._resources = None
-    WorkerResources._settings = None
+    with worker_settings_for(hook_settings) as settings:
+        yield settings
 
 
 @pytest.fixture
