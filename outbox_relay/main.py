@@ -8,6 +8,7 @@ import signal
 import structlog
 
 from outbox_relay.durability import warn_unless_durable
+from outbox_relay.probes import relay_probes
 from outbox_relay.relay import OutboxRelay
 from socialflow.lib.logging import configure_logging
 from socialflow.settings import get_settings
@@ -36,6 +37,14 @@ async def serve() -> None:
     # Several claim loops overlap PostgreSQL's work with this process's encoding; they claim
     # disjoint rows (SKIP LOCKED) exactly as separate relay processes would.
     relays = [OutboxRelay.from_settings(settings) for _ in range(settings.relay_concurrency)]
+    probes = None
+    if settings.relay_metrics_port:
+        try:
+            probes = relay_probes(relays, settings).start()
+        except OSError as exc:  # the port is taken: dispatching matters more than probes
+            log.error("relay.probes_unavailable", port=settings.relay_metrics_port, error=str(exc))
+        else:
+            log.info("relay.probes", host=settings.probe_host, port=probes.port)
 
     async def run_one(relay: OutboxRelay) -> None:
         try:
@@ -44,7 +53,11 @@ async def serve() -> None:
             stop.set()  # one loop failing stops the process; its supervisor restarts it whole
             raise
 
-    await asyncio.gather(*(run_one(relay) for relay in relays))
+    try:
+        await asyncio.gather(*(run_one(relay) for relay in relays))
+    finally:
+        if probes is not None:
+            probes.stop()
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""The relay's Prometheus metrics (exposed over HTTP by a later issue)."""
+"""The relay's Prometheus metrics (served with its probes: outbox_relay/probes.py)."""
 
 from __future__ import annotations
 

@@ -257,6 +257,8 @@ class OutboxRelay:
     _redis: redis.Redis | None = field(default=None, init=False)
     _last_activity: float = field(default=0.0, init=False)
     _last_prune: float = field(default=0.0, init=False)
+    # When the claim loop last went round (liveness: a loop stuck anywhere stops moving it).
+    last_turn: float = field(default_factory=time.monotonic, init=False)
     _encoder: MessageEncoder = field(init=False)
 
     def __post_init__(self) -> None:
@@ -466,6 +468,7 @@ class OutboxRelay:
         log.info("relay.started", channel=NOTIFY_CHANNEL, batch_size=self.batch_size)
         try:
             while not stop.is_set():
+                self.last_turn = time.monotonic()
                 try:
                     claimed = await self.dispatch_batch()
                     if await self._prune_processed_events():

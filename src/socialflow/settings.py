@@ -232,6 +232,21 @@ class Settings(BaseSettings):
     relay_poll_interval_s: float = Field(default=1.0, gt=0)
     relay_concurrency: int = Field(default=2, ge=1, le=16)
     relay_redis_min_replicas: int = Field(default=0, ge=0)
+    relay_metrics_port: int = Field(
+        default=9101,
+        ge=0,
+        le=65535,
+        description="the relay's /metrics, /livez and /readyz (0: not served)",
+    )
+    relay_liveness_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="/livez fails when a claim loop has not turned for this long",
+    )
+    probe_host: str = Field(
+        default="127.0.0.1",
+        description="address the relay's metrics and probes listen on (0.0.0.0 in a pod)",
+    )
     processed_event_retention_hours: int = Field(default=168, ge=1)
     worker_max_retries: int = Field(default=10, ge=0)
     worker_min_backoff_ms: int = Field(default=1_000, ge=0)
