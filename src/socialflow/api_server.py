@@ -15,12 +15,17 @@ multi-process mode runs instead.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
+import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from multiprocessing.process import BaseProcess
 from typing import Any
 
@@ -58,7 +63,22 @@ def serve(settings: Settings, workers: int) -> None:
         uvicorn.run(APP, workers=workers, **uvicorn_options(settings))
     else:
         _refuse_taken_port(settings.host, settings.port)
-        sys.exit(Supervisor(workers).run())
+        with _shared_metrics():
+            status = Supervisor(workers).run()
+        sys.exit(status)
+
+
+@contextlib.contextmanager
+def _shared_metrics() -> Iterator[None]:
+    """The processes write their metrics to files in a fresh PROMETHEUS_MULTIPROC_DIR (inherited:
+    they are spawned), so a scrape of any of them reads all; removed when they have stopped."""
+    folder = tempfile.mkdtemp(prefix="socialflow-api-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+    try:
+        yield
+    finally:
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
@@ -100,6 +120,14 @@ def _serve_process() -> None:
         sys.exit(STARTUP_FAILURE)
 
 
+def _forget_metrics_of(pid: int | None) -> None:
+    """A dead process's live gauges (its pool) no longer count; its counters stay summed."""
+    if pid is not None and os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+
 class Supervisor:
     """Keeps `workers` API processes running until asked to stop."""
 
@@ -125,6 +153,7 @@ class Supervisor:
                 if process.is_alive():
                     continue
                 log.error("api.process_exited", pid=process.pid, exitcode=process.exitcode)
+                _forget_metrics_of(process.pid)
                 if process.exitcode == STARTUP_FAILURE:
                     status = STARTUP_FAILURE  # the app cannot start: stop, as one process would
                     self._stop.set()

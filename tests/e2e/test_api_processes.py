@@ -11,6 +11,7 @@ import urllib.request
 from collections.abc import Callable
 
 import psutil
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import CommandRun, free_port
 
@@ -98,3 +99,36 @@ def test_a_port_already_listened_on_is_refused(
         )
         assert api.wait(timeout_s=60) != 0
     assert f"cannot listen on 127.0.0.1:{port}" in api.output
+
+
+def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_a_scrape_of_either_process_counts_the_requests_of_both(
+    run_command: Start, database_url: str, redis_url: str
+) -> None:
+    port = free_port()
+    api = run_command(
+        ["api", "--workers", "2"], DATABASE_URL=database_url, REDIS_URL=redis_url, PORT=str(port)
+    )
+    _wait_for(lambda: _healthy(port) and len(_api_processes(api)) == 2)
+    key = (
+        "socialflow_api_requests_total",
+        (("method", "GET"), ("route", "/health"), ("status", "200")),
+    )
+    before = _scrape(port).get(key, 0.0)
+    # Fresh connections: the kernel spreads them over both processes.
+    sent = 40
+    for _ in range(sent):
+        assert _healthy(port)
+    counts = [_scrape(port).get(key, 0.0) - before for _ in range(4)]
+    assert counts == [sent] * 4  # whichever process answered the scrape
+    api.signal(signal.SIGTERM)
+    assert api.wait() == 0

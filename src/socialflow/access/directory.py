@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from socialflow.access.slugs import is_valid_slug
 from socialflow.db.session import after_commit
+from socialflow.lib import http_metrics
 
 log = structlog.get_logger(__name__)
 
@@ -124,6 +125,7 @@ class TenantDirectory:
             try:
                 await self.redis.publish(CHANGES_CHANNEL, f"{kind}:{key}")
             except (RedisError, OSError) as exc:
+                http_metrics.redis_error("tenant_directory")
                 log.warning("tenant_directory.announce_failed", error_type=type(exc).__name__)
 
     def _dispatch(self, kind: str, key: str | None) -> None:
@@ -154,6 +156,7 @@ class TenantDirectory:
                             kind, _, key = data.decode(errors="replace").partition(":")
                             self._dispatch(kind, key)
             except (RedisError, OSError) as exc:
+                http_metrics.redis_error("tenant_directory")
                 log.warning(
                     "tenant_directory.listen_failed",
                     error_type=type(exc).__name__,

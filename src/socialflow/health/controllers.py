@@ -1,4 +1,5 @@
-"""`GET /health` (the process answers) and `GET /ready` (its database and Redis answer)."""
+"""`GET /health` (the process answers), `GET /ready` (its database and Redis answer) and
+`GET /metrics` (Prometheus)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ from typing import Any
 import msgspec
 from litestar import Controller, Request, Response, get
 from litestar.datastructures import State
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from socialflow.lib.http_metrics import scrape_registry
 from socialflow.lib.problems import problem_response
 
 
@@ -70,3 +73,16 @@ class HealthController(Controller):
                 checks=results,
             )
         return Response(Readiness(status="ready", checks=results))
+
+    @get(
+        "/metrics",
+        summary="Prometheus metrics of the API (all its processes)",
+        description=(
+            "Requests and latency by route template, method and status; the database pool; "
+            "Redis errors. Meant for the platform's Prometheus: restrict it at the ingress."
+        ),
+        media_type=CONTENT_TYPE_LATEST,
+        sync_to_thread=False,
+    )
+    def metrics(self) -> Response[bytes]:
+        return Response(generate_latest(scrape_registry()), media_type=CONTENT_TYPE_LATEST)

@@ -37,6 +37,7 @@ from litestar.types import ASGIApp as LitestarASGIApp
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from socialflow.lib import http_metrics
 from socialflow.lib.problems import Problem
 from socialflow.lib.request_context import current_request_id
 from socialflow.lib.route_facts import facts_of
@@ -228,6 +229,7 @@ class IdempotencyMiddleware(MiddlewareProtocol):
             claimed = await slot.redis.set(slot.key, running, nx=True, px=int(LEASE_S * 1000))
             stored = None if claimed else await slot.redis.get(slot.key)
         except (RedisError, OSError) as exc:
+            http_metrics.redis_error("idempotency")
             await _unavailable(scope, send, exc)
             return
         if claimed:
@@ -328,6 +330,7 @@ async def _keep(slot: _Slot, response: dict[str, Any], withheld: tuple[str, ...]
     try:
         await slot.if_owner(json.dumps(record), TTL_S * 1000)
     except (RedisError, OSError) as exc:
+        http_metrics.redis_error("idempotency")
         # The change is committed and its answer goes out; only its replay is lost.
         log.warning("idempotency.not_kept", error_type=type(exc).__name__)
         return False

@@ -17,6 +17,7 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError
 
+from socialflow.lib import http_metrics
 from socialflow.lib.problems import Problem
 
 WINDOW_S = 60
@@ -110,6 +111,7 @@ async def hit_all(redis: Redis, limits: Sequence[RateLimit]) -> list[Window]:
     try:
         counts = await _count_all(redis, keys, WINDOW_S + 5)
     except (RedisError, OSError) as exc:
+        http_metrics.redis_error("rate_limits")
         log.warning("rate_limit.unavailable", error_type=type(exc).__name__)
         return [Window(limit=limit.limit, remaining=limit.limit, reset_s=reset) for limit in limits]
     windows = []
@@ -151,6 +153,7 @@ async def current_counts(redis: Redis, scopes: Sequence[str]) -> list[int]:
     try:
         counts = await redis.mget([_key(scope, window_start) for scope in scopes])
     except (RedisError, OSError) as exc:
+        http_metrics.redis_error("rate_limits")
         log.warning("rate_limit.unavailable", error_type=type(exc).__name__)
         return [0] * len(scopes)
     return [int(count or 0) for count in counts]

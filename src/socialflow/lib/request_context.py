@@ -12,6 +12,7 @@ import structlog
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from socialflow.lib import http_metrics
 from socialflow.lib.logging import bind_context, clear_context
 from socialflow.lib.tracing import child_traceparent, current_traceparent, trace_id
 
@@ -102,12 +103,14 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            elapsed = time.perf_counter() - started
+            http_metrics.observe(scope, status, elapsed)
             log.info(
                 "request.completed",
                 method=scope.get("method"),
                 path=_logged_path(scope["path"]),
                 status=status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                duration_ms=round(elapsed * 1000, 2),
             )
             clear_context()
             current_traceparent.reset(trace_token)
