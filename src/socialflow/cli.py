@@ -7,7 +7,10 @@ import contextlib
 import functools
 import logging
 import os
+import shutil
+import socket
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -15,7 +18,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import click
 
-from socialflow.settings import get_settings
+from socialflow.settings import Settings, get_settings
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -143,7 +146,44 @@ def worker(
     ]
     if queues or excluded:
         argv += ["--queues", *chosen]
-    sys.exit(dramatiq_main(make_argument_parser().parse_args(argv)))
+    with worker_metrics(settings):
+        status = dramatiq_main(make_argument_parser().parse_args(argv))
+    sys.exit(status)
+
+
+@contextlib.contextmanager
+def worker_metrics(settings: Settings) -> Iterator[None]:
+    """Dramatiq's Prometheus middleware for this worker command: its processes (started after
+    this) write samples to a fresh multiprocess folder and one of them serves them all on
+    WORKER_METRICS_PORT. A port already taken (another worker command on this machine) is
+    logged and the workers run without it."""
+    port = settings.worker_metrics_port
+    if not port:
+        yield
+        return
+    try:
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((settings.probe_host, port))
+    except OSError as exc:
+        click.echo(f"worker metrics not served: {settings.probe_host}:{port}: {exc}", err=True)
+        yield
+        return
+    folder = tempfile.mkdtemp(prefix="socialflow-worker-metrics-")
+    names = {
+        "PROMETHEUS_MULTIPROC_DIR": folder,
+        "prometheus_multiproc_dir": folder,
+        "dramatiq_prom_db": folder,  # read by dramatiq.middleware.prometheus at import
+        "dramatiq_prom_host": settings.probe_host,
+        "dramatiq_prom_port": str(port),
+    }
+    os.environ.update(names)
+    try:
+        yield
+    finally:
+        for name in names:
+            os.environ.pop(name, None)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _names(values: tuple[str, ...]) -> list[str]:

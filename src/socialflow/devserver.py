@@ -33,6 +33,8 @@ PROCESSES: dict[str, tuple[str, ...]] = {
     "ai-worker": ("worker", "--queues", "ai"),
     "webhooks-worker": ("worker", "--queues", "webhooks"),
 }
+# Each worker command serves its metrics on a port of its own (the default is the first's).
+METRICS_PORTS: dict[str, int] = {"worker": 9191, "ai-worker": 9192, "webhooks-worker": 9193}
 BOOTSTRAP_OPERATOR = "operator@socialflow.localhost"
 STOP_TIMEOUT_S = 15.0
 READY_TIMEOUT_S = 120.0
@@ -45,9 +47,12 @@ class Supervisor:
     stopping: threading.Event = field(default_factory=threading.Event)
 
     def start(self, name: str, command: tuple[str, ...]) -> None:
+        env = self.env
+        if name in METRICS_PORTS:
+            env = {**env, "WORKER_METRICS_PORT": str(METRICS_PORTS[name])}
         self.children[name] = subprocess.Popen(  # noqa: S603 - our own interpreter and command
             [sys.executable, "-m", "socialflow", *command],
-            env=self.env,
+            env=env,
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C reaches the supervisor only; it stops us in order
             preexec_fn=embedded.die_with_parent,  # noqa: PLW1509 - only prctl, no locks taken

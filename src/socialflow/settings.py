@@ -238,6 +238,12 @@ class Settings(BaseSettings):
         le=65535,
         description="the relay's /metrics, /livez and /readyz (0: not served)",
     )
+    worker_metrics_port: int = Field(
+        default=9191,
+        ge=0,
+        le=65535,
+        description="a worker command's Prometheus metrics, all its processes (0: not served)",
+    )
     relay_liveness_timeout_s: float = Field(
         default=60.0,
         gt=0,

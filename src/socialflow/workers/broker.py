@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import defaultdict
@@ -141,6 +142,11 @@ def create_broker(redis_url: str) -> RedisBroker:
         AsyncIO(),
         WorkerResourcesLifecycle(),
     ]
+    # `socialflow worker` serves metrics (cli.py); Dramatiq reads its lower-case names.
+    if os.environ.get("dramatiq_prom_db"):  # noqa: SIM112
+        from dramatiq.middleware.prometheus import Prometheus
+
+        middleware.append(Prometheus())
     return RecoveringRedisBroker(url=redis_url, namespace=NAMESPACE, middleware=middleware)
 
 
