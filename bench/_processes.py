@@ -9,8 +9,11 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import psutil  # type: ignore[import-untyped]
+import psycopg
+import redis
 
 
 def progress(message: str) -> None:
@@ -92,3 +95,17 @@ def tree_cpu_s(pid: int) -> float:
             continue
         total += times.user + times.system
     return total
+
+
+def server_pids(conn: psycopg.Connection[Any], redis_url: str) -> dict[str, int]:
+    """The PostgreSQL postmaster's and Redis's process ids, when they run on this machine."""
+    found: dict[str, int] = {}
+    with contextlib.suppress(psycopg.Error, OSError, ValueError):
+        row = conn.execute("SELECT current_setting('data_directory')").fetchone()
+        if row:
+            found["PostgreSQL"] = int((Path(row[0]) / "postmaster.pid").read_text().split()[0])
+    client = redis.Redis.from_url(redis_url)
+    with contextlib.suppress(redis.RedisError, KeyError):
+        found["Redis"] = int(client.info("server")["process_id"])
+    client.close()
+    return {name: pid for name, pid in found.items() if psutil.pid_exists(pid)}

@@ -61,7 +61,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import math
 import os
@@ -86,7 +85,7 @@ from psycopg import sql
 
 from _http_bench import cached_api_environment, loopback_worker_settings
 from _platform_server import Arrival, PlatformProcess
-from _processes import Supervised, tree_cpu_s
+from _processes import Supervised, server_pids, tree_cpu_s
 from _servers import (
     Servers,
     check,
@@ -236,20 +235,6 @@ class Fleet:
     def stop(self) -> None:
         with ThreadPoolExecutor(3) as stopping:  # at once, as a deploy stops them
             list(stopping.map(Supervised.stop, (*self.workers, self.relay)))
-
-
-def server_pids(conn: psycopg.Connection[Any], redis_url: str) -> dict[str, int]:
-    """The PostgreSQL postmaster's and Redis's process ids, when they run on this machine."""
-    found: dict[str, int] = {}
-    with contextlib.suppress(psycopg.Error, OSError, ValueError):
-        row = conn.execute("SELECT current_setting('data_directory')").fetchone()
-        if row:
-            found["PostgreSQL"] = int((Path(row[0]) / "postmaster.pid").read_text().split()[0])
-    client = redis.Redis.from_url(redis_url)
-    with contextlib.suppress(redis.RedisError, KeyError):
-        found["Redis"] = int(client.info("server")["process_id"])
-    client.close()
-    return {name: pid for name, pid in found.items() if psutil.pid_exists(pid)}
 
 
 def cpu_use(fleet: Fleet, platform: PlatformProcess, servers: dict[str, int]) -> dict[str, float]:

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import math
 import os
@@ -51,10 +50,9 @@ from typing import Any, TextIO
 
 import psutil  # type: ignore[import-untyped]
 import psycopg
-import redis
 
 from _http_bench import cached_api_environment, loopback_worker_settings
-from _processes import Supervised, tree_cpu_s
+from _processes import Supervised, server_pids, tree_cpu_s
 from _servers import (
     check,
     durable_servers,
@@ -97,19 +95,9 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def server_pids(settings: Settings) -> dict[str, int]:
-    """The PostgreSQL postmaster's and Redis's process ids, when they run on this machine."""
-    found: dict[str, int] = {}
-    with contextlib.suppress(psycopg.Error, OSError, ValueError):
-        with psycopg.connect(libpq_url(settings.database_url or "")) as conn:
-            row = conn.execute("SELECT current_setting('data_directory')").fetchone()
-        if row:
-            found["PostgreSQL"] = int((Path(row[0]) / "postmaster.pid").read_text().split()[0])
-    client = redis.Redis.from_url(settings.redis_url or "")
-    with contextlib.suppress(redis.RedisError, KeyError):
-        found["Redis"] = int(client.info("server")["process_id"])
-    client.close()
-    return {name: pid for name, pid in found.items() if psutil.pid_exists(pid)}
+def _server_pids(settings: Settings) -> dict[str, int]:
+    with psycopg.connect(libpq_url(settings.database_url or "")) as conn:
+        return server_pids(conn, settings.redis_url or "")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -303,7 +291,7 @@ async def measure(
             "worker": worker.popen.pid,
             "relay": relay.popen.pid,
             "receivers": process.popen.pid,
-            **server_pids(settings),
+            **_server_pids(settings),
         }
         cpu_before = {name: tree_cpu_s(pid) for name, pid in parts.items()}
         own_before = sum(psutil.Process().cpu_times()[:2])

@@ -55,28 +55,29 @@ class EventFilter:
 
     def check(self) -> None:
         if self.event_type is not None and not TYPE_PATTERN.fullmatch(self.event_type):
-            raise _invalid("type", 'an event type, or a pattern like "post.*"')
+            raise invalid("type", 'an event type, or a pattern like "post.*"')
         for name, value in (
             ("aggregate_type", self.aggregate_type),
             ("aggregate_id", self.aggregate_id),
         ):
             if value is not None and not 0 < len(value) <= 128:
-                raise _invalid(name, "1 to 128 characters")
+                raise invalid(name, "1 to 128 characters")
 
 
-def _invalid(field: str, message: str) -> Problem:
+def invalid(field: str, message: str, *, source: str = "query") -> Problem:
+    """A 422 naming the field that is wrong and why (webhooks' inputs, query or body)."""
     return Problem(
         422,
         "validation-error",
         f"{field}: {message}.",
-        errors=[{"field": field, "source": "query", "message": message}],
+        errors=[{"field": field, "source": source, "message": message}],
     )
 
 
 def feed_page(limit: int | None, cursor: str | None, after: str | None) -> tuple[PageRequest, bool]:
     """The page asked for, and whether it reads forward (`after`) rather than newest first."""
     if cursor and after:
-        raise _invalid("after", "either after or cursor, not both")
+        raise invalid("after", "either after or cursor, not both")
     if after == BEGINNING:
         return PageRequest(limit=page_request(limit, None).limit, after=(0, 0)), True
     if after:

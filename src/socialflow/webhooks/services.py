@@ -44,6 +44,7 @@ from socialflow.webhooks.events import (
     WebhookReplayRequested,
     WebhookSecretRotated,
 )
+from socialflow.webhooks.history import invalid
 from socialflow.webhooks.models import WebhookAttempt, WebhookEndpoint, WebhookTenant
 from socialflow.webhooks.sending import Result, body_of, send, shown_url
 
@@ -90,19 +91,10 @@ async def _checked_url(settings: Settings, url: str) -> str:
     try:
         checked = str(httpx.URL(await check_outbound_url(url, settings, field="url")))
     except (httpx.InvalidURL, ValueError):
-        raise _invalid_url("not a valid URL") from None
+        raise invalid("url", "not a valid URL", source="body") from None
     if len(checked) > MAX_URL_CHARS:
-        raise _invalid_url(f"at most {MAX_URL_CHARS} characters once encoded")
+        raise invalid("url", f"at most {MAX_URL_CHARS} characters once encoded", source="body")
     return checked
-
-
-def _invalid_url(message: str) -> Problem:
-    return Problem(
-        422,
-        "validation-error",
-        f"url: {message}.",
-        errors=[{"field": "url", "source": "body", "message": message}],
-    )
 
 
 # -- endpoints ----------------------------------------------------------------------------------
@@ -333,12 +325,7 @@ async def replay(
     with their own ids as `webhook-id`, so receivers drop what they have. One replay per
     endpoint per WEBHOOK_REPLAY_INTERVAL_S; at most WEBHOOK_REPLAY_MAX_EVENTS events."""
     if (data.from_event_id is None) == (data.since is None):
-        raise Problem(
-            422,
-            "validation-error",
-            "Give either from_event_id or since.",
-            errors=[{"field": "since", "source": "body", "message": "one of the two"}],
-        )
+        raise invalid("since", "give either from_event_id or since", source="body")
     endpoint = await _endpoint(session, endpoint_id, lock=True)
     now = datetime.now(UTC)
     interval = timedelta(seconds=settings.webhook_replay_interval_s)
