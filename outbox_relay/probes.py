@@ -10,13 +10,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import psycopg
-import redis
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector, CollectorRegistry
 
 from outbox_relay.relay import OutboxRelay
 from socialflow.db.engine import libpq_url
-from socialflow.lib.probes import ProbeServer
+from socialflow.lib.probes import ProbeServer, servers_ready
 from socialflow.settings import Settings
 
 # Rows due now: what the relay has yet to dispatch, and how long the oldest has waited.
@@ -74,38 +73,11 @@ def relay_probes(
         idle = [round(now - relay.last_turn, 1) for relay in relays]
         return max(idle) < settings.relay_liveness_timeout_s, {"since_last_turn_s": idle}
 
-    def ready() -> tuple[bool, Mapping[str, Any]]:
-        checks = {
-            "database": _outcome(lambda: _ping_database(database_url, timeout_s)),
-            "redis": _outcome(lambda: _ping_redis(redis_url, timeout_s)),
-        }
-        return all(v == "ok" for v in checks.values()), {"checks": checks}
-
     return ProbeServer(
         settings.probe_host,
         settings.relay_metrics_port if port is None else port,
         live=live,
-        ready=ready,
+        ready=servers_ready(libpq_url(database_url), redis_url, timeout_s),
         registry=registry,
     )
 
-
-def _ping_database(url: str, timeout_s: float) -> None:
-    with psycopg.connect(libpq_url(url), connect_timeout=max(1, round(timeout_s))) as conn:
-        conn.execute("SELECT 1")
-
-
-def _ping_redis(url: str, timeout_s: float) -> None:
-    client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
-    try:
-        client.ping()
-    finally:
-        client.close()
-
-
-def _outcome(check: Any) -> str:
-    try:
-        check()
-    except (psycopg.Error, redis.RedisError, OSError) as exc:
-        return f"failing ({type(exc).__name__})"
-    return "ok"

@@ -146,20 +146,21 @@ def worker(
     ]
     if queues or excluded:
         argv += ["--queues", *chosen]
-    with worker_metrics(settings):
-        status = dramatiq_main(make_argument_parser().parse_args(argv))
+    with worker_metrics(settings) as probes:
+        status = dramatiq_main(make_argument_parser().parse_args(argv + probes))
     sys.exit(status)
 
 
 @contextlib.contextmanager
-def worker_metrics(settings: Settings) -> Iterator[None]:
-    """Dramatiq's Prometheus middleware for this worker command: its processes (started after
-    this) write samples to a fresh multiprocess folder and one of them serves them all on
+def worker_metrics(settings: Settings) -> Iterator[list[str]]:
+    """Metrics and probes for this worker command: its processes (started after this) write
+    Dramatiq's samples and their heartbeats to a fresh folder, and a process forked beside
+    them (the arguments yielded) serves `/metrics`, `/livez` and `/readyz` on
     WORKER_METRICS_PORT. A port already taken (another worker command on this machine) is
-    logged and the workers run without it."""
+    logged and the workers run without them."""
     port = settings.worker_metrics_port
     if not port:
-        yield
+        yield []
         return
     try:
         with socket.socket() as probe:
@@ -167,19 +168,20 @@ def worker_metrics(settings: Settings) -> Iterator[None]:
             probe.bind((settings.probe_host, port))
     except OSError as exc:
         click.echo(f"worker metrics not served: {settings.probe_host}:{port}: {exc}", err=True)
-        yield
+        yield []
         return
+    from socialflow.workers.probes import PROBE_DIR_ENV
+
     folder = tempfile.mkdtemp(prefix="socialflow-worker-metrics-")
     names = {
         "PROMETHEUS_MULTIPROC_DIR": folder,
         "prometheus_multiproc_dir": folder,
         "dramatiq_prom_db": folder,  # read by dramatiq.middleware.prometheus at import
-        "dramatiq_prom_host": settings.probe_host,
-        "dramatiq_prom_port": str(port),
+        PROBE_DIR_ENV: folder,
     }
     os.environ.update(names)
     try:
-        yield
+        yield ["--fork-function", "socialflow.workers.probes:serve"]
     finally:
         for name in names:
             os.environ.pop(name, None)

@@ -242,7 +242,14 @@ class Settings(BaseSettings):
         default=9191,
         ge=0,
         le=65535,
-        description="a worker command's Prometheus metrics, all its processes (0: not served)",
+        description="a worker command's metrics (all its processes), /livez and /readyz "
+        "(0: not served)",
+    )
+    worker_liveness_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="a worker's /livez fails when a process's fetch loops or event loop have "
+        "not turned for this long",
     )
     relay_liveness_timeout_s: float = Field(
         default=60.0,
@@ -251,7 +258,8 @@ class Settings(BaseSettings):
     )
     probe_host: str = Field(
         default="127.0.0.1",
-        description="address the relay's metrics and probes listen on (0.0.0.0 in a pod)",
+        description="address the relay's and workers' metrics and probes listen on "
+        "(0.0.0.0 in a pod)",
     )
     processed_event_retention_hours: int = Field(default=168, ge=1)
     worker_max_retries: int = Field(default=10, ge=0)

@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import psycopg
+import redis
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from prometheus_client.registry import CollectorRegistry
 
@@ -46,6 +48,13 @@ class ProbeServer:
     def start(self) -> ProbeServer:
         self._thread.start()
         return self
+
+    def serve_forever(self) -> None:
+        """Serve in this thread (a process of its own, whose signals stop it)."""
+        try:
+            self._server.serve_forever()
+        finally:
+            self._server.server_close()
 
     def stop(self) -> None:
         self._server.shutdown()
@@ -84,3 +93,38 @@ def _checked(check: Live) -> tuple[bool, Mapping[str, Any]]:
         return check()
     except Exception as exc:  # a probe that raises is a failing probe, never a crash
         return False, {"error": type(exc).__name__}
+
+
+def servers_ready(database_url: str, redis_url: str, timeout_s: float) -> Ready:
+    """Readiness of a process that needs PostgreSQL (`database_url` a libpq URL) and Redis:
+    each answers within `timeout_s`, named in the detail either way."""
+
+    def ready() -> tuple[bool, Mapping[str, Any]]:
+        checks = {
+            "database": _outcome(lambda: _ping_database(database_url, timeout_s)),
+            "redis": _outcome(lambda: _ping_redis(redis_url, timeout_s)),
+        }
+        return all(v == "ok" for v in checks.values()), {"checks": checks}
+
+    return ready
+
+
+def _ping_database(url: str, timeout_s: float) -> None:
+    with psycopg.connect(url, connect_timeout=max(1, round(timeout_s))) as conn:
+        conn.execute("SELECT 1")
+
+
+def _ping_redis(url: str, timeout_s: float) -> None:
+    client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+    try:
+        client.ping()
+    finally:
+        client.close()
+
+
+def _outcome(check: Callable[[], None]) -> str:
+    try:
+        check()
+    except (psycopg.Error, redis.RedisError, OSError) as exc:
+        return f"failing ({type(exc).__name__})"
+    return "ok"

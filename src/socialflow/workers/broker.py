@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import defaultdict
@@ -26,6 +25,7 @@ from dramatiq.middleware import (
 )
 
 from socialflow.workers.middleware import EventContext, WorkerResourcesLifecycle
+from socialflow.workers.probes import probe_middleware
 
 # Dramatiq's Redis keys live under this prefix; the relay writes messages under it too.
 NAMESPACE = "dramatiq"
@@ -53,6 +53,9 @@ class RecoveringRedisBroker(RedisBroker):
         self.in_hand: dict[str, set[str]] = defaultdict(set)
         self.in_hand_lock = threading.Lock()
         self._last_maintenance = 0.0
+        # consumer's queue → when its fetch loop last came round (monotonic): the liveness
+        # heartbeat reads it (workers.probes)
+        self.consumer_turns: dict[str, float] = {}
 
     @property
     def consumer_class(self) -> type[_RedisConsumer]:
@@ -80,6 +83,7 @@ class _RecoveringConsumer(_RedisConsumer):
             self._take_back_stranded()
             self._checked = True
         proxy: MessageProxy | None = super().__next__()
+        self.broker.consumer_turns[self.queue_name] = time.monotonic()
         if proxy is not None:
             with self.broker.in_hand_lock:
                 self.broker.in_hand[self.queue_name].add(proxy.options["redis_message_id"])
@@ -142,11 +146,8 @@ def create_broker(redis_url: str) -> RedisBroker:
         AsyncIO(),
         WorkerResourcesLifecycle(),
     ]
-    # `socialflow worker` serves metrics (cli.py); Dramatiq reads its lower-case names.
-    if os.environ.get("dramatiq_prom_db"):  # noqa: SIM112
-        from dramatiq.middleware.prometheus import Prometheus
-
-        middleware.append(Prometheus())
+    # `socialflow worker` serves metrics and probes (cli.py): its processes feed them.
+    middleware += probe_middleware()
     return RecoveringRedisBroker(url=redis_url, namespace=NAMESPACE, middleware=middleware)
 
 
