@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import structlog
+from prometheus_client import Counter
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -37,6 +38,11 @@ from socialflow.plans.quota import QuotaTenant
 log = structlog.get_logger(__name__)
 
 AI_SPEND = Resource.AI_SPEND_USD_PER_MONTH
+# What the fleet spends on providers and how its calls end (the ledger has it per tenant).
+AI_COST = Counter(
+    "socialflow_ai_cost_usd", "Provider cost of settled AI calls, USD", ["operation", "key_source"]
+)
+AI_CALLS = Counter("socialflow_ai_calls", "AI calls settled, by outcome", ["operation", "outcome"])
 
 _COLUMNS = (
     "id, created_at, operation, model, key_source, reserved_usd, media_id, event_id, request_id"
@@ -120,6 +126,8 @@ class Reservation:
     amount: Decimal
     reserved_at: datetime
     period_start: datetime
+    operation: str = ""
+    key_source: str = ""
 
 
 @dataclass(frozen=True)
@@ -174,7 +182,9 @@ async def reserve_call(
     The row's time is the allowance's, so a release (which finds the period from it) gives
     back to the period the reservation counted in, even across a period's end meanwhile."""
     now = allowance.at
-    reservation = Reservation(uuid.uuid4(), amount, now, allowance.period_start)
+    reservation = Reservation(
+        uuid.uuid4(), amount, now, allowance.period_start, operation, key_source
+    )
     params = {
         "id": reservation.id,
         "created_at": now,
@@ -243,6 +253,9 @@ async def settle(
         "period": reservation.period_start,
     }
     rows = await autocommitted(engine, text(_in(tenant.schema_name, _SETTLE)), params)
+    if rows:  # settled now (not already by an earlier delivery)
+        AI_CALLS.labels(reservation.operation, result.outcome).inc()
+        AI_COST.labels(reservation.operation, reservation.key_source).inc(float(result.cost))
     if rows and rows[0].used is not None and rows[0].delta > 0:
         # The call cost more than was reserved (a provider counting otherwise): rare, noted.
         used, delta = Decimal(rows[0].used), Decimal(rows[0].delta)

@@ -9,6 +9,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from prometheus_client import REGISTRY
 
 from socialflow.captions.prompt import PROMPT_VERSION
 from tests.integration.ai.fake_openai import DEFAULT_CAPTION, FakeProvider, fake_embedding
@@ -17,6 +18,17 @@ from tests.integration.media.support import mp4, photo
 from tests.integration.tenancy_fixtures import Platform
 
 Row = tuple[Any, ...]
+
+
+def fleet_counters() -> dict[str, float]:
+    """This process's AI counters (what a worker's /metrics serves), no tenant in any label."""
+    wanted = {"socialflow_ai_calls_total", "socialflow_ai_cost_usd_total"}
+    return {
+        f"{s.name}{sorted(s.labels.items())}": s.value
+        for family in REGISTRY.collect()
+        for s in family.samples
+        if s.name in wanted
+    }
 
 
 def schema_of(pg: psycopg.Connection[Row], tenant: str) -> str:
@@ -67,6 +79,7 @@ async def test_an_upload_gets_a_caption_from_the_tenants_own_key_and_its_text_a_
     studio: Studio, provider: FakeProvider, pg: psycopg.Connection[Row]
 ) -> None:
     await studio.byok()
+    before = fleet_counters()
     item = await studio.upload(photo(1200, 800), title="Harbour at dawn", tags=["sea"])
 
     caption = item["caption"]
@@ -111,6 +124,15 @@ async def test_an_upload_gets_a_caption_from_the_tenants_own_key_and_its_text_a_
         assert str(row["media_id"]) == item["id"]
     assert rows[0]["prompt_tokens"] > 0
     assert rows[0]["completion_tokens"] > 0
+
+    # The fleet's metrics count both calls and what they cost, by operation only.
+    moved = {k: v - before.get(k, 0.0) for k, v in fleet_counters().items()}
+    calls = "socialflow_ai_calls_total[('operation', '{}'), ('outcome', 'ok')]"
+    cost = "socialflow_ai_cost_usd_total[('key_source', 'byok'), ('operation', '{}')]"
+    assert moved[calls.format("caption")] == 1
+    assert moved[calls.format("embed")] == 1
+    assert moved[cost.format("caption")] == pytest.approx(float(rows[0]["cost_usd"]))
+    assert moved[cost.format("embed")] == pytest.approx(float(rows[1]["cost_usd"]))
 
     captioned = events(pg, studio.tenant, "media.captioned", "media.embedded")
     assert [(e["type"], e["state"]) for e in captioned] == [
