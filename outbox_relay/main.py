@@ -10,6 +10,7 @@ import structlog
 from outbox_relay.durability import warn_unless_durable
 from outbox_relay.probes import relay_probes
 from outbox_relay.relay import OutboxRelay
+from socialflow.lib import telemetry
 from socialflow.lib.logging import configure_logging
 from socialflow.settings import get_settings
 
@@ -62,5 +63,6 @@ async def serve() -> None:
 
 def main() -> None:
     configure_logging(get_settings())
+    telemetry.configure("relay")  # only when OTEL_* ask for traces
     asyncio.run(serve())
     log.info("relay.stopped")

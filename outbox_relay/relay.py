@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import random
 import time
 import uuid
@@ -43,6 +44,7 @@ from outbox_relay.messages import (
     group_by_queue,
 )
 from socialflow.db.engine import libpq_url
+from socialflow.lib import telemetry
 from socialflow.outbox.emit import NOTIFY_CHANNEL, NOTIFY_INTERVAL_S
 from socialflow.outbox.routing import RoutingTable, Subscription
 from socialflow.settings import Settings
@@ -286,6 +288,23 @@ class OutboxRelay:
 
     async def dispatch_batch(self) -> int:
         """Claim, enqueue and commit one batch; return how many rows it claimed."""
+        if not telemetry.TRACING.on:
+            return await self._dispatch_batch(None)
+        # A trace of its own per batch, linked to the spans that emitted its events (each
+        # event's own trace goes on in the actors, from the traceparent it carries).
+        span, token = telemetry.start_span(
+            "outbox dispatch", kind="producer", attributes={"messaging.system": "dramatiq"}
+        )
+        try:
+            claimed = await self._dispatch_batch(span)
+        except BaseException as exc:
+            telemetry.end_span(span, token, error=exc)
+            raise
+        span.set_attribute("messaging.batch.message_count", claimed)
+        telemetry.end_span(span, token)
+        return claimed
+
+    async def _dispatch_batch(self, span: Any) -> int:
         conn = await self._connection()
         client = self._redis_client()
         async with (
@@ -301,6 +320,8 @@ class OutboxRelay:
             if not rows:
                 return 0
             rows.sort(key=lambda r: (r.available_at, r.id))
+            if span is not None:
+                telemetry.link_to(span, (json.loads(r.context).get("traceparent") for r in rows))
             batch = self._encode(rows)
             if batch.messages:
                 refused = await self.enqueue(client, batch.messages)

@@ -28,6 +28,7 @@ from socialflow.event_routing import EVENT_ROUTES
 from socialflow.health.controllers import HealthController
 from socialflow.identity.auth import api_key_cache, authenticate, principal_from_header
 from socialflow.identity.controllers import AuthController, MeController
+from socialflow.lib import telemetry
 from socialflow.lib.idempotency import Callers, IdempotencyMiddleware
 from socialflow.lib.input_guard import refuse_unsafe_text
 from socialflow.lib.logging import configure_logging
@@ -67,6 +68,7 @@ from socialflow.webhooks.services import event_types
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or get_settings()
     configure_logging(settings)
+    telemetry.configure("api")  # only when OTEL_* ask for traces
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from socialflow.lib import telemetry
 from socialflow.lib.tracing import child_traceparent, trace_id
 
 PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -24,3 +25,19 @@ def test_a_missing_or_invalid_parent_starts_a_new_trace(parent: str | None) -> N
     child = child_traceparent(parent)
     assert trace_id(child) != "0af7651916cd43dd8448eb211c80319c"
     assert len(trace_id(child)) == 32
+
+
+@pytest.mark.parametrize(
+    ("env", "on"),
+    [
+        ({}, False),  # the default: no span, no patch
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}, True),
+        ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://collector:4318/v1/traces"}, True),
+        ({"OTEL_TRACES_EXPORTER": "otlp"}, True),
+        ({"OTEL_TRACES_EXPORTER": "console"}, True),
+        ({"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"}, False),
+        ({"OTEL_SDK_DISABLED": "true", "OTEL_TRACES_EXPORTER": "otlp"}, False),
+    ],
+)
+def test_traces_are_on_only_when_the_otel_variables_ask(env: dict[str, str], on: bool) -> None:
+    assert telemetry.wanted(env) is on

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import sqlalchemy.ext.asyncio
 from psycopg.pq import TransactionStatus
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, make_url
@@ -13,7 +14,6 @@ from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
-    create_async_engine,
 )
 
 from socialflow.db.shared_connection import SharedConnectionSession
@@ -57,7 +57,8 @@ def create_engine(settings: Settings, *, database_url: str | None = None) -> Asy
             f"-c statement_timeout={settings.db_statement_timeout_ms} "
             f"-c search_path={NO_TENANT_SEARCH_PATH}"
         )
-    engine = create_async_engine(
+    # Looked up at each call: tracing (lib.telemetry) wraps the module's function.
+    engine = sqlalchemy.ext.asyncio.create_async_engine(
         sqlalchemy_url(url),
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,

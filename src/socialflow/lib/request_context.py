@@ -12,7 +12,7 @@ import structlog
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from socialflow.lib import http_metrics
+from socialflow.lib import http_metrics, telemetry
 from socialflow.lib.logging import bind_context, clear_context
 from socialflow.lib.tracing import child_traceparent, current_traceparent, trace_id
 
@@ -79,7 +79,19 @@ class RequestContextMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         # Continue the caller's W3C trace (new span) or start one; events emitted by this
         # request carry it to the workers.
-        traceparent = child_traceparent(_header(scope, b"traceparent"))
+        incoming = _header(scope, b"traceparent")
+        span = None
+        if telemetry.TRACING.on:  # a real span: its id is what the request's events carry
+            method = scope.get("method", "GET")
+            span, span_token = telemetry.start_span(
+                f"{method} unmatched",
+                kind="server",
+                parent=incoming,
+                attributes={"http.request.method": method},
+            )
+            traceparent = telemetry.traceparent_of(span)
+        else:
+            traceparent = child_traceparent(incoming)
         trace_token = current_traceparent.set(traceparent)
         clear_context()
         bind_context(request_id=request_id, trace_id=trace_id(traceparent))
@@ -114,6 +126,21 @@ class RequestContextMiddleware:
             )
             clear_context()
             current_traceparent.reset(trace_token)
+            if span is not None:
+                _finish_span(span, span_token, scope, status)
+
+
+def _finish_span(span: Any, token: object, scope: Scope, status: int) -> None:
+    """Named and labelled by the route template routing found (never the raw path)."""
+    route = scope.get("path_template") or http_metrics.UNMATCHED
+    span.update_name(f"{scope.get('method', 'GET')} {route}")
+    span.set_attribute("http.route", route)
+    span.set_attribute("http.response.status_code", status)
+    if status >= 500:
+        from opentelemetry.trace import Status, StatusCode
+
+        span.set_status(Status(StatusCode.ERROR))
+    telemetry.end_span(span, token)
 
 
 # Paths whose last segment is a credential (the local store's signed URLs): logged without it.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 
+from socialflow.lib import telemetry
 from socialflow.lib.logging import configure_logging
 from socialflow.settings import get_settings
 from socialflow.workers.broker import configure_broker
@@ -28,6 +29,7 @@ _settings = get_settings()
 if _settings.redis_url is None:
     raise RuntimeError("REDIS_URL must be set for the worker; `socialflow dev` sets it")
 configure_logging(_settings)
+telemetry.configure("worker")  # only when OTEL_* ask for traces; before any engine or client
 broker = configure_broker(_settings.redis_url)
 
 from socialflow import event_routing  # noqa: E402 - checked once the actors are declared

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import dramatiq
@@ -9,6 +10,7 @@ import structlog
 from dramatiq import Middleware
 from dramatiq.broker import MessageProxy
 
+from socialflow.lib import telemetry
 from socialflow.lib.logging import bind_context, clear_context
 from socialflow.lib.tracing import child_traceparent, current_traceparent, trace_id
 from socialflow.workers.context import JobContext, current_job
@@ -23,9 +25,28 @@ class EventContext(Middleware):
     already decided whether the message is dead-lettered when this logs it.
     """
 
+    def __init__(self) -> None:
+        # The message's span, when tracing: begun and ended by the same worker thread.
+        self._spans = threading.local()
+
     def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         options = message.options
-        traceparent = child_traceparent(options.get("traceparent"))
+        if telemetry.TRACING.on:  # the actor's span continues the trace of the event's cause
+            span, token = telemetry.start_span(
+                f"{message.actor_name} process",
+                kind="consumer",
+                parent=options.get("traceparent"),
+                attributes={
+                    "messaging.system": "dramatiq",
+                    "messaging.destination.name": message.queue_name,
+                    "messaging.message.id": message.message_id,
+                    "messaging.operation.type": "process",
+                },
+            )
+            self._spans.current = (span, token)
+            traceparent = telemetry.traceparent_of(span)
+        else:
+            traceparent = child_traceparent(options.get("traceparent"))
         job = JobContext(
             event_id=message.message_id,
             actor=message.actor_name,
@@ -62,10 +83,21 @@ class EventContext(Middleware):
                 error_type=type(exception).__name__,
                 error=str(exception),
             )
+        self._end_span(exception)
         self._clear()
 
     def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
+        self._end_span(None)
         self._clear()
+
+    def _end_span(self, exception: BaseException | None) -> None:
+        begun = getattr(self._spans, "current", None)
+        if begun is not None:
+            self._spans.current = None
+            if isinstance(exception, dramatiq.errors.Retry):  # asked to run later: no error
+                begun[0].set_attribute("socialflow.retry_later", True)
+                exception = None
+            telemetry.end_span(*begun, error=exception)
 
     @staticmethod
     def _clear() -> None:
