@@ -80,4 +80,3 @@ def relay_probes(
         ready=servers_ready(libpq_url(database_url), redis_url, timeout_s),
         registry=registry,
     )
-
