@@ -33,6 +33,7 @@ from socialflow.lib.idempotency import Callers, IdempotencyMiddleware
 from socialflow.lib.input_guard import refuse_unsafe_text
 from socialflow.lib.logging import configure_logging
 from socialflow.lib.openapi import document_problems
+from socialflow.lib.openapi_ui import openapi_router, render_plugins
 from socialflow.lib.problems import EXCEPTION_HANDLERS
 from socialflow.lib.request_context import RequestContextMiddleware
 from socialflow.media.controllers import LocalStorageController, MediaController
@@ -154,6 +155,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             title="SocialFlow API",
             version="1",
             path="/schema",
+            # Swagger UI at /schema from the API's own files, the document as JSON and YAML.
+            render_plugins=render_plugins(),
+            openapi_router=openapi_router("/schema"),
             use_handler_docstrings=True,
             description=(
                 "Event payloads (the event history's `payload`, a webhook's `data`) are "

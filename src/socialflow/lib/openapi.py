@@ -157,8 +157,15 @@ def document_problems(app: Litestar) -> None:
     existing: list[Components] = (
         config.components if isinstance(config.components, list) else [config.components]
     )
+    # No `bearerFormat: JWT`: an API key is not a JWT.
     bearer = SecurityScheme(
-        type="http", scheme="bearer", description="A person's access token or a tenant API key"
+        type="http",
+        scheme="bearer",
+        description=(
+            "A person's access token (a JWT, from `POST /api/v1/auth/token`) or a tenant API "
+            "key (`sfk_…`), sent as `Authorization: Bearer <token>` (in Authorize, paste the "
+            "token alone)."
+        ),
     )
     config.components = [*existing, Components(security_schemes={BEARER: bearer})]
     for route in app.routes:

@@ -25,7 +25,7 @@ SECURITY_HEADERS = (
     (b"cache-control", b"no-store"),
     (b"strict-transport-security", b"max-age=31536000; includeSubDomains"),
 )
-# The OpenAPI pages load their scripts; everything else may load nothing.
+# What an answer may load: nothing, unless it says otherwise (the docs page, lib.openapi_ui).
 _API_CSP = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
 # A caller's id is kept only if it is safe to echo into headers and logs.
 _ACCEPTABLE_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
@@ -107,7 +107,7 @@ class RequestContextMiddleware:
                 headers.extend(rate_limit_headers(scope))
                 present = {name.lower() for name, _ in headers}
                 headers.extend(h for h in SECURITY_HEADERS if h[0] not in present)
-                if not scope["path"].startswith("/schema"):
+                if b"content-security-policy" not in present:  # the docs page sets its own
                     headers.append(_API_CSP)
                 message["headers"] = headers
             await send(message)
