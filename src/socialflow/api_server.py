@@ -58,14 +58,52 @@ def serve(settings: Settings, workers: int) -> None:
     import uvicorn
 
     if workers == 1:
-        uvicorn.run(APP, **uvicorn_options(settings))
+        with _metrics_port(settings):
+            uvicorn.run(APP, **uvicorn_options(settings))
     elif not hasattr(socket, "SO_REUSEPORT"):
-        uvicorn.run(APP, workers=workers, **uvicorn_options(settings))
+        with _shared_metrics(), _metrics_port(settings):
+            uvicorn.run(APP, workers=workers, **uvicorn_options(settings))
     else:
         _refuse_taken_port(settings.host, settings.port)
-        with _shared_metrics():
+        with _shared_metrics(), _metrics_port(settings):
             status = Supervisor(workers).run()
         sys.exit(status)
+
+
+@contextlib.contextmanager
+def _metrics_port(settings: Settings) -> Iterator[None]:
+    """With API_METRICS_PORT, this process (the one API process, or the supervisor of several,
+    reading their shared folder) serves `/metrics` there, and the API's port does not; with
+    `/livez` (this process answers) and `/readyz` (PostgreSQL and Redis answer). A port
+    already taken is logged and the API serves without metrics."""
+    if not settings.api_metrics_port:
+        yield
+        return
+    from socialflow.db.engine import libpq_url
+    from socialflow.lib.http_metrics import scrape_registry
+    from socialflow.lib.probes import ProbeServer, servers_ready
+
+    redis_url = settings.effective_cache_redis_url  # the Redis the API uses (caches)
+    assert settings.database_url is not None
+    assert redis_url is not None
+    try:
+        probes = ProbeServer(
+            settings.probe_host,
+            settings.api_metrics_port,
+            live=lambda: (True, {}),
+            ready=servers_ready(
+                libpq_url(settings.database_url), redis_url, settings.ready_timeout_s
+            ),
+            registry=scrape_registry(),
+        ).start()
+    except OSError as exc:
+        log.error("api.metrics_unavailable", port=settings.api_metrics_port, error=str(exc))
+        yield
+        return
+    try:
+        yield
+    finally:
+        probes.stop()
 
 
 @contextlib.contextmanager

@@ -25,7 +25,7 @@ from socialflow.audit.controllers import AuditLogController
 from socialflow.captions.controllers import CaptionsController
 from socialflow.db.session import UnitOfWorkMiddleware, provide_session
 from socialflow.event_routing import EVENT_ROUTES
-from socialflow.health.controllers import HealthController
+from socialflow.health.controllers import HealthController, MetricsController
 from socialflow.identity.auth import api_key_cache, authenticate, principal_from_header
 from socialflow.identity.controllers import AuthController, MeController
 from socialflow.lib import telemetry
@@ -104,6 +104,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     app = Litestar(
         route_handlers=[
             HealthController,
+            *([] if settings.api_metrics_port else [MetricsController]),
             AuthController,
             MeController,
             InvitationController,

@@ -238,6 +238,13 @@ class Settings(BaseSettings):
         le=65535,
         description="the relay's /metrics, /livez and /readyz (0: not served)",
     )
+    api_metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="the API's /metrics on a port of its own (PROBE_HOST), and then not on PORT "
+        "(0: on PORT)",
+    )
     worker_metrics_port: int = Field(
         default=9191,
         ge=0,

@@ -4,13 +4,16 @@ already taken is refused, not shared."""
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 
 import psutil
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import CommandRun, free_port
@@ -132,3 +135,37 @@ def test_a_scrape_of_either_process_counts_the_requests_of_both(
     assert counts == [sent] * 4  # whichever process answered the scrape
     api.signal(signal.SIGTERM)
     assert api.wait() == 0
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_with_a_metrics_port_the_metrics_leave_the_api_port_for_it(
+    run_command: Start, database_url: str, redis_url: str, workers: str
+) -> None:
+    port, metrics_port = free_port(), free_port()
+    api = run_command(
+        ["api", "--workers", workers],
+        DATABASE_URL=database_url,
+        REDIS_URL=redis_url,
+        PORT=str(port),
+        API_METRICS_PORT=str(metrics_port),
+    )
+    spawned = 0 if workers == "1" else int(workers)  # one process serves by itself
+    _wait_for(lambda: _healthy(port) and len(_api_processes(api)) == spawned)
+    key = (
+        "socialflow_api_requests_total",
+        (("method", "GET"), ("route", "/health"), ("status", "200")),
+    )
+    before = _scrape(metrics_port)[key]
+    sent = 12
+    for _ in range(sent):
+        assert _healthy(port)
+    # Every process's requests, on the port of its own.
+    assert _scrape(metrics_port)[key] == before + sent
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        _scrape(port)
+    assert missing.value.code == 404
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/readyz", timeout=10) as answer:
+        assert json.loads(answer.read())["checks"] == {"database": "ok", "redis": "ok"}
+    api.signal(signal.SIGTERM)
+    # One process is uvicorn itself, which ends by raising the signal it stopped for again.
+    assert api.wait() == (0 if spawned else -signal.SIGTERM)

@@ -1,5 +1,5 @@
 """`GET /health` (the process answers), `GET /ready` (its database and Redis answer) and
-`GET /metrics` (Prometheus)."""
+`GET /metrics` (Prometheus; on a port of its own with API_METRICS_PORT, api_server)."""
 
 from __future__ import annotations
 
@@ -73,6 +73,12 @@ class HealthController(Controller):
                 checks=results,
             )
         return Response(Readiness(status="ready", checks=results))
+
+
+class MetricsController(Controller):
+    """`GET /metrics` on the API's port (not there when API_METRICS_PORT serves it)."""
+
+    tags = ["operations"]  # noqa: RUF012 - Litestar reads this class attribute
 
     @get(
         "/metrics",
