@@ -288,49 +288,40 @@ class OutboxRelay:
 
     async def dispatch_batch(self) -> int:
         """Claim, enqueue and commit one batch; return how many rows it claimed."""
-        if not telemetry.TRACING.on:
-            return await self._dispatch_batch(None)
-        # A trace of its own per batch, linked to the spans that emitted its events (each
-        # event's own trace goes on in the actors, from the traceparent it carries).
-        span, token = telemetry.start_span(
-            "outbox dispatch", kind="producer", attributes={"messaging.system": "dramatiq"}
-        )
-        try:
-            claimed = await self._dispatch_batch(span)
-        except BaseException as exc:
-            telemetry.end_span(span, token, error=exc)
-            raise
-        span.set_attribute("messaging.batch.message_count", claimed)
-        telemetry.end_span(span, token)
-        return claimed
-
-    async def _dispatch_batch(self, span: Any) -> int:
         conn = await self._connection()
         client = self._redis_client()
-        async with (
-            conn.transaction(),
-            conn.cursor(row_factory=args_row(OutboxRow)) as cursor,
-        ):
-            await cursor.execute(
-                CLAIM_SQL,
-                {"limit": self.batch_size, "internal": self._internal},
-                prepare=self.prepare,
-            )
-            rows = await cursor.fetchall()
-            if not rows:
-                return 0
-            rows.sort(key=lambda r: (r.available_at, r.id))
-            if span is not None:
-                telemetry.link_to(span, (json.loads(r.context).get("traceparent") for r in rows))
-            batch = self._encode(rows)
-            if batch.messages:
-                refused = await self.enqueue(client, batch.messages)
-                self._sort_refused(batch, refused)
-            if batch.dead:
-                await self._dead_letter(conn, batch.dead)
-            if batch.retry:
-                await self._retry_later(conn, batch.retry)
-            acked_at = datetime.now(UTC)
+        traced = None
+        try:
+            async with (
+                conn.transaction(),
+                conn.cursor(row_factory=args_row(OutboxRow)) as cursor,
+            ):
+                await cursor.execute(
+                    CLAIM_SQL,
+                    {"limit": self.batch_size, "internal": self._internal},
+                    prepare=self.prepare,
+                )
+                rows = await cursor.fetchall()
+                if not rows:
+                    return 0
+                rows.sort(key=lambda r: (r.available_at, r.id))
+                if telemetry.TRACING.on:
+                    traced = _batch_span(rows)
+                batch = self._encode(rows)
+                if batch.messages:
+                    refused = await self.enqueue(client, batch.messages)
+                    self._sort_refused(batch, refused)
+                if batch.dead:
+                    await self._dead_letter(conn, batch.dead)
+                if batch.retry:
+                    await self._retry_later(conn, batch.retry)
+                acked_at = datetime.now(UTC)
+        except BaseException as exc:
+            if traced is not None:
+                telemetry.end_span(*traced, error=exc)
+            raise
+        if traced is not None:
+            telemetry.end_span(*traced)
         # Committed: only now are these events out of the outbox for good.
         held = {row.event_id for row, _ in (*batch.dead, *batch.retry)}
         delivered = [r for r in rows if r.event_id not in held] if held else rows
@@ -606,3 +597,16 @@ async def _next_notify(listener: psycopg.AsyncConnection[object]) -> None:
 async def _sleep_unless(stop: asyncio.Event, delay: float) -> None:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), timeout=delay)
+
+
+def _batch_span(rows: list[OutboxRow]) -> tuple[Any, object]:
+    """A claimed batch's span (an empty claim has none): a trace of its own, linked to the
+    spans that emitted its events (each event's trace goes on in its actors, from the
+    traceparent it carries)."""
+    span, token = telemetry.start_span(
+        "outbox dispatch",
+        kind="producer",
+        attributes={"messaging.system": "dramatiq", "messaging.batch.message_count": len(rows)},
+    )
+    telemetry.link_to(span, (json.loads(r.context).get("traceparent") for r in rows))
+    return span, token

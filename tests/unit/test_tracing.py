@@ -41,3 +41,19 @@ def test_a_missing_or_invalid_parent_starts_a_new_trace(parent: str | None) -> N
 )
 def test_traces_are_on_only_when_the_otel_variables_ask(env: dict[str, str], on: bool) -> None:
     assert telemetry.wanted(env) is on
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"OTEL_TRACES_EXPORTER": "zipkin"},
+        {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"},
+    ],
+)
+def test_an_exporter_not_supported_leaves_traces_off_instead_of_stopping_the_process(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert telemetry.configure("test") is False
+    assert not telemetry.TRACING.on

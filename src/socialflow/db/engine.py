@@ -63,6 +63,8 @@ def create_engine(settings: Settings, *, database_url: str | None = None) -> Asy
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         connect_args=connect_args,
+        # An error's text (logged, dead-lettered) names its statement, never the values bound.
+        hide_parameters=True,
     )
     ping_idle_connections(engine, IDLE_BEFORE_PING_S)
     if pooled:

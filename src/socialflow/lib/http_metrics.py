@@ -41,12 +41,16 @@ REDIS_ERRORS = Counter(
 )
 
 
+def method_of(scope: Any) -> str:
+    """The request's method as labels and spans name it: a client's invented one is OTHER."""
+    method = scope.get("method", "GET")
+    return method if method in METHODS else "OTHER"
+
+
 def observe(scope: Any, status: int, seconds: float) -> None:
     """Count one answered request (called once per request, by the outermost layer)."""
     route = scope.get("path_template") or UNMATCHED
-    method = scope.get("method", "GET")
-    if method not in METHODS:
-        method = "OTHER"
+    method = method_of(scope)
     REQUESTS.labels(route, method, str(status)).inc()
     LATENCY.labels(route, method).observe(seconds)
     app = scope.get("litestar_app")

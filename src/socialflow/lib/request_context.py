@@ -82,7 +82,7 @@ class RequestContextMiddleware:
         incoming = _header(scope, b"traceparent")
         span = None
         if telemetry.TRACING.on:  # a real span: its id is what the request's events carry
-            method = scope.get("method", "GET")
+            method = http_metrics.method_of(scope)
             span, span_token = telemetry.start_span(
                 f"{method} unmatched",
                 kind="server",
@@ -133,7 +133,7 @@ class RequestContextMiddleware:
 def _finish_span(span: Any, token: object, scope: Scope, status: int) -> None:
     """Named and labelled by the route template routing found (never the raw path)."""
     route = scope.get("path_template") or http_metrics.UNMATCHED
-    span.update_name(f"{scope.get('method', 'GET')} {route}")
+    span.update_name(f"{http_metrics.method_of(scope)} {route}")
     span.set_attribute("http.route", route)
     span.set_attribute("http.response.status_code", status)
     if status >= 500:

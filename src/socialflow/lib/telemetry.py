@@ -2,7 +2,7 @@
 HTTP requests (named by route template), SQL, Redis, outbound HTTP, the relay's batches and each
 actor, one trace from a request through the outbox into the actors it caused.
 
-Off (the default) nothing is imported, patched or created: `TRACING.on` is False and every
+Off (the default) nothing is configured, patched or created: `TRACING.on` is False and every
 caller checks it before doing anything, so tracing costs one attribute read per request or message.
 On, each process calls `configure(service)` once before it makes engines or clients; the
 SQLAlchemy, Redis and httpx instrumentations then cover those libraries, and the W3C
@@ -10,9 +10,14 @@ traceparent the outbox already carries (lib.tracing) becomes the real span's, so
 span continues the request's trace.
 
 What spans never hold: raw paths (the route template names the request), SQL parameters (the
-instrumentation records statements with placeholders), Redis arguments (sanitized to `CMD ? ?`)
-and outbound URLs beyond their origin (webhook and provider URLs may carry secrets in their path
-or query).
+instrumentation records statements with placeholders), Redis arguments (sanitized to `CMD ? ?`),
+outbound URLs beyond their origin (webhook and provider URLs may carry secrets in their path or
+query), and error messages: a database error's text carries its SQL's values and the rows it
+met, a provider's may echo a key, so spans keep an error's type only (`_Scrubbed`).
+
+Spans without a parent that are only a library's call (a SQL statement, a Redis command, an
+HTTP request outside any request or actor: Dramatiq's polling, the relay's empty claims) are
+not sampled (`_NoLoneCalls`): they would be most of the traces and say nothing.
 """
 
 from __future__ import annotations
@@ -22,11 +27,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import structlog
+
 if TYPE_CHECKING:
     from opentelemetry.context import Context
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
     from opentelemetry.trace import Span, Tracer
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass
@@ -59,21 +68,14 @@ def configure(service: str, *, exporter: SpanExporter | None = None) -> bool:
         return True
     if exporter is None and not wanted():
         return False
-    from opentelemetry import trace
-    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+    from socialflow.lib import otel_sdk
 
-    named = os.environ.get("OTEL_SERVICE_NAME")
-    attributes = {} if named else {SERVICE_NAME: f"socialflow-{service}"}
-    provider = TracerProvider(resource=Resource.create(attributes))  # sampler: OTEL_TRACES_SAMPLER
-    if exporter is not None:
-        provider.add_span_processor(SimpleSpanProcessor(exporter))
-    else:
-        for each in _exporters():
-            provider.add_span_processor(BatchSpanProcessor(each))
-        trace.set_tracer_provider(provider)  # for libraries asking the global one
-    _instrument(provider)
+    try:
+        provider = otel_sdk.provider(service, exporter)
+    except ValueError as exc:  # a misconfiguration must not stop the process: no traces
+        log.error("tracing.not_configured", error=str(exc))
+        return False
+    otel_sdk.instrument(provider)
     TRACING.provider, TRACING.tracer = provider, provider.get_tracer("socialflow")
     TRACING.on = True
     return True
@@ -83,64 +85,12 @@ def shutdown() -> None:
     """Flush and turn tracing off again (tests; processes flush at exit by themselves)."""
     if not TRACING.on:
         return
-    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
-    from opentelemetry.instrumentation.redis import RedisInstrumentor
-    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+    from socialflow.lib import otel_sdk
 
-    for instrumentor in (SQLAlchemyInstrumentor(), RedisInstrumentor(), HTTPXClientInstrumentor()):
-        instrumentor.uninstrument()
+    otel_sdk.uninstrument()
     if TRACING.provider is not None:
         TRACING.provider.shutdown()
     TRACING.on, TRACING.provider, TRACING.tracer = False, None, None
-
-
-def _exporters() -> list[SpanExporter]:
-    names = [
-        name.strip().lower()
-        for name in os.environ.get("OTEL_TRACES_EXPORTER", "otlp").split(",")
-        if name.strip().lower() not in ("", "none")
-    ]
-    found: list[SpanExporter] = []
-    for name in names:
-        if name == "otlp":
-            # OTLP over HTTP/protobuf; endpoint, headers, timeout from OTEL_EXPORTER_OTLP_*.
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-            found.append(OTLPSpanExporter())
-        elif name == "console":
-            from opentelemetry.sdk.trace.export import ConsoleSpanExporter
-
-            found.append(ConsoleSpanExporter())
-        else:
-            raise ValueError(f"OTEL_TRACES_EXPORTER: {name!r} is not one of otlp, console, none")
-    return found
-
-
-def _instrument(provider: TracerProvider) -> None:
-    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
-    from opentelemetry.instrumentation.redis import RedisInstrumentor
-    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
-
-    # Its declared range stops below SQLAlchemy 2.1, whose engine events it uses unchanged.
-    SQLAlchemyInstrumentor().instrument(
-        tracer_provider=provider, enable_commenter=False, skip_dep_check=True
-    )
-    RedisInstrumentor().instrument(tracer_provider=provider)
-    HTTPXClientInstrumentor().instrument(
-        tracer_provider=provider, request_hook=_origin_only, async_request_hook=_async_origin_only
-    )
-
-
-def _origin_only(span: Span, request: Any) -> None:
-    """An outbound request's URL kept to its origin: paths and queries may hold secrets."""
-    url = request.url
-    origin = f"{url.scheme}://{url.host}" + (f":{url.port}" if url.port else "")
-    for key in ("url.full", "http.url"):
-        span.set_attribute(key, origin)
-
-
-async def _async_origin_only(span: Span, request: Any) -> None:
-    _origin_only(span, request)
 
 
 # -- spans of our own ----------------------------------------------------------------------
@@ -180,9 +130,9 @@ def end_span(span: Span, token: object, *, error: BaseException | None = None) -
     from opentelemetry import context
     from opentelemetry.trace import Status, StatusCode
 
-    if error is not None:
-        span.record_exception(error)
-        span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+    if error is not None:  # its type only: messages can carry values and secrets
+        span.set_attribute("exception.type", type(error).__qualname__)
+        span.set_status(Status(StatusCode.ERROR, type(error).__qualname__))
     span.end()
     context.detach(token)  # type: ignore[arg-type]
 

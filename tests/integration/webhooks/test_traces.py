@@ -1,6 +1,7 @@
 """OpenTelemetry traces with an in-memory exporter: one trace runs from an HTTP request, through
 the outbox and the real relay, into the actor the worker's middleware runs and the webhook it
-sends; off (the default), nothing is traced or patched."""
+sends; errors leave their type, never their text; a library's lone call is not a trace; off
+(the default), nothing is traced or patched."""
 
 from __future__ import annotations
 
@@ -15,10 +16,14 @@ import redis as redis_lib
 from dramatiq.broker import MessageProxy
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
+from socialflow.db.engine import create_engine
 from socialflow.event_routing import ROUTES
 from socialflow.lib import telemetry
+from socialflow.settings import Settings
 from socialflow.workers.actors import apply_named_event
 from socialflow.workers.broker import NAMESPACE
 from socialflow.workers.middleware import EventContext
@@ -151,3 +156,41 @@ async def test_with_tracing_off_nothing_is_traced_or_patched(hooks: Hooks) -> No
         "SELECT headers->>'traceparent' FROM shared.outbox WHERE event_type = 'settings.updated'"
     ).fetchall()
     assert str(row[0]).startswith("00-")
+
+
+async def test_spans_keep_an_errors_type_never_its_message_or_values(
+    spans: InMemorySpanExporter, settings: Settings
+) -> None:
+    engine = create_engine(settings)  # made while tracing is on: its statements are traced
+    secret = "sfk_" + "s" * 40
+    span, token = telemetry.start_span("job", kind="internal")
+    try:
+        async with engine.connect() as conn:
+            with pytest.raises(DBAPIError):
+                # The value reaches PostgreSQL's error text (and SQLAlchemy's) in full.
+                await conn.execute(text("SELECT CAST(:v AS integer)"), {"v": secret})
+        telemetry.end_span(span, token, error=ValueError(f"provider said {secret}"))
+    finally:
+        await engine.dispose()
+    finished = spans.get_finished_spans()
+    statements = [s for s in finished if s.attributes and s.attributes.get("db.system")]
+    assert statements
+    assert any(s.status.status_code is StatusCode.ERROR for s in statements)
+    exported = str([(s.name, s.attributes, s.status.description, s.events) for s in finished])
+    assert secret not in exported
+    assert all(s.status.description is None for s in finished)
+    [job] = [s for s in finished if s.name == "job"]
+    assert job.attributes is not None
+    assert job.attributes["exception.type"] == "ValueError"
+
+
+async def test_a_librarys_call_outside_any_span_is_not_traced(
+    spans: InMemorySpanExporter, redis_client: redis_lib.Redis
+) -> None:
+    assert redis_client.ping()  # Dramatiq's polling, a readiness check: no trace of its own
+    assert spans.get_finished_spans() == ()
+    span, token = telemetry.start_span("job", kind="internal")
+    assert redis_client.ping()
+    telemetry.end_span(span, token)
+    names = sorted(s.name for s in spans.get_finished_spans())
+    assert names == ["PING", "job"]
