@@ -146,13 +146,13 @@ def worker(
     ]
     if queues or excluded:
         argv += ["--queues", *chosen]
-    with worker_metrics(settings) as probes:
+    with worker_metrics(settings, processes or settings.worker_processes) as probes:
         status = dramatiq_main(make_argument_parser().parse_args(argv + probes))
     sys.exit(status)
 
 
 @contextlib.contextmanager
-def worker_metrics(settings: Settings) -> Iterator[list[str]]:
+def worker_metrics(settings: Settings, processes: int) -> Iterator[list[str]]:
     """Metrics and probes for this worker command: its processes (started after this) write
     Dramatiq's samples and their heartbeats to a fresh folder, and a process forked beside
     them (the arguments yielded) serves `/metrics`, `/livez` and `/readyz` on
@@ -170,7 +170,7 @@ def worker_metrics(settings: Settings) -> Iterator[list[str]]:
         click.echo(f"worker metrics not served: {settings.probe_host}:{port}: {exc}", err=True)
         yield []
         return
-    from socialflow.workers.probes import PROBE_DIR_ENV
+    from socialflow.workers.probes import PROBE_DIR_ENV, PROCESSES_ENV
 
     folder = tempfile.mkdtemp(prefix="socialflow-worker-metrics-")
     names = {
@@ -178,6 +178,7 @@ def worker_metrics(settings: Settings) -> Iterator[list[str]]:
         "prometheus_multiproc_dir": folder,
         "dramatiq_prom_db": folder,  # read by dramatiq.middleware.prometheus at import
         PROBE_DIR_ENV: folder,
+        PROCESSES_ENV: str(processes),
     }
     os.environ.update(names)
     try:

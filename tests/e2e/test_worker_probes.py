@@ -62,6 +62,8 @@ def test_a_frozen_worker_process_turns_liveness_red_until_it_runs_again(
     assert set(pids) <= workers
     for seen in body["processes"].values():
         assert seen["stalled"] == []
+        # Each consumer's fetch loop reported by the real consumer (the queue and its delays).
+        assert set(seen["fetch_loops_s"]) == {"email", "email.DQ"}
 
     frozen = pids[0]
     os.kill(frozen, signal.SIGSTOP)

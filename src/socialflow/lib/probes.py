@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -37,8 +38,8 @@ class ProbeServer:
         ready: Ready,
         registry: CollectorRegistry = REGISTRY,
     ) -> None:
-        handler = _handler(live, ready, registry)
-        self._server = ThreadingHTTPServer((host, port), handler)
+        handler = _handler(live, _cached(ready), registry)
+        self._server = _BoundedServer((host, port), handler)
         self._server.daemon_threads = True
         self.port: int = self._server.server_address[1]
         self._thread = threading.Thread(
@@ -61,8 +62,54 @@ class ProbeServer:
         self._server.server_close()
 
 
+# At most this many connections served at once (the rest closed at once), each given this long
+# to send its request: a client holding connections open cannot exhaust the process's threads
+# (the port belongs behind a NetworkPolicy all the same: kubelet and Prometheus only).
+MAX_CONNECTIONS = 64
+READ_TIMEOUT_S = 5.0
+# Readiness opens connections to PostgreSQL and Redis: its answer is reused this long, so
+# probes asked often (or by anyone who can reach the port) cost the servers little.
+READY_CACHE_S = 1.0
+
+
+class _BoundedServer(ThreadingHTTPServer):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
+def _cached(check: Ready) -> Ready:
+    """`check`, its answer reused for READY_CACHE_S; one caller runs it at a time."""
+    lock = threading.Lock()
+    last: list[Any] = [float("-inf"), None]
+
+    def cached() -> tuple[bool, Mapping[str, Any]]:
+        with lock:
+            if time.monotonic() - last[0] >= READY_CACHE_S or last[1] is None:
+                last[1] = _checked(check)
+                last[0] = time.monotonic()
+            answer: tuple[bool, Mapping[str, Any]] = last[1]
+            return answer
+
+    return cached
+
+
 def _handler(live: Live, ready: Ready, registry: CollectorRegistry) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        timeout = READ_TIMEOUT_S
+
         def log_message(self, format: str, *args: object) -> None:
             pass  # scrapes and probes every few seconds: not worth a log line each
 

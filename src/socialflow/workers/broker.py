@@ -82,8 +82,12 @@ class _RecoveringConsumer(_RedisConsumer):
         if not self._checked:
             self._take_back_stranded()
             self._checked = True
-        proxy: MessageProxy | None = super().__next__()
-        self.broker.consumer_turns[self.queue_name] = time.monotonic()
+        try:
+            proxy: MessageProxy | None = super().__next__()
+        finally:
+            # A turn even when Redis fails it: the loop is alive, and readiness, not
+            # liveness, says Redis is away (a restart would not bring it back).
+            self.broker.consumer_turns[self.queue_name] = time.monotonic()
         if proxy is not None:
             with self.broker.in_hand_lock:
                 self.broker.in_hand[self.queue_name].add(proxy.options["redis_message_id"])

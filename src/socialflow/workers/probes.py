@@ -23,10 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import dramatiq
+import structlog
 from dramatiq import Middleware
 
 PROBE_DIR_ENV = "SOCIALFLOW_WORKER_PROBE_DIR"
+PROCESSES_ENV = "SOCIALFLOW_WORKER_PROCESSES"  # how many heartbeats to expect
 _PREFIX = "live-"
+
+log = structlog.get_logger("socialflow.worker")
 
 
 class Heartbeat(Middleware):
@@ -50,7 +54,10 @@ class Heartbeat(Middleware):
 
     def _beat(self, broker: dramatiq.Broker) -> None:
         while not self._stop.is_set():
-            self.write(broker)
+            try:
+                self.write(broker)
+            except Exception:  # a beat missed (disk full…) is said; the next one may work
+                log.exception("worker.heartbeat_failed", pid=os.getpid())
             self._stop.wait(self.every_s)
 
     def write(self, broker: dramatiq.Broker) -> None:
@@ -80,10 +87,13 @@ class Heartbeat(Middleware):
         loop_thread.loop.call_soon_threadsafe(answered)
 
 
-def heartbeats(folder: Path, timeout_s: float, started: float) -> tuple[bool, dict[str, Any]]:
+def heartbeats(
+    folder: Path, timeout_s: float, started: float, expected: int = 1
+) -> tuple[bool, dict[str, Any]]:
     """Liveness from the processes' heartbeat files: every one fresh (written within
-    `timeout_s`) and reporting loops that turned within it. No file yet passes while the
-    command boots (until `timeout_s` after `started`, a time.time())."""
+    `timeout_s`) and reporting loops that turned within it, and `expected` of them once the
+    command has booted (`timeout_s` after `started`, a time.time()): a process stuck before
+    its first beat fails it then."""
     now = time.time()
     processes: dict[str, Any] = {}
     for path in sorted(folder.glob(f"{_PREFIX}*.json")):
@@ -101,12 +111,20 @@ def heartbeats(folder: Path, timeout_s: float, started: float) -> tuple[bool, di
             stalled.append("heartbeat")
         processes[str(seen["pid"])] = {
             "heartbeat_s": round(written_s, 1),
+            "event_loop_s": seen["event_loop_s"],
+            "fetch_loops_s": seen["fetch_loops_s"],
             "stalled": stalled,
         }
-    if not processes:
-        return now - started < timeout_s, {"processes": {}, "booting": True}
+    booting = now - started < timeout_s
     live = all(not p["stalled"] for p in processes.values())
-    return live, {"processes": processes}
+    detail: dict[str, Any] = {"processes": processes}
+    if len(processes) < expected:
+        detail["missing"] = expected - len(processes)
+        if booting:
+            detail["booting"] = True
+        else:
+            live = False
+    return live, detail
 
 
 def serve() -> int:
@@ -126,15 +144,21 @@ def serve() -> int:
     MultiProcessCollector(registry, path=str(folder))
     started = time.time()
     timeout_s = settings.worker_liveness_timeout_s
-    ProbeServer(
-        settings.probe_host,
-        settings.worker_metrics_port,
-        live=lambda: heartbeats(folder, timeout_s, started),
-        ready=servers_ready(
-            libpq_url(settings.database_url), settings.redis_url, settings.ready_timeout_s
-        ),
-        registry=registry,
-    ).serve_forever()
+    expected = int(os.environ.get(PROCESSES_ENV, "1"))
+    try:
+        server = ProbeServer(
+            settings.probe_host,
+            settings.worker_metrics_port,
+            live=lambda: heartbeats(folder, timeout_s, started, expected),
+            ready=servers_ready(
+                libpq_url(settings.database_url), settings.redis_url, settings.ready_timeout_s
+            ),
+            registry=registry,
+        )
+    except OSError as exc:  # taken since the command checked: the workers run without
+        log.error("worker.probes_unavailable", port=settings.worker_metrics_port, error=str(exc))
+        return 1
+    server.serve_forever()
     return 0
 
 

@@ -86,3 +86,14 @@ def test_a_stale_heartbeat_fails_and_no_heartbeat_passes_only_while_booting(
     live, detail = heartbeats(tmp_path, timeout_s=5.0, started=0)
     assert not live
     assert detail["processes"]["123"]["stalled"] == ["heartbeat"]
+
+
+def test_a_process_that_never_beats_fails_liveness_once_booting_is_over(tmp_path: Path) -> None:
+    path = tmp_path / "live-7.json"
+    path.write_text(json.dumps({"pid": 7, "fetch_loops_s": {"email": 0.1}, "event_loop_s": 0.1}))
+    live, detail = heartbeats(tmp_path, timeout_s=5.0, started=time.time(), expected=2)
+    assert live  # still booting: the second process may not have beaten yet
+    assert detail["missing"] == 1
+    live, detail = heartbeats(tmp_path, timeout_s=5.0, started=time.time() - 6, expected=2)
+    assert not live
+    assert detail["missing"] == 1
