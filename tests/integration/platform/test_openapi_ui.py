@@ -120,7 +120,11 @@ async def test_the_ui_page_allows_scripts_from_its_own_origin_only(
     assert policy["style-src"] == ["'self'"]
     assert policy["connect-src"] == ["'self'"]
     assert policy["frame-ancestors"] == ["'none'"]
-    assert "<script>" not in page.text  # no inline script to allow
+    # No inline script or style to allow: every script tag loads a file, and no style element.
+    scripts = re.findall(r"<script\b([^>]*)>(.*?)</script>", page.text, flags=re.S | re.I)
+    assert scripts
+    assert all("src=" in attributes and not body.strip() for attributes, body in scripts)
+    assert not re.search(r"<style\b|\sstyle=|\son[a-z]+=", page.text, flags=re.I)
     assert page.headers.get_list("content-security-policy") == [
         page.headers["content-security-policy"]
     ]
