@@ -40,6 +40,7 @@ from socialflow.db.engine import libpq_url
 from socialflow.embedded import EmbeddedRedis
 from socialflow.workers.broker import NAMESPACE
 from tests.e2e.conftest import CommandRun, free_port
+from tests.e2e.otlp_collector import ReceivedSpan, otlp_collector
 
 Start = Callable[..., CommandRun]
 PASSWORD = "correct horse battery staple"
@@ -638,3 +639,86 @@ def test_a_worker_killed_mid_processing_loses_nothing_and_the_item_is_processed_
     assert len(item["derivatives"]) == 8
     restarted.signal(signal.SIGTERM)
     assert restarted.wait(timeout_s=60) == 0
+
+
+# -- 6. one trace across the processes -------------------------------------------------------
+
+
+def test_one_trace_crosses_the_api_relay_and_worker_processes_to_an_otlp_collector(
+    launch: Start, stack: Stack
+) -> None:
+    with otlp_collector() as collector:
+        # The standard variables only: OTLP over HTTP to the collector, exported every 200 ms.
+        otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.url, "OTEL_BSP_SCHEDULE_DELAY": "200"}
+
+        def traced(args: list[str], **extra: str) -> CommandRun:
+            return launch(args, **otel, **extra)
+
+        _, base_url = start_api(traced)
+        start_relay_and_worker(traced)
+        owner_email = f"{unique('owner')}@example.com"
+        with httpx.Client(base_url=base_url, timeout=30) as api:
+            made = api.post(
+                "/api/v1/tenants",
+                json={
+                    "slug": unique("t"),
+                    "name": "Traced",
+                    "agency": stack.agency,
+                    "plan": "pro",
+                    "owner_email": owner_email,
+                },
+                headers=stack.operator,
+            )
+        assert made.status_code == 201, made.text
+        wait_for(lambda: mailed_to(stack.data_dir, owner_email), "the owner's invitation email")
+
+        def request() -> ReceivedSpan | None:
+            found = [
+                s
+                for s in collector.received()
+                if s.service == "socialflow-api" and s.name == "POST /api/v1/tenants"
+            ]
+            return found[0] if found else None
+
+        def mailer() -> ReceivedSpan | None:
+            sent = request()
+            found = [
+                s
+                for s in collector.received()
+                if sent is not None
+                and s.service == "socialflow-worker"
+                and s.name == "send_invitation_email process"
+                and s.trace_id == sent.trace_id
+            ]
+            return found[0] if found else None
+
+        wait_for(mailer, "the actor's span at the collector")
+        wait_for(
+            lambda: any(s.service == "socialflow-relay" for s in collector.received()),
+            "the relay's span at the collector",
+        )
+        spans = collector.received()
+
+    sent, mailing = request(), mailer()
+    assert sent is not None
+    assert mailing is not None
+    assert sent.kind == "SERVER"
+    assert sent.attributes["http.route"] == "/api/v1/tenants"
+    assert sent.attributes["http.response.status_code"] == 201
+    # The request's own SQL, in its process, under it.
+    assert any(s.parent_span_id == sent.span_id and "db.system" in s.attributes for s in spans)
+    # In the worker, the actor's span is the request's child: the context the event carried.
+    assert mailing.kind == "CONSUMER"
+    assert mailing.parent_span_id == sent.span_id
+    # Its statements ran on the worker's event loop (another thread) and are under it.
+    assert any(
+        s.service == "socialflow-worker"
+        and s.parent_span_id == mailing.span_id
+        and "db.system" in s.attributes
+        for s in spans
+    )
+    # The relay's batch that carried the event is linked to the request.
+    assert any(
+        s.service == "socialflow-relay" and s.name == "outbox dispatch" and sent.span_id in s.links
+        for s in spans
+    )
