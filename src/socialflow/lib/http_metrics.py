@@ -23,7 +23,7 @@ REQUESTS = Counter(
 LATENCY = Histogram(
     "socialflow_api_request_duration_seconds",
     "HTTP request latency, first byte in to last byte out",
-    ["route", "method"],
+    ["route", "method", "status"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
 POOL_IN_USE = Gauge(
@@ -51,8 +51,9 @@ def observe(scope: Any, status: int, seconds: float) -> None:
     """Count one answered request (called once per request, by the outermost layer)."""
     route = scope.get("path_template") or UNMATCHED
     method = method_of(scope)
-    REQUESTS.labels(route, method, str(status)).inc()
-    LATENCY.labels(route, method).observe(seconds)
+    code = str(status)
+    REQUESTS.labels(route, method, code).inc()
+    LATENCY.labels(route, method, code).observe(seconds)
     app = scope.get("litestar_app")
     engine = getattr(getattr(app, "state", None), "engine", None)
     pool = getattr(getattr(engine, "sync_engine", None), "pool", None)

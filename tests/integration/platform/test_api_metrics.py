@@ -49,11 +49,15 @@ async def test_requests_are_counted_by_route_template_method_and_status(
     status = str(refused.status_code)
     assert _count(after, route, "GET", status) - _count(before, route, "GET", status) == 1
     assert _count(after, "unmatched", "GET", "404") - _count(before, "unmatched", "GET", "404") == 1
-    latency = (
-        "socialflow_api_request_duration_seconds_count",
-        (("method", "GET"), ("route", route)),
-    )
-    assert after[latency] - before.get(latency, 0.0) == 4
+    def timed(code: str) -> float:
+        key = (
+            "socialflow_api_request_duration_seconds_count",
+            (("method", "GET"), ("route", route), ("status", code)),
+        )
+        return after[key] - before.get(key, 0.0)
+
+    assert timed("200") == 3
+    assert timed(status) == 1
     labels = {value for (_, pairs) in after for _, value in pairs}
     assert not any(world.tenant_a in value or world.tenant_b in value for value in labels)
     assert ("socialflow_api_db_pool_in_use", ()) in after
