@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import psycopg
 import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from outbox_relay.relay import OutboxRelay
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from socialflow.db.engine import create_engine, create_session_factory, libpq_url
+from socialflow.lib import telemetry
 from socialflow.settings import Settings
 from tests.integration.outbox.support import TEST_ROUTES
 
@@ -99,3 +101,13 @@ async def running_relays() -> AsyncIterator[Callable[[OutboxRelay], asyncio.Task
     yield start
     stop.set()
     await asyncio.gather(*tasks)
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    """Tracing on for the test, every span kept in memory. Ask for it first among the test's
+    fixtures: engines made before it are not traced."""
+    exporter = InMemorySpanExporter()
+    telemetry.configure("test", exporter=exporter)
+    yield exporter
+    telemetry.shutdown()

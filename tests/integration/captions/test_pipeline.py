@@ -7,13 +7,21 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import dramatiq
 import psycopg
 import pytest
+from dramatiq.broker import MessageProxy
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 from prometheus_client import REGISTRY
 
 from socialflow.captions.prompt import PROMPT_VERSION
+from socialflow.event_routing import ROUTES
+from socialflow.workers.actors import apply_named_event
+from socialflow.workers.middleware import EventContext
+from socialflow.workers.testing import envelope_of, pending_rows
 from tests.integration.ai.fake_openai import DEFAULT_CAPTION, FakeProvider, fake_embedding
-from tests.integration.captions.conftest import Studio
+from tests.integration.captions.conftest import PIPELINE_EVENTS, Studio
 from tests.integration.media.support import mp4, photo
 from tests.integration.tenancy_fixtures import Platform
 
@@ -389,3 +397,55 @@ async def test_ai_usage_totals_the_months_calls_by_operation_model_and_key_sourc
         assert wrong.status_code == 422, bad
     editor = await studio.client.get(url, headers=studio.who.headers)
     assert editor.status_code == 403
+
+
+async def test_a_traced_caption_shows_the_upload_request_the_actors_and_the_provider_calls(
+    spans: InMemorySpanExporter, studio: Studio, provider: FakeProvider
+) -> None:
+    await studio.byok()
+    media_id = await studio.start_and_confirm(photo(640, 480))
+    # The worker: each event's actors run inside the middleware a worker thread runs.
+    middleware = EventContext()
+    for _ in range(10):
+        rows = await pending_rows(studio.factory, studio.tenant_id, *PIPELINE_EVENTS)
+        ran = 0
+        for row in rows:
+            for route in ROUTES.get(row.event_type, ()):
+                message = MessageProxy(
+                    dramatiq.Message(
+                        queue_name=route.queue,
+                        actor_name=route.actor,
+                        args=(envelope_of(row),),
+                        kwargs={},
+                        options={"traceparent": (row.headers or {}).get("traceparent")},
+                    )
+                )
+                middleware.before_process_message(dramatiq.get_broker(), message)
+                try:
+                    ran += await apply_named_event(route.actor, envelope_of(row), studio.factory)
+                finally:
+                    middleware.after_process_message(dramatiq.get_broker(), message)
+        if not ran:
+            break
+    assert (await studio.item(media_id))["caption"]["state"] == "generated"
+
+    finished = spans.get_finished_spans()
+    [confirm] = [s for s in finished if s.kind is SpanKind.SERVER and "confirm" in s.name]
+    assert confirm.context is not None
+    in_trace = [s for s in finished if s.context and s.context.trace_id == confirm.context.trace_id]
+    actors = {s.name for s in in_trace if s.kind is SpanKind.CONSUMER}
+    assert {"caption_media process", "embed_media process"} <= actors
+    calls = [
+        s
+        for s in in_trace
+        if s.kind is SpanKind.CLIENT
+        and s.attributes
+        and s.attributes.get("url.full") == provider.origin
+    ]
+    assert len(calls) == 2  # the caption's completion and the embedding, in the upload's trace
+    by_id = {s.context.span_id: s for s in in_trace if s.context}
+    for call in calls:  # each under an actor's span
+        above = call
+        while above.parent is not None and above.kind is not SpanKind.CONSUMER:
+            above = by_id[above.parent.span_id]
+        assert above.kind is SpanKind.CONSUMER, call.name

@@ -6,7 +6,6 @@ sends; errors leave their type, never their text; a library's lone call is not a
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import dramatiq
@@ -32,15 +31,6 @@ from tests.integration.social.fake_receiver import FakeReceiver
 from tests.integration.webhooks.conftest import Hooks
 
 WEBHOOKS_QUEUE = "webhooks"
-
-
-@pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    """Tracing on for the test (first among its fixtures: before any engine is made)."""
-    exporter = InMemorySpanExporter()
-    telemetry.configure("test", exporter=exporter)
-    yield exporter
-    telemetry.shutdown()
 
 
 def _take_messages(client: redis_lib.Redis) -> list[dict[str, Any]]:
