@@ -22,7 +22,6 @@ import shutil
 import signal
 import socket
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -110,7 +109,9 @@ def _metrics_port(settings: Settings) -> Iterator[None]:
 def _shared_metrics() -> Iterator[None]:
     """The processes write their metrics to files in a fresh PROMETHEUS_MULTIPROC_DIR (inherited:
     they are spawned), so a scrape of any of them reads all; removed when they have stopped."""
-    folder = tempfile.mkdtemp(prefix="socialflow-api-metrics-")
+    from socialflow.lib.metrics_folders import metrics_folder
+
+    folder = metrics_folder("api")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
     try:
         yield

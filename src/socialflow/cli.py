@@ -10,7 +10,6 @@ import os
 import shutil
 import socket
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -170,9 +169,10 @@ def worker_metrics(settings: Settings, processes: int) -> Iterator[list[str]]:
         click.echo(f"worker metrics not served: {settings.probe_host}:{port}: {exc}", err=True)
         yield []
         return
+    from socialflow.lib.metrics_folders import metrics_folder
     from socialflow.workers.probes import PROBE_DIR_ENV, PROCESSES_ENV
 
-    folder = tempfile.mkdtemp(prefix="socialflow-worker-metrics-")
+    folder = metrics_folder("worker")
     names = {
         "PROMETHEUS_MULTIPROC_DIR": folder,
         "prometheus_multiproc_dir": folder,

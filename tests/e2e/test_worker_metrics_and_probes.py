@@ -127,7 +127,11 @@ def test_a_frozen_worker_process_turns_liveness_red_until_it_runs_again(
         run_command, database_url, redis_url, WORKER_LIVENESS_TIMEOUT_S="3"
     )
     body = _until(worker, port, "/livez", 200)
-    while len(body.get("processes", {})) < 2:  # both processes have beaten
+    # Both processes have beaten since their consumers first went round.
+    while len(body.get("processes", {})) < 2 or not all(
+        p["fetch_loops_s"] for p in body["processes"].values()
+    ):
+        time.sleep(0.2)
         body = _until(worker, port, "/livez", 200)
     pids = sorted(int(pid) for pid in body["processes"])
     workers = {c.pid for c in psutil.Process(worker.process.pid).children(recursive=True)}
