@@ -49,6 +49,7 @@ async def test_requests_are_counted_by_route_template_method_and_status(
     status = str(refused.status_code)
     assert _count(after, route, "GET", status) - _count(before, route, "GET", status) == 1
     assert _count(after, "unmatched", "GET", "404") - _count(before, "unmatched", "GET", "404") == 1
+
     def timed(code: str) -> float:
         key = (
             "socialflow_api_request_duration_seconds_count",
