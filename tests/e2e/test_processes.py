@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
+import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -115,3 +117,24 @@ def test_relay_and_worker_connect_and_stop_cleanly_on_sigterm(
     run.signal(signal.SIGTERM)
     assert run.wait() == 0
     assert "Traceback" not in run.output
+
+
+def test_a_worker_stopped_by_sigterm_to_its_whole_process_group_stops_cleanly(
+    run_command: Start, database_url: str, redis_url: str
+) -> None:
+    # systemd (KillMode=control-group) and a shell's kill -- -PGID signal every process: each
+    # worker process gets the signal, then Dramatiq's main process forwards it again.
+    worker = run_command(
+        ["worker", "--queues", "email", "--processes", "2"],
+        DATABASE_URL=database_url,
+        REDIS_URL=redis_url,
+        WORKER_METRICS_PORT="0",
+    )
+    deadline = time.monotonic() + 60
+    while worker.output.count("Worker process is ready for action") < 2:
+        assert worker.process.poll() is None, worker.output
+        assert time.monotonic() < deadline, worker.output
+        time.sleep(0.1)
+    os.killpg(worker.process.pid, signal.SIGTERM)
+    assert worker.wait(timeout_s=30) == 0, worker.output
+    assert "Killing worker process" not in worker.output

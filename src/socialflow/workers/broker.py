@@ -24,7 +24,7 @@ from dramatiq.middleware import (
     TimeLimit,
 )
 
-from socialflow.workers.middleware import EventContext, WorkerResourcesLifecycle
+from socialflow.workers.middleware import EventContext, OneStopSignal, WorkerResourcesLifecycle
 from socialflow.workers.probes import probe_middleware
 
 # Dramatiq's Redis keys live under this prefix; the relay writes messages under it too.
@@ -149,6 +149,7 @@ def create_broker(redis_url: str) -> RedisBroker:
         CurrentMessage(),
         AsyncIO(),
         WorkerResourcesLifecycle(),
+        OneStopSignal(),
     ]
     # `socialflow worker` serves metrics and probes (cli.py): its processes feed them.
     middleware += probe_middleware()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
+import time
 from typing import Any
 
 import dramatiq
@@ -119,3 +122,34 @@ class WorkerResourcesLifecycle(Middleware):
         loop_thread = get_event_loop_thread()
         if loop_thread is not None:
             loop_thread.run_coroutine(WorkerResources.dispose())
+
+
+class OneStopSignal(Middleware):
+    """A worker process stops once when its stop signal reaches it twice at once.
+
+    Signalled as a process group (systemd's KillMode=control-group, `kill -- -PGID`, a
+    supervisor stopping a tree), each worker process gets SIGTERM, then Dramatiq's main process
+    forwards it again. Dramatiq takes a second SIGTERM as "kill now" and raises SystemExit in
+    the middle of stopping: its threads were never stopped, so the process waited for them
+    forever. A repeat within DUPLICATE_S is the same stop and is ignored; a later one still
+    kills, at once (os._exit: nothing waits on threads; messages in flight go back to the
+    queue with the worker's heartbeat, as after any kill).
+    """
+
+    DUPLICATE_S = 5.0
+
+    def after_process_boot(self, broker: dramatiq.Broker) -> None:
+        dramatiqs = signal.getsignal(signal.SIGTERM)
+        if threading.current_thread() is not threading.main_thread() or not callable(dramatiqs):
+            return
+        first: list[float] = []
+
+        def on_stop(signum: int, frame: Any) -> None:
+            now = time.monotonic()
+            if not first:
+                first.append(now)
+                dramatiqs(signum, frame)  # stop: finish the messages in flight
+            elif now - first[0] >= self.DUPLICATE_S:
+                os._exit(1)  # Dramatiq's RET_KILLED
+
+        signal.signal(signal.SIGTERM, on_stop)
