@@ -138,3 +138,23 @@ def test_a_worker_stopped_by_sigterm_to_its_whole_process_group_stops_cleanly(
     os.killpg(worker.process.pid, signal.SIGTERM)
     assert worker.wait(timeout_s=30) == 0, worker.output
     assert "Killing worker process" not in worker.output
+
+
+def test_dev_whose_terminal_closes_stops_every_process(
+    run_command: Start, database_url: str, redis_url: str
+) -> None:
+    # A closed terminal sends SIGHUP to its whole process group: dev, and every process below.
+    dev = run_command(
+        ["dev"], DATABASE_URL=database_url, REDIS_URL=redis_url, PORT=str(free_port())
+    )
+    dev.wait_for_output("SocialFlow is ready at", timeout_s=90)
+    deadline = time.monotonic() + 60
+    while dev.output.count("Worker process is ready for action") < 3:
+        assert time.monotonic() < deadline, dev.output
+        time.sleep(0.1)
+    everyone = psutil.Process(dev.process.pid).children(recursive=True)
+    os.killpg(dev.process.pid, signal.SIGHUP)
+    assert dev.wait(timeout_s=60) == 0, dev.output
+    assert "Killing worker process" not in dev.output
+    for process in everyone:
+        assert not process.is_running() or process.status() == psutil.STATUS_ZOMBIE, process

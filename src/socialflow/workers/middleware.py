@@ -125,7 +125,8 @@ class WorkerResourcesLifecycle(Middleware):
 
 
 class OneStopSignal(Middleware):
-    """A worker process stops once when its stop signal reaches it twice at once.
+    """A worker process stops once when its stop signal reaches it twice at once (SIGTERM, or
+    SIGHUP when a terminal closes).
 
     Signalled as a process group (systemd's KillMode=control-group, `kill -- -PGID`, a
     supervisor stopping a tree), each worker process gets SIGTERM, then Dramatiq's main process
@@ -139,11 +140,15 @@ class OneStopSignal(Middleware):
     DUPLICATE_S = 5.0
 
     def after_process_boot(self, broker: dramatiq.Broker) -> None:
-        dramatiqs = signal.getsignal(signal.SIGTERM)
-        if threading.current_thread() is not threading.main_thread() or not callable(dramatiqs):
+        if threading.current_thread() is not threading.main_thread():
             return
-        first: list[float] = []
+        first: list[float] = []  # when the first stop signal (of either kind) came
+        for signum in (signal.SIGTERM, signal.SIGHUP):  # SIGHUP: a terminal closed
+            dramatiqs = signal.getsignal(signum)
+            if callable(dramatiqs):
+                signal.signal(signum, self._once(dramatiqs, first))
 
+    def _once(self, dramatiqs: Any, first: list[float]) -> Any:
         def on_stop(signum: int, frame: Any) -> None:
             now = time.monotonic()
             if not first:
@@ -152,4 +157,4 @@ class OneStopSignal(Middleware):
             elif now - first[0] >= self.DUPLICATE_S:
                 os._exit(1)  # Dramatiq's RET_KILLED
 
-        signal.signal(signal.SIGTERM, on_stop)
+        return on_stop
