@@ -26,6 +26,8 @@ from opentelemetry.trace import Link, Span, SpanKind, Status, get_current_span
 from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes
 
+from socialflow.lib.telemetry import exporter_names
+
 
 def provider(service: str, exporter: SpanExporter | None) -> TracerProvider:
     """The process's tracer provider: exporting to OTEL_TRACES_EXPORTER's exporters in batches
@@ -47,16 +49,11 @@ def provider(service: str, exporter: SpanExporter | None) -> TracerProvider:
 
 def _exporters() -> list[SpanExporter]:
     """OTEL_TRACES_EXPORTER's exporters (default otlp); ValueError for one not supported."""
-    names = [
-        name.strip().lower()
-        for name in os.environ.get("OTEL_TRACES_EXPORTER", "otlp").split(",")
-        if name.strip().lower() not in ("", "none")
-    ]
     protocol = os.environ.get(
         "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "")
     )
     found: list[SpanExporter] = []
-    for name in names:
+    for name in exporter_names():
         if name in ("otlp", "otlp_proto_http"):
             if protocol.strip().lower() not in ("", "http/protobuf"):
                 raise ValueError(

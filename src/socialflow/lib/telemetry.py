@@ -53,11 +53,16 @@ def wanted(env: Mapping[str, str] = os.environ) -> bool:
     (not `none`), or else an OTLP endpoint; never with OTEL_SDK_DISABLED=true."""
     if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return False
-    named = env.get("OTEL_TRACES_EXPORTER")
-    if named is not None:
-        return any(name.strip().lower() not in ("", "none") for name in named.split(","))
+    if env.get("OTEL_TRACES_EXPORTER") is not None:
+        return bool(exporter_names(env))
     endpoints = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
     return any(env.get(name) for name in endpoints)
+
+
+def exporter_names(env: Mapping[str, str] = os.environ) -> list[str]:
+    """The exporters OTEL_TRACES_EXPORTER names (default otlp), `none` left out."""
+    names = (name.strip().lower() for name in env.get("OTEL_TRACES_EXPORTER", "otlp").split(","))
+    return [name for name in names if name not in ("", "none")]
 
 
 def configure(service: str, *, exporter: SpanExporter | None = None) -> bool:
