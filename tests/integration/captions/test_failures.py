@@ -277,7 +277,8 @@ async def test_the_tenants_rate_limit_defers_the_call_instead_of_failing_it(
         await studio.run(retries, max_rounds=3)
 
     assert len(retries) >= 2
-    assert all(0 < delay <= 61_000 for delay in retries)
+    # At most the window's full minute plus the jitter (ai.rate.wait_ms: up to 2 s).
+    assert all(0 < delay <= 62_000 for delay in retries)
     assert len(chat_calls(provider)) == 1  # no call over the limit
     assert (await studio.item(second))["caption"]["state"] == "pending"
 
