@@ -11,8 +11,10 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+import redis
 
 
 def free_port() -> int:
@@ -92,3 +94,26 @@ def run_command(project_root: Path, tmp_path: Path) -> Iterator[object]:
     yield start
     for run in runs:
         run.kill()
+
+
+# A database number no other test's messages reach (tests use 0, Redis's default).
+QUIET_DB = 1
+
+
+@pytest.fixture
+def quiet_redis_url(redis_url: str) -> Iterator[str]:
+    """The tests' Redis server, on a database of its own, emptied before and after.
+
+    A worker started on the shared database also takes the messages other tests left queued
+    (their tenants, their vault keys): a test that counts what a worker did, or reads its
+    output for errors, gives it this one instead."""
+    parts = urlsplit(redis_url)
+    if parts.scheme == "unix":
+        url = f"unix://{parts.path}?db={QUIET_DB}"
+    else:
+        url = urlunsplit(parts._replace(path=f"/{QUIET_DB}"))
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    yield url
+    client.flushdb()
+    client.close()

@@ -37,10 +37,10 @@ def _children(run: CommandRun) -> dict[str, psutil.Process]:
 
 
 def test_dev_runs_api_relay_and_worker_and_ctrl_c_stops_them_all(
-    run_command: Start, database_url: str, redis_url: str
+    run_command: Start, database_url: str, quiet_redis_url: str
 ) -> None:
     port = free_port()
-    dev = run_command(["dev"], DATABASE_URL=database_url, REDIS_URL=redis_url, PORT=str(port))
+    dev = run_command(["dev"], DATABASE_URL=database_url, REDIS_URL=quiet_redis_url, PORT=str(port))
     dev.wait_for_output("SocialFlow is ready at", timeout_s=90)
     assert f"http://127.0.0.1:{port}/schema" in dev.output
     assert _get(f"http://127.0.0.1:{port}/ready") == (
@@ -67,10 +67,10 @@ def test_dev_runs_api_relay_and_worker_and_ctrl_c_stops_them_all(
 
 
 def test_dev_stops_the_others_and_says_which_died(
-    run_command: Start, database_url: str, redis_url: str
+    run_command: Start, database_url: str, quiet_redis_url: str
 ) -> None:
     dev = run_command(
-        ["dev"], DATABASE_URL=database_url, REDIS_URL=redis_url, PORT=str(free_port())
+        ["dev"], DATABASE_URL=database_url, REDIS_URL=quiet_redis_url, PORT=str(free_port())
     )
     dev.wait_for_output("SocialFlow is ready at", timeout_s=90)
     children = _children(dev)
@@ -110,9 +110,9 @@ def test_dev_with_no_urls_starts_and_stops_embedded_postgres_and_redis(
     [("relay", "relay.started"), ("worker", "Worker process is ready")],
 )
 def test_relay_and_worker_connect_and_stop_cleanly_on_sigterm(
-    run_command: Start, database_url: str, redis_url: str, command: str, started: str
+    run_command: Start, database_url: str, quiet_redis_url: str, command: str, started: str
 ) -> None:
-    run = run_command([command], DATABASE_URL=database_url, REDIS_URL=redis_url)
+    run = run_command([command], DATABASE_URL=database_url, REDIS_URL=quiet_redis_url)
     run.wait_for_output(started)
     run.signal(signal.SIGTERM)
     assert run.wait() == 0
@@ -120,14 +120,14 @@ def test_relay_and_worker_connect_and_stop_cleanly_on_sigterm(
 
 
 def test_a_worker_stopped_by_sigterm_to_its_whole_process_group_stops_cleanly(
-    run_command: Start, database_url: str, redis_url: str
+    run_command: Start, database_url: str, quiet_redis_url: str
 ) -> None:
     # systemd (KillMode=control-group) and a shell's kill -- -PGID signal every process: each
     # worker process gets the signal, then Dramatiq's main process forwards it again.
     worker = run_command(
         ["worker", "--queues", "email", "--processes", "2"],
         DATABASE_URL=database_url,
-        REDIS_URL=redis_url,
+        REDIS_URL=quiet_redis_url,
         WORKER_METRICS_PORT="0",
     )
     deadline = time.monotonic() + 60
@@ -141,11 +141,11 @@ def test_a_worker_stopped_by_sigterm_to_its_whole_process_group_stops_cleanly(
 
 
 def test_dev_whose_terminal_closes_stops_every_process(
-    run_command: Start, database_url: str, redis_url: str
+    run_command: Start, database_url: str, quiet_redis_url: str
 ) -> None:
     # A closed terminal sends SIGHUP to its whole process group: dev, and every process below.
     dev = run_command(
-        ["dev"], DATABASE_URL=database_url, REDIS_URL=redis_url, PORT=str(free_port())
+        ["dev"], DATABASE_URL=database_url, REDIS_URL=quiet_redis_url, PORT=str(free_port())
     )
     dev.wait_for_output("SocialFlow is ready at", timeout_s=90)
     deadline = time.monotonic() + 60

@@ -55,9 +55,9 @@ def _email_worker(
 
 
 def test_a_processed_message_is_counted_by_the_workers_metrics(
-    run_command: Start, database_url: str, redis_url: str
+    run_command: Start, database_url: str, quiet_redis_url: str
 ) -> None:
-    worker, port = _email_worker(run_command, database_url, redis_url)
+    worker, port = _email_worker(run_command, database_url, quiet_redis_url)
     # An event of a tenant that does not exist: the actor runs, drops it and succeeds.
     envelope = Event(
         event_id=uuid.uuid4(),
@@ -68,7 +68,7 @@ def test_a_processed_message_is_counted_by_the_workers_metrics(
         payload={"invitation_id": str(uuid.uuid4())},
         tenant_id=uuid.uuid4(),
     ).to_message_arg()
-    broker = create_broker(redis_url)
+    broker = create_broker(quiet_redis_url)
     broker.enqueue(
         dramatiq.Message(
             queue_name="email",
@@ -121,10 +121,10 @@ def _until(
 
 
 def test_a_frozen_worker_process_turns_liveness_red_until_it_runs_again(
-    run_command: Start, database_url: str, redis_url: str
+    run_command: Start, database_url: str, quiet_redis_url: str
 ) -> None:
     worker, port = _email_worker(
-        run_command, database_url, redis_url, WORKER_LIVENESS_TIMEOUT_S="3"
+        run_command, database_url, quiet_redis_url, WORKER_LIVENESS_TIMEOUT_S="3"
     )
     body = _until(worker, port, "/livez", 200)
     # Both processes have beaten since their consumers first went round.
