@@ -96,8 +96,21 @@ def run_command(project_root: Path, tmp_path: Path) -> Iterator[object]:
         run.kill()
 
 
-# A database number no other test's messages reach (tests use 0, Redis's default).
+# Database numbers no other test's messages reach (tests use 0, Redis's default).
 QUIET_DB = 1
+PIPELINE_DB = 2
+
+
+def redis_database(redis_url: str, number: int) -> str:
+    """The same Redis server as `redis_url`, on database `number`, emptied."""
+    parts = urlsplit(redis_url)
+    if parts.scheme == "unix":
+        url = f"unix://{parts.path}?db={number}"
+    else:
+        url = urlunsplit(parts._replace(path=f"/{number}"))
+    with redis.Redis.from_url(url) as client:
+        client.flushdb()
+    return url
 
 
 @pytest.fixture
@@ -107,13 +120,5 @@ def quiet_redis_url(redis_url: str) -> Iterator[str]:
     A worker started on the shared database also takes the messages other tests left queued
     (their tenants, their vault keys): a test that counts what a worker did, or reads its
     output for errors, gives it this one instead."""
-    parts = urlsplit(redis_url)
-    if parts.scheme == "unix":
-        url = f"unix://{parts.path}?db={QUIET_DB}"
-    else:
-        url = urlunsplit(parts._replace(path=f"/{QUIET_DB}"))
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    yield url
-    client.flushdb()
-    client.close()
+    yield redis_database(redis_url, QUIET_DB)
+    redis_database(redis_url, QUIET_DB)

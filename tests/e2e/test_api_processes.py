@@ -48,6 +48,15 @@ def _healthy(port: int) -> bool:
         return False
 
 
+def _ready(port: int) -> bool:
+    """GET /ready, waited for to the end: a request the tests count, and nothing else sends.
+
+    (The waits poll /health with a short timeout: a poll given up on while a process was still
+    starting stays queued on the socket and is answered, and counted, later.)"""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=60) as response:
+        return response.status == 200
+
+
 def _listeners(pid: int, port: int) -> int:
     return sum(
         1
@@ -124,13 +133,13 @@ def test_a_scrape_of_either_process_counts_the_requests_of_both(
     _wait_for(lambda: _healthy(port) and len(_api_processes(api)) == 2)
     key = (
         "socialflow_api_requests_total",
-        (("method", "GET"), ("route", "/health"), ("status", "200")),
+        (("method", "GET"), ("route", "/ready"), ("status", "200")),
     )
     before = _scrape(port).get(key, 0.0)
     # Fresh connections: the kernel spreads them over both processes.
     sent = 40
     for _ in range(sent):
-        assert _healthy(port)
+        assert _ready(port)
     counts = [_scrape(port).get(key, 0.0) - before for _ in range(4)]
     assert counts == [sent] * 4  # whichever process answered the scrape
     api.signal(signal.SIGTERM)
@@ -153,12 +162,12 @@ def test_with_a_metrics_port_the_metrics_leave_the_api_port_for_it(
     _wait_for(lambda: _healthy(port) and len(_api_processes(api)) == spawned)
     key = (
         "socialflow_api_requests_total",
-        (("method", "GET"), ("route", "/health"), ("status", "200")),
+        (("method", "GET"), ("route", "/ready"), ("status", "200")),
     )
-    before = _scrape(metrics_port)[key]
+    before = _scrape(metrics_port).get(key, 0.0)
     sent = 12
     for _ in range(sent):
-        assert _healthy(port)
+        assert _ready(port)
     # Every process's requests, on the port of its own.
     assert _scrape(metrics_port)[key] == before + sent
     with pytest.raises(urllib.error.HTTPError) as missing:

@@ -39,7 +39,7 @@ from dramatiq.brokers.redis import MAINTENANCE_SCALE, RedisBroker
 from socialflow.db.engine import libpq_url
 from socialflow.embedded import EmbeddedRedis
 from socialflow.workers.broker import NAMESPACE
-from tests.e2e.conftest import CommandRun, free_port
+from tests.e2e.conftest import PIPELINE_DB, CommandRun, free_port, redis_database
 from tests.e2e.otlp_collector import ReceivedSpan, otlp_collector
 
 Start = Callable[..., CommandRun]
@@ -128,7 +128,8 @@ def stack(
     data_dir = tmp_path_factory.mktemp("pipeline")
     env = {
         "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url,
+        # Its own database: the stack's workers must not take other tests' leftover messages.
+        "REDIS_URL": redis_database(redis_url, PIPELINE_DB),
         "DATA_DIR": str(data_dir),  # the mail folder and the dev vault key ring, shared
         "EMAIL_BACKEND": "file",
         "JWT_SIGNING_KEY": "e2e-pipeline-" + "k" * 40,  # one key: tokens work on every API
@@ -506,8 +507,8 @@ def test_a_worker_killed_mid_actor_loses_nothing_and_the_invitation_is_mailed_on
     stack: Stack,
     pg: psycopg.Connection[Any],
     slow_mail: tuple[SlowMailServer, dict[str, str]],
-    redis_url: str,
 ) -> None:
+    redis_url = stack.env["REDIS_URL"]
     mail, smtp = slow_mail
     stack.provision(mail.slow_for)
     event = member_invited_event(pg, mail.slow_for)
@@ -569,8 +570,9 @@ def _held_by_a_transaction(pg: psycopg.Connection[Any], schema: str, media_id: s
 
 
 def test_a_worker_killed_mid_processing_loses_nothing_and_the_item_is_processed_once(
-    launch: Start, stack: Stack, pg: psycopg.Connection[Any], redis_url: str
+    launch: Start, stack: Stack, pg: psycopg.Connection[Any]
 ) -> None:
+    redis_url = stack.env["REDIS_URL"]
     email = f"{unique('owner')}@example.com"
     made = launch(["admin", "create-user", "--email", email, "--password", PASSWORD])
     assert made.wait(timeout_s=60) == 0, made.output
