@@ -15,6 +15,7 @@ from socialflow.access.guards import requires
 from socialflow.access.permissions import Permission
 from socialflow.access.tenant_access import TenantAccess
 from socialflow.lib.pagination import link_header, page_request
+from socialflow.lib.rate_limits import hit, remember
 from socialflow.webhooks import history, services
 from socialflow.webhooks.bodies import (
     AttemptList,
@@ -170,14 +171,28 @@ class WebhookController(Controller):
         guards=[MANAGE],
         status_code=200,
         summary="Send a webhook.test event now and show the answer",
+        description=(
+            "At most `WEBHOOK_TESTS_PER_ENDPOINT_PER_MINUTE` (10) a minute per endpoint: a "
+            "test is a request the platform sends to the endpoint's URL."
+        ),
+        opt={"problems": (404, 429)},
     )
     async def test(
         self,
+        request: Request[Any, Any, Any],
         endpoint_id: FromPath[uuid.UUID],
         access: NamedDependency[TenantAccess],
         session: NamedDependency[AsyncSession],
         state: State,
     ) -> TestDeliveryOut:
+        # Each test is a request to a URL the tenant chose: bounded, so the platform cannot be
+        # used to hammer it.
+        window = await hit(
+            state.redis,
+            f"webhook-test:{endpoint_id}",
+            state.settings.webhook_tests_per_endpoint_per_minute,
+        )
+        remember(request.scope, window)  # type: ignore[arg-type]
         async with webhook_client(state.settings) as http:
             return await services.test_delivery(
                 session, access, endpoint_id, settings=state.settings, vault=state.vault, http=http
