@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from socialflow.access.tenant_access import TenantAccess
 from socialflow.audit.record import record_change
+from socialflow.identity.models import ApiKey
 from socialflow.lib.pagination import PageRequest
 from socialflow.lib.problems import Problem
 from socialflow.media.processing import PROFILES
@@ -458,9 +459,41 @@ async def submit_post(session: AsyncSession, access: TenantAccess, post_id: uuid
     return await post_out(session, post, ZoneInfo(settings.timezone))
 
 
-def _is_author(post: Post, access: TenantAccess) -> bool:
+async def _is_author(session: AsyncSession, post: Post, access: TenantAccess) -> bool:
+    """Whether the caller wrote the post: as the same actor, or as the same person through an
+    API key they made (or through their own session, for a post one of their keys wrote).
+    Otherwise an author could approve their own post by switching between the two."""
     actor = access.principal.actor
-    return actor in (post.created_by, post.submitted_by, post.edited_by)
+    authors = {a for a in (post.created_by, post.submitted_by, post.edited_by) if a}
+    if actor in authors:
+        return True
+    people = await _people(session, {actor, *authors})
+    me = people.get(actor)
+    return me is not None and me in {people.get(author) for author in authors}
+
+
+async def _people(session: AsyncSession, actors: set[str]) -> dict[str, uuid.UUID]:
+    """The person behind each actor: a user is themself, an API key the user who made it."""
+    people: dict[str, uuid.UUID] = {}
+    keys: dict[uuid.UUID, str] = {}
+    for actor in actors:
+        kind, _, ident = actor.partition(":")
+        try:
+            found = uuid.UUID(ident)
+        except ValueError:
+            continue  # a system actor
+        if kind == "user":
+            people[actor] = found
+        elif kind == "api_key":
+            keys[found] = actor
+    if keys:
+        made = await session.execute(
+            select(ApiKey.id, ApiKey.created_by).where(ApiKey.id.in_(list(keys)))
+        )
+        for key_id, creator in made:
+            if creator is not None:
+                people[keys[key_id]] = creator
+    return people
 
 
 async def _comment(
@@ -483,7 +516,7 @@ async def approve_post(
     if post.status != "pending_review":
         raise _wrong_state(post, "approve")
     settings = await read_settings(session)
-    self_approved = _is_author(post, access)
+    self_approved = await _is_author(session, post, access)
     if self_approved and not settings.self_approval_allowed:
         raise Problem(
             403,

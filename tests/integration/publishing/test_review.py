@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from tests.integration.publishing.conftest import Studio
 from tests.integration.social.fake_receiver import FakeReceiver
+from tests.integration.tenancy_fixtures import Account
 
 
 async def test_a_post_is_reviewed_approved_published_and_received_signed(
@@ -274,6 +275,47 @@ async def test_an_admin_who_edited_a_post_may_not_approve_it(
     refused = await studio.call("POST", f"/{post['id']}/approve", studio.admin)
     assert refused.status_code == 403
     assert refused.json()["type"].endswith("self-approval-forbidden")
+
+
+async def _key_of(studio: Studio, who: Account, role: str) -> Account:
+    """An API key `who` makes, as the Account that calls with it."""
+    made = await studio.client.post(
+        f"{studio.base}/api-keys", json={"name": f"{role} key", "role": role}, headers=who.headers
+    )
+    assert made.status_code == 201, made.text
+    return Account(email="", token=made.json()["key"])
+
+
+async def test_an_author_may_not_approve_their_own_post_through_an_api_key_they_made(
+    studio: Studio, receiver: FakeReceiver
+) -> None:
+    hook = await studio.webhook(receiver)
+    key = await _key_of(studio, studio.admin, "admin")
+    # Written and submitted by the admin's session, approved with the admin's key.
+    mine = await studio.call(
+        "POST", "", studio.admin, text="mine", destinations=[{"account_id": hook["id"]}]
+    )
+    assert mine.status_code == 201, mine.text
+    await studio.call("POST", f"/{mine.json()['id']}/submit", studio.admin)
+    refused = await studio.call("POST", f"/{mine.json()['id']}/approve", key)
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["type"].endswith("self-approval-forbidden")
+    # Written and submitted with the key, approved by the admin's session.
+    keyed = await studio.call(
+        "POST", "", key, text="keyed", destinations=[{"account_id": hook["id"]}]
+    )
+    assert keyed.status_code == 201, keyed.text
+    await studio.call("POST", f"/{keyed.json()['id']}/submit", key)
+    refused = await studio.call("POST", f"/{keyed.json()['id']}/approve", studio.admin)
+    assert refused.status_code == 403, refused.text
+    assert (await studio.post(keyed.json()["id"]))["status"] == "pending_review"
+    # Someone else's key is another reviewer.
+    editors_post = await studio.draft(
+        text="the editor's", destinations=[{"account_id": hook["id"]}]
+    )
+    await studio.call("POST", f"/{editors_post['id']}/submit")
+    approved = await studio.call("POST", f"/{editors_post['id']}/approve", key)
+    assert approved.status_code == 200, approved.text
 
 
 async def test_a_schedule_beyond_any_calendar_or_two_years_is_refused(
