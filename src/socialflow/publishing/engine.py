@@ -388,9 +388,11 @@ async def check_delivery(steps: EventSteps, event: Event, resources: Resources) 
     claimed = Claimed(send.post_id, send.destination_id, attempt)
     adapter = platform_reach(resources.settings).adapter(send.account.platform)
     found = await _lookup(steps, resources, adapter, send)
-    if isinstance(found, Receipt):
+    if isinstance(found, Receipt) and not (found.incomplete and adapter.idempotent_resend):
         await _settle(steps, resources, send, claimed, found)
         return
+    # Not found, or found without its first comment: sent again when that is harmless (it
+    # then finds the post and adds what is missing).
     if found is None or adapter.idempotent_resend:
 
         def still_unconfirmed(post: Post, state: str, attempts: int) -> bool:

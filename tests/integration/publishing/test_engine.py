@@ -15,6 +15,7 @@ from socialflow.db.tenancy import enter_tenant_schema
 from socialflow.publishing import deliveries
 from socialflow.publishing.watchdog import sweep_stalled
 from socialflow.settings import Settings
+from socialflow.social.platforms.bluesky import BlueskyAdapter
 from socialflow.social.services import reseal_social_secrets
 from socialflow.vault.rotation import rotate_tenant_key
 from socialflow.vault.service import Vault
@@ -28,6 +29,10 @@ from tests.integration.social.fake_receiver import FakeReceiver
 
 class WorkerKilled(Exception):
     """The process died here: nothing after this point of the delivery ran."""
+
+
+class ProcessDied(BaseException):
+    """The process died inside the adapter's call: nothing catches it, nothing after it ran."""
 
 
 STALLED_S = 600  # PUBLISH_STALLED_AFTER_S's default: when the watchdog's check comes due
@@ -305,6 +310,47 @@ async def test_a_revoked_bluesky_session_marks_the_account_for_reconnecting(
     )
     (shown,) = listed.json()["items"]
     assert shown["status"] == "needs_reconnect"
+
+
+async def test_a_worker_killed_between_a_bluesky_post_and_its_first_comment_adds_the_comment(
+    studio: Studio, pds: FakePds, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    account = await studio.bluesky(pds)
+
+    async def killed(*args: Any, **kwargs: Any) -> None:
+        # Not an Exception: the engine takes any adapter's Exception for an unknown outcome,
+        # while a process's death ends everything at once.
+        raise ProcessDied("after the post, before its first comment")
+
+    post = await _published_now(
+        studio,
+        text="The post",
+        first_comment="More at https://example.org",
+        destinations=[{"account_id": account["id"]}],
+    )
+    with monkeypatch.context() as patched:
+        patched.setattr(BlueskyAdapter, "_first_comment", killed)
+        with pytest.raises(ProcessDied):
+            await studio.run_engine()
+    did = next(iter(pds.accounts))
+    assert [r["text"] for r in _bluesky_posts(pds, did)] == ["The post"]
+    studio.age_deliveries(STALLED_S + 5)
+    await studio.run_engine_later(STALLED_S + 5)  # the watchdog's check finds the post
+    after = await studio.post(post["id"])
+    assert after["status"] == "published", after
+    texts = sorted(r["text"] for r in _bluesky_posts(pds, did))
+    assert texts == ["More at https://example.org", "The post"]
+    (comment,) = [r for r in _bluesky_posts(pds, did) if "reply" in r]
+    assert comment["reply"]["parent"]["uri"] == after["destinations"][0]["platform_post_id"]
+    assert sum(pds.created.values()) == 2  # the post once, its comment once
+
+
+def _bluesky_posts(pds: FakePds, did: str) -> list[dict[str, Any]]:
+    return [
+        pds.record(did, rkey) or {}
+        for (owner, collection, rkey) in pds.records
+        if owner == did and collection == "app.bsky.feed.post"
+    ]
 
 
 async def test_a_bluesky_post_goes_out_with_its_image_alt_text_and_facets(

@@ -403,6 +403,24 @@ async def test_a_first_comment_that_fails_is_reported_in_the_receipt_of_the_publ
     assert receipt.extra["first_comment_error"].startswith("retryable")
 
 
+async def test_lookup_says_a_post_found_without_its_first_comment_is_incomplete(
+    adapter: BlueskyAdapter, account: Account, pds: FakePds
+) -> None:
+    post = _post(first_comment="A comment")
+    pds.set_mode("server_error", times=1, nsid=CREATE, skip=1)  # the comment's write fails
+    await adapter.publish(account, post)
+    found = await adapter.lookup(account, post)
+    assert found is not None
+    assert found.incomplete
+    completed = await adapter.publish(account, post)  # a resend adds the comment only
+    assert completed.extra["already_published"] is True
+    assert pds.record(account.account_ref, comment_key(post)) is not None
+    again = await adapter.lookup(account, post)
+    assert again is not None
+    assert not again.incomplete
+    assert again.extra["first_comment_uri"].endswith(comment_key(post))
+
+
 async def test_delete_removes_the_post_and_its_first_comment(
     adapter: BlueskyAdapter, account: Account, pds: FakePds
 ) -> None:

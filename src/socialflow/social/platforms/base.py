@@ -127,6 +127,9 @@ class Receipt:
     platform_post_id: str
     url: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # Found by `lookup` with a part definitely missing (its first comment: the worker died
+    # between the two): an adapter whose resend is idempotent completes it by sending again.
+    incomplete: bool = False
 
 
 @dataclass(frozen=True, slots=True)

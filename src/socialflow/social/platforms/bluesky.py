@@ -17,7 +17,7 @@ import io
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -189,6 +189,7 @@ class BlueskyAdapter:
         if ref is None:
             return None
         extra: dict[str, Any] = {"uri": ref.uri, "cid": ref.cid, "rkey": rkey}
+        missing = False
         if post.first_comment:
             try:
                 comment = await _get_record(pds, comment_key(post))
@@ -196,7 +197,8 @@ class BlueskyAdapter:
                 extra["first_comment_error"] = str(exc)
             else:
                 extra |= _comment_extra(comment)
-        return _receipt(account, rkey, ref, extra)
+                missing = comment is None
+        return replace(_receipt(account, rkey, ref, extra), incomplete=missing)
 
     async def delete(self, account: Account, receipt: Receipt) -> None:
         """Delete the post and its first comment (a reply left alone would dangle)."""
