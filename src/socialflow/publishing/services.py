@@ -377,7 +377,7 @@ async def update_post(
         post.approved_sha256 = post.approved_by = post.approved_at = None
         post.status = "pending_review" if settings.review_required else "draft"
         if was == "scheduled":
-            await quota.adjust(session, access.tenant, Resource.POSTS_PER_MONTH, -1)
+            await _give_back_post(session, access, post)
         session.add(
             PostComment(
                 id=uuid.uuid4(),
@@ -630,7 +630,9 @@ async def schedule_post(
                 {"field": "destinations", "message": f"{a.handle}: {a.status}"} for a in inactive
             ],
         )
-    await quota.reserve(session, access.tenant, Resource.POSTS_PER_MONTH)
+    counted_at = datetime.now(UTC)
+    await quota.reserve(session, access.tenant, Resource.POSTS_PER_MONTH, now=counted_at)
+    post.quota_counted_at = counted_at
     post.status = "scheduled"
     post.version += 1
     post.updated_at = func.now()
@@ -649,6 +651,15 @@ async def schedule_post(
     return await post_out(session, post)
 
 
+async def _give_back_post(session: AsyncSession, access: TenantAccess, post: Post) -> None:
+    """The post's unit of the monthly posts quota, back to the billing month it was taken in,
+    even one that has ended: it never raises a later month's allowance."""
+    await quota.adjust(
+        session, access.tenant, Resource.POSTS_PER_MONTH, -1, now=post.quota_counted_at
+    )
+    post.quota_counted_at = None
+
+
 async def cancel_post(session: AsyncSession, access: TenantAccess, post_id: uuid.UUID) -> PostOut:
     """Cancel a post not yet publishing; a due event already written becomes stale."""
     post = await locked_post(session, post_id)
@@ -656,7 +667,7 @@ async def cancel_post(session: AsyncSession, access: TenantAccess, post_id: uuid
         raise _wrong_state(post, "cancel")
     previous = post.status
     if previous == "scheduled":
-        await quota.adjust(session, access.tenant, Resource.POSTS_PER_MONTH, -1)
+        await _give_back_post(session, access, post)
     post.status = "cancelled"
     post.version += 1
     post.cancelled_at = post.updated_at = func.now()

@@ -7,11 +7,13 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from socialflow.db.session import unit_of_work
 from socialflow.db.tenancy import enter_tenant_schema
+from socialflow.plans import quota
 from socialflow.publishing import deliveries
 from socialflow.publishing.watchdog import sweep_stalled
 from socialflow.settings import Settings
@@ -182,6 +184,64 @@ async def test_a_worker_killed_before_the_platform_received_sends_after_a_defini
     assert after["status"] == "published"
     assert after["destinations"][0]["attempts"] == 2
     assert instance.statuses_created == 1
+
+
+def _posts_counted(studio: Studio) -> list[tuple[datetime, int]]:
+    """The tenant's monthly posts counts, by billing period, oldest first."""
+    rows = studio.pg.execute(
+        "SELECT period_start, used FROM shared.tenant_usage "
+        "WHERE tenant_id = %s AND resource = 'posts_per_month' ORDER BY period_start",
+        (studio.tenant_id,),
+    ).fetchall()
+    return [(start, int(used)) for start, used in rows]  # type: ignore[call-overload]
+
+
+def _anchor_and_zone(studio: Studio) -> tuple[int, ZoneInfo]:
+    """The tenant's billing anchor day and time zone, as plans.quota reads them."""
+    anchor = studio.pg.execute(
+        "SELECT coalesce(e.billing_anchor_day, "
+        "extract(day FROM t.created_at AT TIME ZONE 'UTC')::int) FROM shared.tenants t "
+        "LEFT JOIN shared.tenant_entitlements e ON e.tenant_id = t.id WHERE t.id = %s",
+        (studio.tenant_id,),
+    ).fetchone()
+    zone = studio.pg.execute(f"SELECT timezone FROM {studio.tenant_schema}.settings").fetchone()
+    assert anchor is not None
+    assert zone is not None
+    return int(anchor[0]), ZoneInfo(str(zone[0]))  # type: ignore[call-overload]
+
+
+async def test_cancelling_a_post_scheduled_last_month_gives_its_unit_back_to_that_month(
+    studio: Studio, receiver: FakeReceiver
+) -> None:
+    hook = await studio.webhook(receiver)
+    last_month = await studio.approved(
+        text="from last month", destinations=[{"account_id": hook["id"]}], scheduled_at=_soon()
+    )
+    assert (await studio.call("POST", f"/{last_month['id']}/schedule")).status_code == 200
+    [(current, used)] = _posts_counted(studio)
+    assert used == 1
+    # As if it had been scheduled in the previous billing period: its unit counted there.
+    earlier = current - timedelta(days=1)
+    previous = quota.billing_period(earlier, *_anchor_and_zone(studio))[0]
+    studio.pg.execute(
+        f"UPDATE {studio.tenant_schema}.posts SET quota_counted_at = %s WHERE id = %s",
+        (earlier, last_month["id"]),
+    )
+    studio.pg.execute(
+        "UPDATE shared.tenant_usage SET period_start = %s "
+        "WHERE tenant_id = %s AND resource = 'posts_per_month'",
+        (previous, studio.tenant_id),
+    )
+    this_month = await studio.approved(
+        text="this month", destinations=[{"account_id": hook["id"]}], scheduled_at=_soon()
+    )
+    assert (await studio.call("POST", f"/{this_month['id']}/schedule")).status_code == 200
+    assert _posts_counted(studio) == [(previous, 1), (current, 1)]
+
+    cancelled = await studio.call("POST", f"/{last_month['id']}/cancel")
+    assert cancelled.json()["status"] == "cancelled"
+    # Last month used one post fewer; this month still counts the post it scheduled.
+    assert _posts_counted(studio) == [(previous, 0), (current, 1)]
 
 
 async def test_a_cancel_makes_the_due_event_already_queued_a_no_op(

@@ -1,0 +1,29 @@
+"""A scheduled post remembers when its unit of the monthly posts quota was taken, so cancelling
+or editing it gives the unit back to that month, not to whichever month it is then.
+
+Revision ID: t0009
+Revises: t0008
+Create Date: 2026-12-07
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "t0009"
+down_revision: str | None = "t0008"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    # Posts scheduled before this revision keep NULL: theirs is given back to the month it is
+    # then, as before.
+    op.add_column("posts", sa.Column("quota_counted_at", sa.DateTime(timezone=True)))
+
+
+def downgrade() -> None:
+    op.drop_column("posts", "quota_counted_at")
