@@ -327,8 +327,8 @@ class Settings(BaseSettings):
         default=60, ge=0, description="one replay per endpoint this often"
     )
     webhook_replay_max_events: int = Field(default=10_000, ge=1)
-    webhook_tests_per_endpoint_per_minute: int = Field(
-        default=10, ge=1, description="test deliveries (POST …/webhooks/{id}/test) per endpoint"
+    webhook_tests_per_minute: int = Field(
+        default=10, ge=1, description="test deliveries (POST …/webhooks/{id}/test) per tenant"
     )
 
     # -- caches and connection pooling --------------------------------------------------------

@@ -172,8 +172,8 @@ class WebhookController(Controller):
         status_code=200,
         summary="Send a webhook.test event now and show the answer",
         description=(
-            "At most `WEBHOOK_TESTS_PER_ENDPOINT_PER_MINUTE` (10) a minute per endpoint: a "
-            "test is a request the platform sends to the endpoint's URL."
+            "At most `WEBHOOK_TESTS_PER_MINUTE` (10) a minute per tenant, whatever the "
+            "endpoint: a test is a request the platform sends to the endpoint's URL."
         ),
         opt={"problems": (404, 429)},
     )
@@ -185,12 +185,13 @@ class WebhookController(Controller):
         session: NamedDependency[AsyncSession],
         state: State,
     ) -> TestDeliveryOut:
-        # Each test is a request to a URL the tenant chose: bounded, so the platform cannot be
-        # used to hammer it.
+        # Each test is a request to a URL the tenant chose: bounded per tenant (endpoints can be
+        # made, pointed at one URL and deleted at will), so the platform cannot be used to
+        # hammer an address.
         window = await hit(
             state.redis,
-            f"webhook-test:{endpoint_id}",
-            state.settings.webhook_tests_per_endpoint_per_minute,
+            f"tenant's webhook tests:{access.tenant.id}",
+            state.settings.webhook_tests_per_minute,
         )
         remember(request.scope, window)  # type: ignore[arg-type]
         async with webhook_client(state.settings) as http:
