@@ -66,13 +66,22 @@ async def create_key(
         prefix=secret[:12],
         key_hash=hash_token(secret),
         role=role.value,
-        created_by=access.principal.user_id,
+        created_by=await _person_behind(session, access),
         expires_at=expires_at,
     )
     row = (await session.execute(new_key.returning(*KEY_OUT))).mappings().one()
     created = ApiKeyCreated(id=key_id, name=name, prefix=secret[:12], role=role.value)
     await record_change(session, access.principal, created, tenant=access.tenant.slug)
     return msgspec.convert({**row, "key": secret}, bodies.ApiKeyCreated)
+
+
+async def _person_behind(session: AsyncSession, access: TenantAccess) -> uuid.UUID | None:
+    """Who makes a key: the signed-in user, or, for a key made with a key, the person who made
+    that one (self-approval and the audit trail follow a key to a person, not to a key)."""
+    if access.principal.kind != "api_key":
+        return access.principal.user_id
+    made_by = select(ApiKey.created_by).where(ApiKey.id == access.principal.user_id)
+    return (await session.execute(made_by)).scalar_one_or_none()
 
 
 async def list_keys(

@@ -13,12 +13,11 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import msgspec
-from sqlalchemy import Select, delete, func, select, tuple_, update
+from sqlalchemy import Select, delete, func, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from socialflow.access.tenant_access import TenantAccess
 from socialflow.audit.record import record_change
-from socialflow.identity.models import ApiKey
 from socialflow.lib.pagination import PageRequest
 from socialflow.lib.problems import Problem
 from socialflow.media.processing import PROFILES
@@ -487,13 +486,25 @@ async def _people(session: AsyncSession, actors: set[str]) -> dict[str, uuid.UUI
         elif kind == "api_key":
             keys[found] = actor
     if keys:
-        made = await session.execute(
-            select(ApiKey.id, ApiKey.created_by).where(ApiKey.id.in_(list(keys)))
-        )
+        made = await session.execute(_KEY_MAKERS, {"ids": list(keys)})
         for key_id, creator in made:
             if creator is not None:
                 people[keys[key_id]] = creator
     return people
+
+
+# Each key's maker, followed through keys made with keys (before they recorded the person) to
+# the last link: the person. Bounded: a chain is a handful of links.
+_KEY_MAKERS = text("""
+WITH RECURSIVE chain (start_id, created_by, depth) AS (
+    SELECT id, created_by, 0 FROM shared.api_keys WHERE id = ANY(CAST(:ids AS uuid[]))
+    UNION ALL
+    SELECT chain.start_id, k.created_by, chain.depth + 1
+    FROM chain JOIN shared.api_keys k ON k.id = chain.created_by
+    WHERE chain.depth < 8
+)
+SELECT DISTINCT ON (start_id) start_id, created_by FROM chain ORDER BY start_id, depth DESC
+""")
 
 
 async def _comment(

@@ -308,6 +308,7 @@ async def test_an_author_may_not_approve_their_own_post_through_an_api_key_they_
     await studio.call("POST", f"/{keyed.json()['id']}/submit", key)
     refused = await studio.call("POST", f"/{keyed.json()['id']}/approve", studio.admin)
     assert refused.status_code == 403, refused.text
+    assert refused.json()["type"].endswith("self-approval-forbidden")
     assert (await studio.post(keyed.json()["id"]))["status"] == "pending_review"
     # Someone else's key is another reviewer.
     editors_post = await studio.draft(
@@ -316,6 +317,35 @@ async def test_an_author_may_not_approve_their_own_post_through_an_api_key_they_
     await studio.call("POST", f"/{editors_post['id']}/submit")
     approved = await studio.call("POST", f"/{editors_post['id']}/approve", key)
     assert approved.status_code == 200, approved.text
+
+
+async def test_a_key_made_with_an_authors_key_is_the_author_too(
+    studio: Studio, receiver: FakeReceiver
+) -> None:
+    hook = await studio.webhook(receiver)
+    first = await _key_of(studio, studio.admin, "admin")
+    second = await _key_of(studio, first, "admin")  # made with the admin's key
+    post = await studio.call(
+        "POST", "", studio.admin, text="mine", destinations=[{"account_id": hook["id"]}]
+    )
+    assert post.status_code == 201, post.text
+    submitted = await studio.call("POST", f"/{post.json()['id']}/submit", studio.admin)
+    assert submitted.status_code == 200, submitted.text
+    refused = await studio.call("POST", f"/{post.json()['id']}/approve", second)
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["type"].endswith("self-approval-forbidden")
+    # A key made with a key before keys recorded the person (its maker is the key): the
+    # chain is followed to the person.
+    studio.pg.execute(
+        "UPDATE shared.api_keys SET created_by = (SELECT id FROM shared.api_keys "
+        "WHERE tenant_id = %s AND name = 'admin key' ORDER BY created_at LIMIT 1) "
+        "WHERE id = (SELECT id FROM shared.api_keys WHERE tenant_id = %s "
+        "AND name = 'admin key' ORDER BY created_at DESC LIMIT 1)",
+        (studio.tenant_id, studio.tenant_id),
+    )
+    refused = await studio.call("POST", f"/{post.json()['id']}/approve", second)
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["type"].endswith("self-approval-forbidden")
 
 
 async def test_a_schedule_beyond_any_calendar_or_two_years_is_refused(
