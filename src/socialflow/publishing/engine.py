@@ -388,11 +388,11 @@ async def check_delivery(steps: EventSteps, event: Event, resources: Resources) 
     claimed = Claimed(send.post_id, send.destination_id, attempt)
     adapter = platform_reach(resources.settings).adapter(send.account.platform)
     found = await _lookup(steps, resources, adapter, send)
-    if isinstance(found, Receipt) and not (found.incomplete and adapter.idempotent_resend):
+    if isinstance(found, Receipt):
+        if found.incomplete:  # published, without its first comment: that alone is written
+            found = await _complete(steps, resources, adapter, send, found)
         await _settle(steps, resources, send, claimed, found)
         return
-    # Not found, or found without its first comment: sent again when that is harmless (it
-    # then finds the post and adds what is missing).
     if found is None or adapter.idempotent_resend:
 
         def still_unconfirmed(post: Post, state: str, attempts: int) -> bool:
@@ -446,13 +446,23 @@ async def _begin_check(
     return await build_send(session, resources.vault, tenant_id, content, destination)
 
 
-async def _lookup(
-    steps: EventSteps, resources: Resources, adapter: PlatformAdapter, send: Send
-) -> Receipt | Unknown | None:
+async def _complete(
+    steps: EventSteps, resources: Resources, adapter: PlatformAdapter, send: Send, found: Receipt
+) -> Receipt:
+    """`found` with what it lacked written, or as it is: the post is published either way."""
     account = await fresh_account(steps, resources, adapter, send)
     if account is None:
-        return Unknown()
-    probe = OutgoingPost(
+        return found
+    try:
+        return await adapter.complete(account, _probe(send), found)
+    except Exception:  # an adapter's bug: the post stands, without its missing part
+        log.exception("publishing.complete_error", platform=adapter.platform)
+        return found
+
+
+def _probe(send: Send) -> OutgoingPost:
+    """The post as `lookup` and `complete` see it (no media: they write no new post)."""
+    return OutgoingPost(
         post_id=str(send.post_id),
         destination_id=str(send.destination_id),
         idempotency_key=send.idempotency_key,
@@ -461,8 +471,16 @@ async def _lookup(
         first_comment=send.first_comment,
         labels=send.labels,
     )
+
+
+async def _lookup(
+    steps: EventSteps, resources: Resources, adapter: PlatformAdapter, send: Send
+) -> Receipt | Unknown | None:
+    account = await fresh_account(steps, resources, adapter, send)
+    if account is None:
+        return Unknown()
     try:
-        return await adapter.lookup(account, probe)
+        return await adapter.lookup(account, _probe(send))
     except (OutcomeUnknown, PublishError):
         return Unknown()
     except Exception:  # an adapter's bug: the answer is unknown

@@ -405,6 +405,34 @@ async def test_a_worker_killed_between_a_bluesky_post_and_its_first_comment_adds
     assert sum(pds.created.values()) == 2  # the post once, its comment once
 
 
+async def test_a_found_bluesky_post_whose_comment_fails_again_stays_published(
+    studio: Studio, pds: FakePds, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    account = await studio.bluesky(pds)
+
+    async def killed(*args: Any, **kwargs: Any) -> None:
+        raise ProcessDied("after the post, before its first comment")
+
+    post = await _published_now(
+        studio,
+        text="The post",
+        first_comment="A comment",
+        destinations=[{"account_id": account["id"]}],
+    )
+    with monkeypatch.context() as patched:
+        patched.setattr(BlueskyAdapter, "_first_comment", killed)
+        with pytest.raises(ProcessDied):
+            await studio.run_engine()
+    pds.set_mode("server_error", nsid="com.atproto.repo.createRecord")  # every write fails now
+    studio.age_deliveries(STALLED_S + 5)
+    await studio.run_engine_later(STALLED_S + 5)
+    after = await studio.post(post["id"])
+    assert after["status"] == "published", after  # the post is live: never failed for this
+    assert after["destinations"][0]["attempts"] == 1
+    did = next(iter(pds.accounts))
+    assert [r["text"] for r in _bluesky_posts(pds, did)] == ["The post"]
+
+
 def _bluesky_posts(pds: FakePds, did: str) -> list[dict[str, Any]]:
     return [
         pds.record(did, rkey) or {}

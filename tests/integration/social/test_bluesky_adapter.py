@@ -403,7 +403,7 @@ async def test_a_first_comment_that_fails_is_reported_in_the_receipt_of_the_publ
     assert receipt.extra["first_comment_error"].startswith("retryable")
 
 
-async def test_lookup_says_a_post_found_without_its_first_comment_is_incomplete(
+async def test_a_post_found_without_its_first_comment_is_completed_with_the_comment_alone(
     adapter: BlueskyAdapter, account: Account, pds: FakePds
 ) -> None:
     post = _post(first_comment="A comment")
@@ -412,13 +412,34 @@ async def test_lookup_says_a_post_found_without_its_first_comment_is_incomplete(
     found = await adapter.lookup(account, post)
     assert found is not None
     assert found.incomplete
-    completed = await adapter.publish(account, post)  # a resend adds the comment only
-    assert completed.extra["already_published"] is True
-    assert pds.record(account.account_ref, comment_key(post)) is not None
+    writes = len(pds.calls_to(CREATE))
+    completed = await adapter.complete(account, post, found)
+    assert len(pds.calls_to(CREATE)) == writes + 1  # the comment, and not the post again
+    assert not completed.incomplete
+    assert completed.platform_post_id == found.platform_post_id
+    assert "first_comment_error" not in completed.extra
+    comment = pds.record(account.account_ref, comment_key(post))
+    assert comment is not None
+    assert comment["reply"]["parent"]["uri"] == found.platform_post_id
     again = await adapter.lookup(account, post)
     assert again is not None
     assert not again.incomplete
-    assert again.extra["first_comment_uri"].endswith(comment_key(post))
+    assert again.extra["first_comment_uri"] == completed.extra["first_comment_uri"]
+
+
+async def test_a_first_comment_failing_again_leaves_the_found_post_published_and_says_why(
+    adapter: BlueskyAdapter, account: Account, pds: FakePds
+) -> None:
+    post = _post(first_comment="A comment")
+    pds.set_mode("server_error", times=1, nsid=CREATE, skip=1)
+    await adapter.publish(account, post)
+    found = await adapter.lookup(account, post)
+    assert found is not None
+    pds.set_mode("server_error", times=1, nsid=CREATE)  # and the comment fails again
+    completed = await adapter.complete(account, post, found)
+    assert completed.incomplete
+    assert completed.platform_post_id == found.platform_post_id
+    assert completed.extra["first_comment_error"]
 
 
 async def test_delete_removes_the_post_and_its_first_comment(

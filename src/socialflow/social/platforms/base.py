@@ -128,7 +128,7 @@ class Receipt:
     url: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     # Found by `lookup` with a part definitely missing (its first comment: the worker died
-    # between the two): an adapter whose resend is idempotent completes it by sending again.
+    # between the two): the adapter's `complete` writes that part.
     incomplete: bool = False
 
 
@@ -166,6 +166,11 @@ class PlatformAdapter(Protocol):
 
     async def lookup(self, account: Account, post: OutgoingPost) -> Receipt | None:
         """Whether `post` exists on the platform (by idempotency key or recent posts)."""
+        ...
+
+    async def complete(self, account: Account, post: OutgoingPost, found: Receipt) -> Receipt:
+        """Write what a post `lookup` found `incomplete` lacks, and nothing else (the post is
+        published: a failure here is told in the receipt, never raised as the post's)."""
         ...
 
     async def delete(self, account: Account, receipt: Receipt) -> None:

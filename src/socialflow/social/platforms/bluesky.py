@@ -200,6 +200,21 @@ class BlueskyAdapter:
                 missing = comment is None
         return replace(_receipt(account, rkey, ref, extra), incomplete=missing)
 
+    async def complete(self, account: Account, post: OutgoingPost, found: Receipt) -> Receipt:
+        """The first comment `lookup` found missing, written as a reply to the found post (its
+        record key makes a repeat harmless); what failed is told in the receipt."""
+        if not found.incomplete or not post.first_comment:
+            return found
+        extra = {k: v for k, v in found.extra.items() if k != "first_comment_error"}
+        parent = _StrongRef(str(found.extra["uri"]), str(found.extra["cid"]))
+        try:
+            token = _access_token(account)
+        except PublishError as exc:
+            extra["first_comment_error"] = f"{exc.kind}: {exc.detail}"
+        else:
+            extra |= await self._first_comment(self._pds(account), token, post, parent)
+        return replace(found, extra=extra, incomplete="first_comment_uri" not in extra)
+
     async def delete(self, account: Account, receipt: Receipt) -> None:
         """Delete the post and its first comment (a reply left alone would dangle)."""
         pds, token = self._pds(account), _access_token(account)
