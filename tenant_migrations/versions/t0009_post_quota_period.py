@@ -1,5 +1,6 @@
-"""A scheduled post remembers when its unit of the monthly posts quota was taken, so cancelling
-or editing it gives the unit back to that month, not to whichever month it is then.
+"""A scheduled post remembers the billing period its unit of the monthly posts quota was counted
+in, so cancelling or editing it gives the unit back to that period, not to whichever period
+it is then.
 
 Revision ID: t0009
 Revises: t0008
@@ -22,8 +23,8 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     # Posts scheduled before this revision keep NULL: theirs is given back to the month it is
     # then, as before.
-    op.add_column("posts", sa.Column("quota_counted_at", sa.DateTime(timezone=True)))
+    op.add_column("posts", sa.Column("quota_period_start", sa.DateTime(timezone=True)))
 
 
 def downgrade() -> None:
-    op.drop_column("posts", "quota_counted_at")
+    op.drop_column("posts", "quota_period_start")

@@ -115,6 +115,8 @@ class Quota:
     limit: Decimal | None
     used: Decimal
     resets_at: datetime | None = None
+    # The billing period a monthly use was counted in (what `adjust(period_start=)` corrects).
+    period_start: datetime | None = None
 
     @property
     def remaining(self) -> Decimal | None:
@@ -320,7 +322,7 @@ async def reserve(
         if raised is None:
             used = await _monthly_used(session, tenant, resource, start)
             await _refused(session, tenant, Quota(resource, limit, used, end), amount, start)
-        after = Quota(resource, limit, Decimal(raised), end)
+        after = Quota(resource, limit, Decimal(raised), end, start)
     await _warn_on_crossing(session, tenant, after, amount)
     return after
 
@@ -338,17 +340,23 @@ async def adjust(
     amount: Decimal | int,
     *,
     now: datetime | None = None,
+    period_start: datetime | None = None,
 ) -> Quota:
     """Correct a monthly use by `amount` (negative gives back), never refused: what a call
-    really cost once it is known, after `reserve` took an estimate."""
+    really cost once it is known, after `reserve` took an estimate. `period_start`: the period
+    the use was counted in (`Quota.period_start` of the reservation), else the one holding
+    `now`."""
     if resource.measure is not Measure.MONTHLY:
         raise ValueError(f"{resource} is counted from its rows, not adjusted")
     entitlements = await entitlements_for(session, tenant)
-    start, end = await current_period(session, tenant, entitlements, now, pin=True)
+    start, current_end = await current_period(session, tenant, entitlements, now, pin=True)
+    end: datetime | None = current_end
+    if period_start is not None and period_start != start:
+        start, end = period_start, None  # an earlier period: no notice is due for it
     params = {"tenant": tenant.id, "resource": resource.value, "period": start, "amount": amount}
     used = Decimal((await session.execute(ADJUST_SQL, params)).scalar_one())
-    after = Quota(resource, entitlements.limits.limit(resource), used, end)
-    if amount > 0:
+    after = Quota(resource, entitlements.limits.limit(resource), used, end, start)
+    if amount > 0 and end is not None:
         await _warn_on_crossing(session, tenant, after, amount)
         if after.over_limit:  # the real cost passed what the estimate left
             _notice_after_transaction(session, tenant, after, start)

@@ -88,8 +88,9 @@ class Post(TenantBase):
     publish_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    # When scheduling took its unit of the monthly posts quota: a give-back goes to that month.
-    quota_counted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The billing period scheduling counted its unit of the monthly posts quota in: a
+    # give-back goes to that period.
+    quota_period_start: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class PostMedia(TenantBase):

@@ -641,9 +641,8 @@ async def schedule_post(
                 {"field": "destinations", "message": f"{a.handle}: {a.status}"} for a in inactive
             ],
         )
-    counted_at = datetime.now(UTC)
-    await quota.reserve(session, access.tenant, Resource.POSTS_PER_MONTH, now=counted_at)
-    post.quota_counted_at = counted_at
+    counted = await quota.reserve(session, access.tenant, Resource.POSTS_PER_MONTH)
+    post.quota_period_start = counted.period_start
     post.status = "scheduled"
     post.version += 1
     post.updated_at = func.now()
@@ -663,12 +662,16 @@ async def schedule_post(
 
 
 async def _give_back_post(session: AsyncSession, access: TenantAccess, post: Post) -> None:
-    """The post's unit of the monthly posts quota, back to the billing month it was taken in,
-    even one that has ended: it never raises a later month's allowance."""
+    """The post's unit of the monthly posts quota, back to the billing period it was counted
+    in, even one that has ended: it never raises a later period's allowance."""
     await quota.adjust(
-        session, access.tenant, Resource.POSTS_PER_MONTH, -1, now=post.quota_counted_at
+        session,
+        access.tenant,
+        Resource.POSTS_PER_MONTH,
+        -1,
+        period_start=post.quota_period_start,
     )
-    post.quota_counted_at = None
+    post.quota_period_start = None
 
 
 async def cancel_post(session: AsyncSession, access: TenantAccess, post_id: uuid.UUID) -> PostOut:
