@@ -356,9 +356,10 @@ async def test_a_revoked_bluesky_session_marks_the_account_for_reconnecting(
     assert shown["status"] == "needs_reconnect"
 
 
-async def test_a_worker_killed_between_a_bluesky_post_and_its_first_comment_adds_the_comment(
-    studio: Studio, pds: FakePds, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def _killed_between_post_and_comment(
+    studio: Studio, pds: FakePds, monkeypatch: pytest.MonkeyPatch, first_comment: str
+) -> tuple[str, str]:
+    """A Bluesky post written, its worker dead before the first comment; its id and the DID."""
     account = await studio.bluesky(pds)
 
     async def killed(*args: Any, **kwargs: Any) -> None:
@@ -369,7 +370,7 @@ async def test_a_worker_killed_between_a_bluesky_post_and_its_first_comment_adds
     post = await _published_now(
         studio,
         text="The post",
-        first_comment="More at https://example.org",
+        first_comment=first_comment,
         destinations=[{"account_id": account["id"]}],
     )
     with monkeypatch.context() as patched:
@@ -378,12 +379,20 @@ async def test_a_worker_killed_between_a_bluesky_post_and_its_first_comment_adds
             await studio.run_engine()
     did = next(iter(pds.accounts))
     assert [r["text"] for r in _bluesky_posts(pds, did)] == ["The post"]
+    return post["id"], did
+
+
+async def test_a_worker_killed_between_a_bluesky_post_and_its_first_comment_adds_the_comment(
+    studio: Studio, pds: FakePds, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    comment_text = "More at https://example.org"
+    post_id, did = await _killed_between_post_and_comment(studio, pds, monkeypatch, comment_text)
     studio.age_deliveries(STALLED_S + 5)
     await studio.run_engine_later(STALLED_S + 5)  # the watchdog's check finds the post
-    after = await studio.post(post["id"])
+    after = await studio.post(post_id)
     assert after["status"] == "published", after
     texts = sorted(r["text"] for r in _bluesky_posts(pds, did))
-    assert texts == ["More at https://example.org", "The post"]
+    assert texts == [comment_text, "The post"]
     (comment,) = [r for r in _bluesky_posts(pds, did) if "reply" in r]
     assert comment["reply"]["parent"]["uri"] == after["destinations"][0]["platform_post_id"]
     assert sum(pds.created.values()) == 2  # the post once, its comment once
@@ -392,28 +401,13 @@ async def test_a_worker_killed_between_a_bluesky_post_and_its_first_comment_adds
 async def test_a_found_bluesky_post_whose_comment_fails_again_stays_published(
     studio: Studio, pds: FakePds, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    account = await studio.bluesky(pds)
-
-    async def killed(*args: Any, **kwargs: Any) -> None:
-        raise ProcessDied("after the post, before its first comment")
-
-    post = await _published_now(
-        studio,
-        text="The post",
-        first_comment="A comment",
-        destinations=[{"account_id": account["id"]}],
-    )
-    with monkeypatch.context() as patched:
-        patched.setattr(BlueskyAdapter, "_first_comment", killed)
-        with pytest.raises(ProcessDied):
-            await studio.run_engine()
+    post_id, did = await _killed_between_post_and_comment(studio, pds, monkeypatch, "A comment")
     pds.set_mode("server_error", nsid="com.atproto.repo.createRecord")  # every write fails now
     studio.age_deliveries(STALLED_S + 5)
     await studio.run_engine_later(STALLED_S + 5)
-    after = await studio.post(post["id"])
+    after = await studio.post(post_id)
     assert after["status"] == "published", after  # the post is live: never failed for this
     assert after["destinations"][0]["attempts"] == 1
-    did = next(iter(pds.accounts))
     assert [r["text"] for r in _bluesky_posts(pds, did)] == ["The post"]
 
 
