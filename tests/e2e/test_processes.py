@@ -36,12 +36,18 @@ def _children(run: CommandRun) -> dict[str, psutil.Process]:
     return found
 
 
+def _ready_dev(run_command: Start, database_url: str, redis_url: str, port: int) -> CommandRun:
+    """`socialflow dev` on `port`, once it says it is ready."""
+    dev = run_command(["dev"], DATABASE_URL=database_url, REDIS_URL=redis_url, PORT=str(port))
+    dev.wait_for_output("SocialFlow is ready at", timeout_s=90)
+    return dev
+
+
 def test_dev_runs_api_relay_and_worker_and_ctrl_c_stops_them_all(
     run_command: Start, database_url: str, quiet_redis_url: str
 ) -> None:
     port = free_port()
-    dev = run_command(["dev"], DATABASE_URL=database_url, REDIS_URL=quiet_redis_url, PORT=str(port))
-    dev.wait_for_output("SocialFlow is ready at", timeout_s=90)
+    dev = _ready_dev(run_command, database_url, quiet_redis_url, port)
     assert f"http://127.0.0.1:{port}/schema" in dev.output
     assert _get(f"http://127.0.0.1:{port}/ready") == (
         200,
@@ -69,10 +75,7 @@ def test_dev_runs_api_relay_and_worker_and_ctrl_c_stops_them_all(
 def test_dev_stops_the_others_and_says_which_died(
     run_command: Start, database_url: str, quiet_redis_url: str
 ) -> None:
-    dev = run_command(
-        ["dev"], DATABASE_URL=database_url, REDIS_URL=quiet_redis_url, PORT=str(free_port())
-    )
-    dev.wait_for_output("SocialFlow is ready at", timeout_s=90)
+    dev = _ready_dev(run_command, database_url, quiet_redis_url, free_port())
     children = _children(dev)
     children["relay"].kill()
 
@@ -144,10 +147,7 @@ def test_dev_whose_terminal_closes_stops_every_process(
     run_command: Start, database_url: str, quiet_redis_url: str
 ) -> None:
     # A closed terminal sends SIGHUP to its whole process group: dev, and every process below.
-    dev = run_command(
-        ["dev"], DATABASE_URL=database_url, REDIS_URL=quiet_redis_url, PORT=str(free_port())
-    )
-    dev.wait_for_output("SocialFlow is ready at", timeout_s=90)
+    dev = _ready_dev(run_command, database_url, quiet_redis_url, free_port())
     deadline = time.monotonic() + 60
     while dev.output.count("Worker process is ready for action") < 3:
         assert time.monotonic() < deadline, dev.output
