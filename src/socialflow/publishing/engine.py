@@ -389,8 +389,6 @@ async def check_delivery(steps: EventSteps, event: Event, resources: Resources) 
     adapter = platform_reach(resources.settings).adapter(send.account.platform)
     found = await _lookup(steps, resources, adapter, send)
     if isinstance(found, Receipt):
-        if found.incomplete:  # published, without its first comment: that alone is written
-            found = await _complete(steps, resources, adapter, send, found)
         await _settle(steps, resources, send, claimed, found)
         return
     if found is None or adapter.idempotent_resend:
@@ -446,23 +444,15 @@ async def _begin_check(
     return await build_send(session, resources.vault, tenant_id, content, destination)
 
 
-async def _complete(
-    steps: EventSteps, resources: Resources, adapter: PlatformAdapter, send: Send, found: Receipt
-) -> Receipt:
-    """`found` with what it lacked written, or as it is: the post is published either way."""
+async def _lookup(
+    steps: EventSteps, resources: Resources, adapter: PlatformAdapter, send: Send
+) -> Receipt | Unknown | None:
+    """The post on the platform, if it is there; found without its first comment (the worker
+    died between the two), with that comment written: it is published either way."""
     account = await fresh_account(steps, resources, adapter, send)
     if account is None:
-        return found
-    try:
-        return await adapter.complete(account, _probe(send), found)
-    except Exception:  # an adapter's bug: the post stands, without its missing part
-        log.exception("publishing.complete_error", platform=adapter.platform)
-        return found
-
-
-def _probe(send: Send) -> OutgoingPost:
-    """The post as `lookup` and `complete` see it (no media: they write no new post)."""
-    return OutgoingPost(
+        return Unknown()
+    probe = OutgoingPost(
         post_id=str(send.post_id),
         destination_id=str(send.destination_id),
         idempotency_key=send.idempotency_key,
@@ -471,18 +461,17 @@ def _probe(send: Send) -> OutgoingPost:
         first_comment=send.first_comment,
         labels=send.labels,
     )
-
-
-async def _lookup(
-    steps: EventSteps, resources: Resources, adapter: PlatformAdapter, send: Send
-) -> Receipt | Unknown | None:
-    account = await fresh_account(steps, resources, adapter, send)
-    if account is None:
-        return Unknown()
     try:
-        return await adapter.lookup(account, _probe(send))
+        found = await adapter.lookup(account, probe)
     except (OutcomeUnknown, PublishError):
         return Unknown()
     except Exception:  # an adapter's bug: the answer is unknown
         log.exception("publishing.lookup_error", platform=adapter.platform)
         return Unknown()
+    if found is None or not found.incomplete:
+        return found
+    try:
+        return await adapter.complete(account, probe, found)
+    except Exception:  # an adapter's bug: the post stands, without its missing part
+        log.exception("publishing.complete_error", platform=adapter.platform)
+        return found
