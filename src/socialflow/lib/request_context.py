@@ -97,6 +97,15 @@ class RequestContextMiddleware:
         bind_context(request_id=request_id, trace_id=trace_id(traceparent))
         started = time.perf_counter()
         status = 500
+        observed = False
+
+        def count() -> float:
+            nonlocal observed
+            elapsed = time.perf_counter() - started
+            if not observed:
+                observed = True
+                http_metrics.observe(scope, status, elapsed)
+            return elapsed
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -110,13 +119,16 @@ class RequestContextMiddleware:
                 if b"content-security-policy" not in present:  # the docs page sets its own
                     headers.append(_API_CSP)
                 message["headers"] = headers
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                # Counted before the last byte is handed over: a client that has read the
+                # whole answer and then scrapes finds its request already counted.
+                count()
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            elapsed = time.perf_counter() - started
-            http_metrics.observe(scope, status, elapsed)
+            elapsed = count()  # a request that ended without a last body is counted here
             log.info(
                 "request.completed",
                 method=scope.get("method"),
