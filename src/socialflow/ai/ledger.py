@@ -18,7 +18,7 @@ Both run outside the caller's transactions (db.session.autocommitted): between t
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -45,11 +45,12 @@ AI_COST = Counter(
 AI_CALLS = Counter("socialflow_ai_calls", "AI calls settled, by outcome", ["operation", "outcome"])
 
 _COLUMNS = (
-    "id, created_at, operation, model, key_source, reserved_usd, media_id, event_id, request_id"
+    "id, created_at, period_start, operation, model, key_source, reserved_usd, media_id, "
+    "event_id, request_id"
 )
 _VALUES = (
-    ":id, :created_at, :operation, :model, :key_source, :reserved, :media_id, :event_id, "
-    ":request_id"
+    ":id, :created_at, :period_start, :operation, :model, :key_source, :reserved, :media_id, "
+    ":event_id, :request_id"
 )
 # The counter raised and, only if it was, the ledger row written: one statement.
 _RESERVE = """
@@ -97,7 +98,7 @@ _ABANDON = text("""
 UPDATE ai_usage SET outcome = 'abandoned', settled_at = now()
 WHERE outcome = 'reserved'
   AND ((event_id = :event_id AND created_at < :over_before) OR created_at < :stale_before)
-RETURNING reserved_usd, created_at
+RETURNING reserved_usd, created_at, period_start
 """)
 # Whether a delivery of the event holds an unsettled reservation (its own statement).
 _HELD = (
@@ -179,8 +180,8 @@ async def reserve_call(
     nothing is reserved or written then. The 80 % warning and the month's one `exceeded` event
     are recorded after, each in a transaction of its own (best effort: the reservation stands).
 
-    The row's time is the allowance's, so a release (which finds the period from it) gives
-    back to the period the reservation counted in, even across a period's end meanwhile."""
+    The row keeps the billing period the reservation counted in, so a release gives back to
+    that period, even across a period's end or a change of anchor day or time zone."""
     now = allowance.at
     reservation = Reservation(
         uuid.uuid4(), amount, now, allowance.period_start, operation, key_source
@@ -188,6 +189,7 @@ async def reserve_call(
     params = {
         "id": reservation.id,
         "created_at": now,
+        "period_start": allowance.period_start,
         "operation": operation,
         "model": model,
         "key_source": key_source,
@@ -295,16 +297,18 @@ async def release_abandoned(
         "stale_before": now - timedelta(seconds=stale_after_s),
     }
     rows = (await session.execute(_ABANDON, params)).all()
-    await _give_back(session, tenant, [(Decimal(r.reserved_usd), r.created_at) for r in rows])
+    for row in rows:
+        if row.reserved_usd > 0:
+            # Rows written before the ledger kept their period: the one holding their time.
+            await quota.adjust(
+                session,
+                tenant,
+                AI_SPEND,
+                -Decimal(row.reserved_usd),
+                now=row.created_at,
+                period_start=row.period_start,
+            )
     return len(rows)
-
-
-async def _give_back(
-    session: AsyncSession, tenant: QuotaTenant, amounts: Sequence[tuple[Decimal, datetime]]
-) -> None:
-    for amount, at in amounts:
-        if amount > 0:
-            await quota.adjust(session, tenant, AI_SPEND, -amount, now=at)
 
 
 async def holds_reservation(engine: AsyncEngine, tenant: QuotaTenant, event_id: uuid.UUID) -> bool:

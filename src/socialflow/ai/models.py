@@ -111,6 +111,9 @@ class AIUsage(TenantBase):
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # The billing period the reservation counted in (what a release gives back to); NULL on
+    # rows written before t0010.
+    period_start: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     operation: Mapped[str] = mapped_column(String(16))
     model: Mapped[str] = mapped_column(String(200))
     key_source: Mapped[str] = mapped_column(String(10))

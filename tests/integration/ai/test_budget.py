@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -152,6 +153,50 @@ async def test_a_redelivery_gives_back_what_the_lost_delivery_reserved(
         _engine(platform), tenant, lost, ledger.Settlement("ok", cost=Decimal("0.02"))
     )
     assert await _spent(platform, tenant) == Decimal("0.02")
+
+
+def _spent_by_period(pg: psycopg.Connection[Any], tenant: TenantRef) -> list[tuple[Any, Decimal]]:
+    rows = pg.execute(
+        "SELECT period_start, used FROM shared.tenant_usage "
+        "WHERE tenant_id = %s AND resource = 'ai_spend_usd_per_month' ORDER BY period_start",
+        (tenant.id,),
+    ).fetchall()
+    return [(start, Decimal(used)) for start, used in rows]
+
+
+async def test_a_release_gives_back_to_the_period_the_reservation_counted_in(
+    platform: Platform, world: World, pg: psycopg.Connection[Any]
+) -> None:
+    tenant = await _with_a_dollar(platform, world)
+    event_id = uuid.uuid4()
+    lost = await _reserve(platform, tenant, DIME, event_id=event_id)
+    assert lost is not None
+    [(current, spent)] = _spent_by_period(pg, tenant)
+    assert spent == DIME
+    # As if reserved in the previous billing period, as that period was then (the anchor day or
+    # time zone may have changed since: no period computed today from the row's time is it).
+    previous = current - timedelta(days=30, hours=5)
+    pg.execute(
+        f'UPDATE "{tenant.schema_name}".ai_usage SET period_start = %s WHERE id = %s',
+        (previous, lost.id),
+    )
+    pg.execute(
+        "UPDATE shared.tenant_usage SET period_start = %s "
+        "WHERE tenant_id = %s AND resource = 'ai_spend_usd_per_month'",
+        (previous, tenant.id),
+    )
+    this_month = await _reserve(platform, tenant, DIME)
+    assert this_month is not None
+    assert _spent_by_period(pg, tenant) == [(previous, DIME), (current, DIME)]
+
+    async with unit_of_work(platform.factory) as session:
+        await _enter(session, tenant)
+        released = await ledger.release_abandoned(
+            session, tenant, event_id=event_id, stale_after_s=900, call_over_s=0
+        )
+    assert released == 1
+    # The previous period is given its dime back; this month still counts its own.
+    assert _spent_by_period(pg, tenant) == [(previous, Decimal(0)), (current, DIME)]
 
 
 async def test_a_call_that_cost_more_than_reserved_is_counted_in_full_and_warns_once(
