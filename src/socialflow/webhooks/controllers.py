@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from socialflow.access.guards import requires
 from socialflow.access.permissions import Permission
 from socialflow.access.tenant_access import TenantAccess
+from socialflow.db.session import request_work
 from socialflow.lib.pagination import link_header, page_request
 from socialflow.lib.rate_limits import hit, remember
 from socialflow.webhooks import history, services
@@ -196,7 +197,14 @@ class WebhookController(Controller):
         remember(request.scope, window)  # type: ignore[arg-type]
         async with webhook_client(state.settings) as http:
             return await services.test_delivery(
-                session, access, endpoint_id, settings=state.settings, vault=state.vault, http=http
+                session,
+                access,
+                endpoint_id,
+                settings=state.settings,
+                vault=state.vault,
+                http=http,
+                # A test writes nothing: the request's transaction may end before the call.
+                release=request_work(request.scope).close,
             )
 
     @post(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -251,25 +252,29 @@ async def test_delivery(
     settings: Settings,
     vault: Vault,
     http: httpx.AsyncClient,
+    release: Callable[[], Awaitable[None]],
 ) -> TestDeliveryOut:
     """Send a `webhook.test` event now, signed as any delivery, and tell what came back (it
-    changes nothing: the answer is the record)."""
+    changes nothing: the answer is the record).
+
+    The endpoint is sent to with no connection held: `release` ends the request's (read-only)
+    transaction first, so a slow endpoint holds no pooled connection for as long as it takes."""
     endpoint = await _endpoint(session, endpoint_id)
     secrets = await dispatch.signing_secrets(session, vault, access.tenant.id, endpoint)
+    endpoint_ref, url = endpoint.id, endpoint.url
+    await release()
     webhook_id = f"test_{uuid.uuid4().hex}"
     now = datetime.now(UTC)
     body = body_of(
         TEST_EVENT_TYPE,
         now,
         {
-            "endpoint_id": str(endpoint.id),
+            "endpoint_id": str(endpoint_ref),
             "tenant": access.tenant.slug,
             "sent_by": access.principal.actor,
         },
     )
-    answer = await send(
-        http, settings, endpoint.url, secrets=secrets, webhook_id=webhook_id, body=body
-    )
+    answer = await send(http, settings, url, secrets=secrets, webhook_id=webhook_id, body=body)
     delivered = answer.result is Result.DELIVERED
     return TestDeliveryOut(
         delivered=delivered,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -68,6 +68,7 @@ class FakeReceiver:
     huge_bytes: int = 8 * 1024 * 1024
     huge_status: int = 200
     huge_announced: bool = False  # send the huge body's Content-Length (else: until close)
+    on_delivery: Callable[[Delivery], None] | None = None  # runs mid-request, before answering
     _ids: dict[str, str] = field(default_factory=dict, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _closing: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
@@ -130,6 +131,8 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         headers = {name.lower(): value for name, value in self.headers.items()}
         delivery, answer_id = receiver._record(self.path, headers, body)
+        if receiver.on_delivery is not None:
+            receiver.on_delivery(delivery)
         mode = receiver.mode
         if not delivery.verified:
             self._send(401, b'{"error": "bad signature"}')

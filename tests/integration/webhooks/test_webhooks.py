@@ -14,6 +14,7 @@ from outbox_relay.relay import product_routes
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
+from socialflow.db.engine import libpq_url
 from socialflow.db.session import unit_of_work
 from socialflow.db.tenancy import enter_tenant_schema
 from socialflow.lib.rate_limits import WINDOW_S
@@ -292,6 +293,29 @@ async def test_the_test_delivery_answers_synchronously_and_is_signed(
     failed = (await hooks.call("POST", f"/{created['id']}/test")).json()
     assert failed["delivered"] is False
     assert failed["status_code"] == 500
+
+
+async def test_the_test_delivery_holds_no_transaction_while_the_endpoint_answers(
+    hooks: Hooks, receiver: FakeReceiver, database_url: str
+) -> None:
+    created = await hooks.create(receiver, "settings.*")
+    held: list[int] = []
+
+    def look(delivery: Any) -> None:  # on the receiver's thread, mid-request
+        with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'socialflow' "
+                "AND state LIKE 'idle in transaction%%'"
+            ).fetchone()
+            held.append(int(row[0]) if row else -1)
+
+    receiver.on_delivery = look
+    answer = await hooks.call("POST", f"/{created['id']}/test")
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["delivered"] is True
+    # One request to the endpoint, and the API's transaction had ended before it was sent: a
+    # slow endpoint holds no pooled connection (nor any lock) for as long as it takes.
+    assert held == [0]
 
 
 async def test_test_deliveries_past_the_tenants_limit_are_refused_and_not_sent(
