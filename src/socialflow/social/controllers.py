@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
-from litestar import Controller, Response, delete, get, post
+from litestar import Controller, Request, Response, delete, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
@@ -15,6 +15,7 @@ from socialflow.access.guards import authenticated, requires
 from socialflow.access.permissions import Permission
 from socialflow.access.principal import Principal
 from socialflow.access.tenant_access import TenantAccess
+from socialflow.db.session import request_work
 from socialflow.social import services
 from socialflow.social.bodies import (
     AuthorizationOut,
@@ -59,6 +60,7 @@ class SocialAccountController(Controller):
     )
     async def connect_mastodon(
         self,
+        request: Request[Any, Any, Any],
         data: JSONBody[MastodonConnect],
         access: NamedDependency[TenantAccess],
         session: NamedDependency[AsyncSession],
@@ -66,7 +68,12 @@ class SocialAccountController(Controller):
     ) -> AuthorizationOut:
         async with platform_client(state.settings) as http:
             return await services.start_mastodon(
-                session, access, settings=state.settings, vault=state.vault, http=http, data=data
+                session,
+                access,
+                resources=state.resources,
+                http=http,
+                data=data,
+                release=request_work(request.scope).close,
             )
 
     @post(
@@ -77,14 +84,18 @@ class SocialAccountController(Controller):
     )
     async def connect_bluesky(
         self,
+        request: Request[Any, Any, Any],
         data: JSONBody[BlueskyConnect],
         access: NamedDependency[TenantAccess],
-        session: NamedDependency[AsyncSession],
         state: State,
     ) -> SocialAccountOut:
         async with platform_client(state.settings) as http:
             return await services.connect_bluesky(
-                session, access, settings=state.settings, vault=state.vault, http=http, data=data
+                access,
+                resources=state.resources,
+                http=http,
+                data=data,
+                release=request_work(request.scope).close,
             )
 
     @post(
@@ -127,6 +138,7 @@ class OAuthCallbackController(Controller):
     )
     async def callback(
         self,
+        request: Request[Any, Any, Any],
         principal: NamedDependency[Principal],
         session: NamedDependency[AsyncSession],
         state: State,
@@ -136,6 +148,12 @@ class OAuthCallbackController(Controller):
     ) -> Response[SocialAccountOut]:
         async with platform_client(state.settings) as http:
             account = await services.complete_oauth(
-                session, principal, vault=state.vault, http=http, state=oauth_state, code=code
+                session,
+                principal,
+                resources=state.resources,
+                http=http,
+                state=oauth_state,
+                code=code,
+                release=request_work(request.scope).close,
             )
         return Response(account, status_code=201)

@@ -7,6 +7,7 @@ import base64
 import hashlib
 import secrets
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -25,6 +26,7 @@ from socialflow.lib.problems import Problem
 from socialflow.lib.webhook_signing import new_secret
 from socialflow.plans import quota
 from socialflow.plans.limits import Resource
+from socialflow.resources import Resources
 from socialflow.settings import Settings
 from socialflow.social import credentials as sealing
 from socialflow.social.bodies import (
@@ -46,6 +48,9 @@ from socialflow.social.platforms.base import ConnectedIdentity, ConnectRefused, 
 from socialflow.vault.service import SealedSecret, Vault
 
 log = structlog.get_logger(__name__)
+
+# Ends the request's transaction (read-only so far) before a platform is called.
+Release = Callable[[], Awaitable[None]]
 
 MASTODON_SCOPES = ("read:accounts", "read:statuses", "write:media", "write:statuses")
 APP_NAME = "SocialFlow"
@@ -166,31 +171,20 @@ def _digest(state: str) -> str:
     return hashlib.sha256(state.encode()).hexdigest()
 
 
-async def _mastodon_app(
+async def _sealed_app(
     session: AsyncSession,
     vault: Vault,
-    access: TenantAccess,
+    tenant_id: uuid.UUID,
     *,
-    http: httpx.AsyncClient,
     instance: str,
     redirect: str,
-) -> tuple[str, str]:
-    """The tenant's app on `instance` (registered once): client id and secret."""
-    app = await session.get(SocialApp, ("mastodon", instance, redirect))
-    if app is not None:
-        secret = await vault.decrypt(
-            session,
-            access.tenant.id,
-            sealing.APP_PURPOSE,
-            f"mastodon:{instance}",
-            app.client_secret,
-        )
-        return app.client_id, secret
-    client_id, client_secret = await mastodon.register_app(
-        http, instance, redirect_uri=redirect, scopes=MASTODON_SCOPES, app_name=APP_NAME
-    )
+    client_id: str,
+    client_secret: str,
+) -> str:
+    """Keep the app just registered on `instance`; the client id to use: the one kept, which
+    is another's when a concurrent registration was kept first."""
     sealed = await vault.encrypt(
-        session, access.tenant.id, sealing.APP_PURPOSE, f"mastodon:{instance}", client_secret
+        session, tenant_id, sealing.APP_PURPOSE, f"mastodon:{instance}", client_secret
     )
     await session.execute(
         insert(SocialApp)
@@ -203,36 +197,70 @@ async def _mastodon_app(
         )
         .on_conflict_do_nothing()
     )
-    return client_id, client_secret
+    kept = await session.get(SocialApp, ("mastodon", instance, redirect), populate_existing=True)
+    return kept.client_id if kept is not None else client_id
 
 
 async def start_mastodon(
     session: AsyncSession,
     access: TenantAccess,
     *,
-    settings: Settings,
-    vault: Vault,
+    resources: Resources,
     http: httpx.AsyncClient,
     data: MastodonConnect,
+    release: Release,
 ) -> AuthorizationOut:
     """Register the tenant's app on the instance (once) and hand out the authorization URL;
-    the state is single-use, bound to the tenant and the caller, and expires."""
+    the state is single-use, bound to the tenant and the caller, and expires.
+
+    The instance is called with no transaction open: `release` ends the request's (read-only
+    so far) one first, and what is kept is written in a unit of work of its own after."""
+    await release()
+    settings = resources.settings
     instance = await _checked_url(settings, data.instance_url, "instance_url", origin_only=True)
     redirect = redirect_uri(settings)
-    await quota.check(session, access.tenant, Resource.SOCIAL_ACCOUNTS)
+    async with resources.in_tenant(access.tenant.slug) as (_, fresh):
+        app = await fresh.get(SocialApp, ("mastodon", instance, redirect))
+        if app is not None:
+            return await _authorization(fresh, resources, access, instance, app.client_id, False)
     try:
-        registered = await session.get(SocialApp, ("mastodon", instance, redirect)) is None
-        client_id, _secret = await _mastodon_app(
-            session, vault, access, http=http, instance=instance, redirect=redirect
+        client_id, client_secret = await mastodon.register_app(
+            http, instance, redirect_uri=redirect, scopes=MASTODON_SCOPES, app_name=APP_NAME
         )
     except ConnectRefused as refused:
         raise _refused(refused) from None
+    async with resources.in_tenant(access.tenant.slug) as (_, fresh):
+        client_id = await _sealed_app(
+            fresh,
+            resources.vault,
+            access.tenant.id,
+            instance=instance,
+            redirect=redirect,
+            client_id=client_id,
+            client_secret=client_secret,
+        )
+        return await _authorization(fresh, resources, access, instance, client_id, True)
+
+
+async def _authorization(  # noqa: PLR0917 - one flow's parts
+    session: AsyncSession,
+    resources: Resources,
+    access: TenantAccess,
+    instance: str,
+    client_id: str,
+    registered: bool,
+) -> AuthorizationOut:
+    """A new flow's state, kept sealed with its PKCE verifier, and the URL to authorize at."""
+    settings = resources.settings
+    redirect = redirect_uri(settings)
     await session.execute(_FORGET_EXPIRED_STATES)
     state = secrets.token_urlsafe(32)
     verifier = secrets.token_urlsafe(64)
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=")
     digest = _digest(state)
-    sealed = await vault.encrypt(session, access.tenant.id, sealing.PKCE_PURPOSE, digest, verifier)
+    sealed = await resources.vault.encrypt(
+        session, access.tenant.id, sealing.PKCE_PURPOSE, digest, verifier
+    )
     expires_at = datetime.now(UTC) + timedelta(seconds=settings.social_oauth_state_ttl_s)
     session.add(
         OAuthState(
@@ -267,9 +295,15 @@ _FORGET_EXPIRED_STATES = text(
     "DELETE FROM shared.oauth_states WHERE state_sha256 IN (SELECT state_sha256 "
     "FROM shared.oauth_states WHERE expires_at < now() - interval '1 day' LIMIT 100)"
 )
-_TAKE_STATE = text(
-    "DELETE FROM shared.oauth_states WHERE state_sha256 = :digest AND user_id = :user "
-    "AND expires_at > now() RETURNING tenant_id, platform, server_url, redirect_uri, code_verifier"
+_STATE = (
+    "FROM shared.oauth_states WHERE state_sha256 = :digest AND user_id = :user "
+    "AND expires_at > now()"
+)
+_FIND_STATE = text("SELECT tenant_id, platform, server_url, redirect_uri, code_verifier " + _STATE)
+_TAKE_STATE = text("DELETE " + _STATE + " RETURNING 1")
+_INVALID_STATE = (
+    "This authorization is unknown, expired, already used, or was started by someone "
+    "else: connect the account again."
 )
 
 
@@ -277,85 +311,102 @@ async def complete_oauth(
     session: AsyncSession,
     principal: Principal,
     *,
-    vault: Vault,
+    resources: Resources,
     http: httpx.AsyncClient,
     state: str,
     code: str,
+    release: Release,
 ) -> SocialAccountOut:
     """The callback: the state is taken (once) only by the person who started the flow and
-    only before it expires; the caller must still be allowed to connect accounts there."""
-    taken = (
-        await session.execute(_TAKE_STATE, {"digest": _digest(state), "user": principal.user_id})
-    ).one_or_none()
-    if taken is None:
-        raise Problem(
-            400,
-            "invalid-oauth-state",
-            "This authorization is unknown, expired, already used, or was started by someone "
-            "else: connect the account again.",
-        )
-    tenant = await tenant_by_id(session, taken.tenant_id)
+    only before it expires; the caller must still be allowed to connect accounts there.
+
+    The code is exchanged with no transaction open (`release` ends the request's read-only
+    one); the state is then taken in the unit of work that keeps the account, so of two
+    callbacks racing with one state, one connects and the other is refused."""
+    vault = resources.vault
+    digest = _digest(state)
+    params = {"digest": digest, "user": principal.user_id}
+    found = (await session.execute(_FIND_STATE, params)).one_or_none()
+    if found is None:
+        raise Problem(400, "invalid-oauth-state", _INVALID_STATE)
+    tenant = await tenant_by_id(session, found.tenant_id)
     if tenant is None or tenant.status != "active":
         raise Problem(400, "invalid-oauth-state", "The tenant of this authorization is gone.")
     access = await standing_in(session, tenant, principal, enter_schema=True)
     access.require(Permission.PUBLISH)
-    digest = _digest(state)
     verifier = await vault.decrypt(
-        session, tenant.id, sealing.PKCE_PURPOSE, digest, taken.code_verifier
+        session, tenant.id, sealing.PKCE_PURPOSE, digest, found.code_verifier
     )
+    app = await session.get(SocialApp, ("mastodon", found.server_url, found.redirect_uri))
+    if app is None:  # the flow started with it: it cannot be gone
+        raise Problem(400, "invalid-oauth-state", _INVALID_STATE)
+    client_secret = await vault.decrypt(
+        session, tenant.id, sealing.APP_PURPOSE, f"mastodon:{found.server_url}", app.client_secret
+    )
+    client_id = app.client_id
+    await release()
     try:
-        client_id, client_secret = await _mastodon_app(
-            session,
-            vault,
-            access,
-            http=http,
-            instance=taken.server_url,
-            redirect=taken.redirect_uri,
-        )
         identity = await mastodon.exchange_code(
             http,
-            taken.server_url,
+            found.server_url,
             client_id=client_id,
             client_secret=client_secret,
-            redirect_uri=taken.redirect_uri,
+            redirect_uri=found.redirect_uri,
             code=code,
             code_verifier=verifier,
             scopes=MASTODON_SCOPES,
         )
     except ConnectRefused as refused:
         raise _refused(refused) from None
-    account = await _store(
-        session, vault, access, platform="mastodon", server_url=taken.server_url, identity=identity
-    )
-    return account_out(account)
+    async with resources.in_tenant(tenant.slug) as (_, fresh):
+        if (await fresh.execute(_TAKE_STATE, params)).one_or_none() is None:
+            raise Problem(400, "invalid-oauth-state", _INVALID_STATE)  # taken meanwhile
+        account = await _store(
+            fresh,
+            vault,
+            access,
+            platform="mastodon",
+            server_url=found.server_url,
+            identity=identity,
+        )
+        return account_out(account)
 
 
 # -- Bluesky: app password ------------------------------------------------------------------
 
 
 async def connect_bluesky(
-    session: AsyncSession,
     access: TenantAccess,
     *,
-    settings: Settings,
-    vault: Vault,
+    resources: Resources,
     http: httpx.AsyncClient,
     data: BlueskyConnect,
+    release: Release,
 ) -> SocialAccountOut:
-    """Sign in with an app password; only the session's tokens are kept, never the password."""
-    service = await _checked_url(settings, data.service_url, "service_url", origin_only=True)
-    await quota.check(session, access.tenant, Resource.SOCIAL_ACCOUNTS)
+    """Sign in with an app password; only the session's tokens are kept, never the password.
+
+    The PDS is called with no transaction open (`release` ends the request's read-only one);
+    the account is kept in a unit of work of its own after."""
+    await release()
+    service = await _checked_url(
+        resources.settings, data.service_url, "service_url", origin_only=True
+    )
     try:
         identity = await bluesky.sign_in(
             http, service, identifier=data.identifier, app_password=data.app_password
         )
     except ConnectRefused as refused:
         raise _refused(refused) from None
-    return account_out(
-        await _store(
-            session, vault, access, platform="bluesky", server_url=service, identity=identity
+    async with resources.in_tenant(access.tenant.slug) as (_, fresh):
+        account = await _store(
+            fresh,
+            resources.vault,
+            access,
+            platform="bluesky",
+            server_url=service,
+            identity=identity,
         )
-    )
+        return account_out(account)
 
 
 # -- Signed webhook destinations ------------------------------------------------------------

@@ -3,6 +3,7 @@ expires; Bluesky's app password is never kept; the plan's account limit holds.""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import uuid
 from urllib.parse import urlsplit
@@ -11,6 +12,7 @@ from socialflow.db.session import unit_of_work
 from socialflow.settings import Settings
 from socialflow.social.credentials import open_sealed
 from socialflow.vault.service import Vault
+from tests.integration.held_transactions import open_api_transactions
 from tests.integration.publishing.conftest import Studio
 from tests.integration.social.fake_bluesky import FakePds
 from tests.integration.social.fake_mastodon import FakeMastodon
@@ -124,3 +126,44 @@ async def test_the_plans_account_limit_is_held(studio: Studio, pds: FakePds) -> 
     )
     assert refused.status_code == 409
     assert refused.json()["type"].endswith("quota-exceeded")
+
+
+async def test_no_transaction_is_held_while_a_platform_answers_a_connect(
+    studio: Studio, instance: FakeMastodon, pds: FakePds, database_url: str
+) -> None:
+    held: dict[str, list[int]] = {"mastodon": [], "bluesky": []}
+    instance.on_request = lambda _: held["mastodon"].append(open_api_transactions(database_url))
+    pds.on_call = lambda _: held["bluesky"].append(open_api_transactions(database_url))
+
+    query = await _authorized(studio, instance)  # registers the tenant's app on the instance
+    registered = len(held["mastodon"])
+    done = await studio.client.get(f"/api/v1/oauth/callback?{query}", headers=studio.admin.headers)
+    assert done.status_code == 201, done.text
+    await studio.bluesky(pds)
+
+    # Each call the API made to a platform found none of its connections in a transaction: a
+    # slow instance or PDS holds no pooled connection, nor any row lock, while it answers.
+    assert registered >= 1
+    assert len(held["mastodon"]) > registered  # and the callback's code exchange
+    assert held["bluesky"]
+    assert set(held["mastodon"]) | set(held["bluesky"]) == {0}
+
+
+async def test_two_callbacks_racing_with_one_state_connect_once(
+    studio: Studio, instance: FakeMastodon
+) -> None:
+    query = await _authorized(studio, instance)
+    answers = await asyncio.gather(
+        *(
+            studio.client.get(f"/api/v1/oauth/callback?{query}", headers=studio.admin.headers)
+            for _ in range(2)
+        )
+    )
+    assert sorted(a.status_code for a in answers)[0] == 201
+    assert [a.status_code for a in answers].count(201) == 1
+    listed = await studio.client.get(f"{studio.base}/social-accounts", headers=studio.admin.headers)
+    assert len(listed.json()["items"]) == 1
+    left = studio.pg.execute(
+        "SELECT count(*) FROM shared.oauth_states WHERE tenant_id = %s", (studio.tenant_id,)
+    )
+    assert left.fetchone() == (0,)  # taken

@@ -15,7 +15,6 @@ from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from socialflow.db.engine import libpq_url
 from socialflow.lib.pagination import encode_cursor
 from socialflow.media import text_search
 from socialflow.search import query_vectors
@@ -23,6 +22,7 @@ from socialflow.search.services import SearchQuery
 from tests.integration.ai.fake_openai import DEFAULT_CAPTION, FakeProvider
 from tests.integration.captions.conftest import Studio, studio_for
 from tests.integration.captions.test_pipeline import ledger, schema_of
+from tests.integration.held_transactions import open_api_transactions
 from tests.integration.media.support import photo
 from tests.integration.tenancy_fixtures import Platform, World
 
@@ -428,12 +428,7 @@ async def test_an_uncached_query_holds_no_connection_while_the_provider_answers(
     held: list[int] = []
 
     def look(call: dict[str, object]) -> None:  # on the provider's thread, mid-call
-        with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
-            row = conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'socialflow' "
-                "AND state LIKE 'idle in transaction%%'"
-            ).fetchone()
-            held.append(int(row[0]) if row else -1)
+        held.append(open_api_transactions(database_url))
 
     provider.on_call = look
     found = await search(studio, q="espresso coffee", mode="hybrid")

@@ -13,7 +13,7 @@ import secrets
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -89,6 +89,7 @@ class FakePds:
     mode_times: int | None = None
     mode_nsid: str | None = None  # the mode applies to this endpoint only
     mode_skip: int = 0  # calls the mode lets through first
+    on_call: Callable[[str], None] | None = None  # with the NSID, mid-call, before answering
     _refresh_ids: dict[str, str] = field(default_factory=dict)  # live refresh token id -> DID
     _secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
@@ -336,6 +337,8 @@ class _Handler(BaseHTTPRequestHandler):
         query = {name: values[0] for name, values in parse_qs(url.query).items()}
         is_json = self.headers.get("Content-Type", "").startswith("application/json")
         body = json.loads(raw or b"{}") if is_json else raw
+        if pds.on_call is not None:
+            pds.on_call(nsid)
         mode = pds._take_mode(nsid, nsid in _AUTHENTICATED)
         pds.calls.append(
             {

@@ -13,7 +13,7 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -85,6 +85,7 @@ class FakeMastodon:
     statuses: dict[str, FakeStatus] = field(default_factory=dict)
     # (account id, Idempotency-Key) -> (status id, expiry as time.monotonic())
     idempotency: dict[tuple[str, str], tuple[str, float]] = field(default_factory=dict)
+    on_request: Callable[[RecordedRequest], None] | None = None  # mid-request, before answering
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1), repr=False)
 
@@ -296,6 +297,8 @@ class _Handler(BaseHTTPRequestHandler):
         recorded = self._parse()
         with fake.lock:
             fake.requests.append(recorded)
+        if fake.on_request is not None:
+            fake.on_request(recorded)
         reply = answer(fake, recorded)
         if reply.drop:
             # The work is done; the connection closes before any answer (a crash, a proxy

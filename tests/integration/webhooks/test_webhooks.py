@@ -14,7 +14,6 @@ from outbox_relay.relay import product_routes
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from socialflow.db.engine import libpq_url
 from socialflow.db.session import unit_of_work
 from socialflow.db.tenancy import enter_tenant_schema
 from socialflow.lib.rate_limits import WINDOW_S
@@ -25,6 +24,7 @@ from socialflow.workers.actors import apply_named_event
 from socialflow.workers.broker import NAMESPACE
 from socialflow.workers.testing import envelope_of, pending_rows
 from tests.integration.conftest import RelayFactory
+from tests.integration.held_transactions import open_api_transactions
 from tests.integration.social.fake_receiver import FakeReceiver, fake_receiver
 from tests.integration.tenancy_fixtures import Platform, World
 from tests.integration.webhooks.conftest import Hooks
@@ -302,12 +302,7 @@ async def test_the_test_delivery_holds_no_transaction_while_the_endpoint_answers
     held: list[int] = []
 
     def look(delivery: Any) -> None:  # on the receiver's thread, mid-request
-        with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
-            row = conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'socialflow' "
-                "AND state LIKE 'idle in transaction%%'"
-            ).fetchone()
-            held.append(int(row[0]) if row else -1)
+        held.append(open_api_transactions(database_url))
 
     receiver.on_delivery = look
     answer = await hooks.call("POST", f"/{created['id']}/test")
