@@ -63,12 +63,10 @@ class SocialAccountController(Controller):
         request: Request[Any, Any, Any],
         data: JSONBody[MastodonConnect],
         access: NamedDependency[TenantAccess],
-        session: NamedDependency[AsyncSession],
         state: State,
     ) -> AuthorizationOut:
         async with platform_client(state.settings) as http:
             return await services.start_mastodon(
-                session,
                 access,
                 resources=state.resources,
                 http=http,

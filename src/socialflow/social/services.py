@@ -202,7 +202,6 @@ async def _sealed_app(
 
 
 async def start_mastodon(
-    session: AsyncSession,
     access: TenantAccess,
     *,
     resources: Resources,
