@@ -36,7 +36,8 @@ ATTEMPT_OUTCOMES = ("delivered", "retrying", "failed", "gone")
 class WebhookTenant(SharedBase):
     """A tenant with at least one webhook endpoint: the relay routes its events to
     `deliver_webhooks` (looked up in the claim statement itself, so an endpoint created before
-    an event is claimed always gets it)."""
+    an event is claimed always gets it). Listed by the first endpoint's creation, unlisted by
+    the last one's deletion, both under this row's lock."""
 
     __tablename__ = "webhook_tenants"
 

@@ -12,7 +12,6 @@ from typing import Any
 import httpx
 import msgspec
 from sqlalchemy import func, select, text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from socialflow.access.tenant_access import TenantAccess
@@ -46,7 +45,7 @@ from socialflow.webhooks.events import (
     WebhookSecretRotated,
 )
 from socialflow.webhooks.history import invalid
-from socialflow.webhooks.models import WebhookAttempt, WebhookEndpoint, WebhookTenant
+from socialflow.webhooks.models import WebhookAttempt, WebhookEndpoint
 from socialflow.webhooks.sending import Result, body_of, send, shown_url
 
 ATTEMPT_ORDER = SortKey.of(id=int)
@@ -101,6 +100,20 @@ async def _checked_url(settings: Settings, url: str) -> str:
 # -- endpoints ----------------------------------------------------------------------------------
 
 
+# The tenant listed for the relay, its row locked (an update when it is listed already: it
+# waits for a delete of the last endpoint deciding, and lists the tenant again if it unlisted).
+_LIST_FOR_THE_RELAY = text(
+    "INSERT INTO shared.webhook_tenants (tenant_id) VALUES (:tenant) "
+    "ON CONFLICT (tenant_id) DO UPDATE SET tenant_id = EXCLUDED.tenant_id"
+)
+_LOCK_LISTING = text("SELECT 1 FROM shared.webhook_tenants WHERE tenant_id = :tenant FOR UPDATE")
+# Its own statement, after the lock: it sees every endpoint committed meanwhile.
+_UNLIST_WITHOUT_ENDPOINTS = text(
+    "DELETE FROM shared.webhook_tenants WHERE tenant_id = :tenant "
+    "AND NOT EXISTS (SELECT 1 FROM webhook_endpoints)"
+)
+
+
 async def create_endpoint(
     session: AsyncSession,
     access: TenantAccess,
@@ -124,9 +137,7 @@ async def create_endpoint(
         created_by=access.principal.actor,
     )
     session.add(endpoint)
-    await session.execute(
-        pg_insert(WebhookTenant).values(tenant_id=access.tenant.id).on_conflict_do_nothing()
-    )
+    await session.execute(_LIST_FOR_THE_RELAY, {"tenant": access.tenant.id})
     await session.flush()
     await session.refresh(endpoint)
     created = WebhookEndpointCreated(
@@ -202,8 +213,11 @@ async def delete_endpoint(
     url = shown_url(endpoint.url)
     await session.delete(endpoint)
     await session.flush()
-    # The tenant stays listed for the relay (its events then find no endpoint): removing it
-    # here could race an endpoint created at the same moment and leave that one unrouted.
+    # The last endpoint gone, the relay stops routing the tenant's events to webhooks. The
+    # listing's row lock orders this against an endpoint created at the same moment (which
+    # takes it too): whichever commits second sees the other's endpoint, or lists it again.
+    await session.execute(_LOCK_LISTING, {"tenant": access.tenant.id})
+    await session.execute(_UNLIST_WITHOUT_ENDPOINTS, {"tenant": access.tenant.id})
     deleted = WebhookEndpointDeleted(endpoint_id=str(endpoint_id), url=url)
     await record_change(session, access.principal, deleted, tenant=access.tenant.slug)
 

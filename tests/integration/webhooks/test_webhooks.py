@@ -14,12 +14,16 @@ from outbox_relay.relay import product_routes
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
+from socialflow.access.directory import TenantDirectory
+from socialflow.access.principal import Principal
+from socialflow.access.tenant_access import TenantAccess
 from socialflow.db.session import unit_of_work
 from socialflow.db.tenancy import enter_tenant_schema
 from socialflow.lib.rate_limits import WINDOW_S
 from socialflow.outbox.events import Event
 from socialflow.vault.service import Vault
-from socialflow.webhooks import dispatch
+from socialflow.webhooks import dispatch, services
+from socialflow.webhooks.bodies import WebhookCreate
 from socialflow.workers.actors import apply_named_event
 from socialflow.workers.broker import NAMESPACE
 from socialflow.workers.testing import envelope_of, pending_rows
@@ -374,6 +378,59 @@ async def test_the_relay_routes_events_to_webhooks_only_for_tenants_with_endpoin
     queued = set(redis_client.hkeys(f"{NAMESPACE}:webhooks.msgs"))
     assert f"{ids[world.tenant_a]}.deliver_webhooks".encode() in queued
     assert f"{ids[world.tenant_b]}.deliver_webhooks".encode() not in queued
+
+
+def _listed_for_the_relay(hooks: Hooks) -> bool:
+    row = hooks.pg.execute(
+        "SELECT count(*) FROM shared.webhook_tenants WHERE tenant_id = %s", (hooks.tenant_id,)
+    ).fetchone()
+    return row == (1,)
+
+
+async def test_a_tenant_is_routed_to_webhooks_while_it_has_an_endpoint_and_no_longer(
+    hooks: Hooks, receiver: FakeReceiver
+) -> None:
+    assert not _listed_for_the_relay(hooks)
+    one = await hooks.create(receiver, "settings.*")
+    two = await hooks.create(receiver, "media.*")
+    assert _listed_for_the_relay(hooks)
+    assert (await hooks.call("DELETE", f"/{one['id']}")).status_code == 204
+    assert _listed_for_the_relay(hooks)  # one endpoint left
+    assert (await hooks.call("DELETE", f"/{two['id']}")).status_code == 204
+    assert not _listed_for_the_relay(hooks)  # its events no longer go to deliver_webhooks
+    await hooks.create(receiver, "*")
+    assert _listed_for_the_relay(hooks)
+
+
+async def test_an_endpoint_created_while_the_last_one_is_deleted_stays_routed(
+    hooks: Hooks, receiver: FakeReceiver
+) -> None:
+    last = await hooks.create(receiver, "*")
+    async with unit_of_work(hooks.factory) as session:
+        tenant = await TenantDirectory(ttl_s=0).find(session, hooks.tenant)
+    assert tenant is not None
+    access = TenantAccess(tenant, Principal(uuid.uuid4(), "", is_operator=True), None, False)
+    vault = Vault.from_settings(hooks.settings)
+
+    async def delete_the_last() -> None:
+        async with unit_of_work(hooks.factory) as deleting:
+            await enter_tenant_schema(deleting, tenant.schema_name)
+            await services.delete_endpoint(deleting, access, uuid.UUID(last["id"]))
+
+    async with unit_of_work(hooks.factory) as creating:
+        await enter_tenant_schema(creating, tenant.schema_name)
+        new = WebhookCreate(url=receiver.url, event_types=["*"])
+        await services.create_endpoint(
+            creating, access, settings=hooks.settings, vault=vault, data=new
+        )
+        # The last endpoint is deleted meanwhile: it cannot see the new one, not committed yet.
+        deleting = asyncio.create_task(delete_the_last())
+        await asyncio.sleep(0.5)
+    await deleting
+    # Both committed, one endpoint is left, and its tenant's events still go to it.
+    endpoints = hooks.pg.execute(f'SELECT count(*) FROM "{hooks.schema}".webhook_endpoints')
+    assert endpoints.fetchone() == (1,)
+    assert _listed_for_the_relay(hooks)
 
 
 async def test_event_types_are_documented_with_their_payload_schemas(platform: Platform) -> None:
