@@ -20,7 +20,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from socialflow.audit.record import record_change
@@ -44,6 +44,7 @@ from socialflow.social.events import SocialAccountRefreshed
 from socialflow.social.models import SocialAccount
 from socialflow.social.platforms.base import (
     Account,
+    Credentials,
     FailureKind,
     OutcomeUnknown,
     OutgoingPost,
@@ -290,6 +291,15 @@ async def _outgoing(resources: Resources, send: Send) -> OutgoingPost:
     )
 
 
+# How often a delivery waiting for another's refresh looks again.
+_REFRESH_POLL_S = 0.25
+
+
+@dataclasses.dataclass(frozen=True)
+class _Wait:
+    """Another worker holds the refresh's lease."""
+
+
 async def fresh_account(
     steps: EventSteps,
     resources: Resources,
@@ -298,9 +308,14 @@ async def fresh_account(
     *,
     force: bool = False,
 ) -> Account | None:
-    """The account with credentials good for the call: refreshed before they expire, under the
-    account's row lock, so concurrent publishes refresh once (the others find the new version).
-    None when the account needs reconnecting."""
+    """The account with credentials good for the call: refreshed before they expire, once
+    for concurrent publishes (the others find the new version). None when the account needs
+    reconnecting.
+
+    The refresh is leased, not locked: the row says until when one worker is at it
+    (`refresh_lease_until`, the call's timeout and then some), and the platform is called
+    with no transaction open. The others wait for the new credentials, or take the refresh
+    over once the lease has run out (its worker died)."""
     credentials = send.account.credentials
     margin = timedelta(seconds=resources.settings.social_refresh_margin_s)
     expiring = credentials.expires_at is not None and (
@@ -308,13 +323,55 @@ async def fresh_account(
     )
     if not (force or expiring):
         return send.account
-    async with steps.transaction() as session:
-        tenant_id, slug = _tenant(steps)
-        row = (
-            await session.scalars(
-                select(SocialAccount).where(SocialAccount.id == send.account_id).with_for_update()
+    lease_s = resources.settings.social_call_timeout_s + 10
+    while True:  # another's lease: its new credentials come, or the lease runs out
+        taken = await _lease_refresh(steps, resources, send, lease_s)
+        if not isinstance(taken, _Wait):
+            break
+        await asyncio.sleep(_REFRESH_POLL_S)
+    if taken is not send.account:
+        return taken  # gone, or refreshed by another meanwhile
+    try:
+        renewed = await adapter.refresh(send.account)
+    except ReconnectNeeded:
+        async with steps.transaction() as session:
+            _tenant_id, slug = _tenant(steps)
+            await _end_lease(session, send)
+            await mark_needs_reconnect(
+                session, slug, send.account_id, "The platform revoked the grant."
             )
-        ).one_or_none()
+        return None
+    except (PublishError, OutcomeUnknown):
+        async with steps.transaction() as session:
+            await _end_lease(session, send)
+        return send.account  # the platform is down: try with what there is
+    return await _keep_refreshed(steps, resources, send, renewed)
+
+
+async def _locked_account(
+    session: AsyncSession, send: Send
+) -> tuple[SocialAccount | None, datetime]:
+    """The account's row, locked until the transaction ends, and the database's time."""
+    found = (
+        await session.execute(
+            select(SocialAccount, func.now())
+            .where(SocialAccount.id == send.account_id)
+            .with_for_update(of=SocialAccount)
+        )
+    ).one_or_none()
+    if found is None:
+        return None, datetime.now(UTC)
+    return found[0], found[1]
+
+
+async def _lease_refresh(
+    steps: EventSteps, resources: Resources, send: Send, lease_s: float
+) -> Account | _Wait | None:
+    """`send.account` when this delivery now holds the refresh's lease; the newer credentials
+    when another refreshed them; None when the account is gone; _Wait while another holds it."""
+    async with steps.transaction() as session:
+        tenant_id, _slug = _tenant(steps)
+        row, now = await _locked_account(session, send)
         if row is None or row.status != "active":
             return None
         if row.credentials_version != send.credentials_version:
@@ -322,16 +379,42 @@ async def fresh_account(
                 session, resources.vault, tenant_id, row.id, row.credentials
             )
             return dataclasses.replace(send.account, credentials=opened)
-        try:
-            renewed = await adapter.refresh(send.account)
-        except ReconnectNeeded:
-            await mark_needs_reconnect(session, slug, row.id, "The platform revoked the grant.")
+        if row.refresh_lease_until is not None and row.refresh_lease_until > now:
+            return _Wait()
+        row.refresh_lease_until = now + timedelta(seconds=lease_s)
+        return send.account
+
+
+async def _end_lease(session: AsyncSession, send: Send) -> None:
+    await session.execute(
+        update(SocialAccount)
+        .where(
+            SocialAccount.id == send.account_id,
+            SocialAccount.credentials_version == send.credentials_version,
+        )
+        .values(refresh_lease_until=None)
+    )
+
+
+async def _keep_refreshed(
+    steps: EventSteps, resources: Resources, send: Send, renewed: Credentials
+) -> Account | None:
+    """Seal the refreshed credentials as the account's next version, unless another's refresh
+    was kept first (this one's lease ran out meanwhile): those are then the ones to use."""
+    async with steps.transaction() as session:
+        tenant_id, slug = _tenant(steps)
+        row, _now = await _locked_account(session, send)
+        if row is None or row.status != "active":
             return None
-        except (PublishError, OutcomeUnknown):
-            return send.account  # the platform is down: try with what there is
+        if row.credentials_version != send.credentials_version:
+            opened = await sealing.open_sealed(
+                session, resources.vault, tenant_id, row.id, row.credentials
+            )
+            return dataclasses.replace(send.account, credentials=opened)
         row.credentials = await sealing.seal(session, resources.vault, tenant_id, row.id, renewed)
         row.credentials_version += 1
         row.expires_at = renewed.expires_at
+        row.refresh_lease_until = None
         row.refreshed_at = row.updated_at = datetime.now(UTC)
         await session.flush()
         refreshed = SocialAccountRefreshed(

@@ -69,6 +69,8 @@ class SocialAccount(TenantBase):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     refreshed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # A worker refreshing the token until then (publishing/engine.py `fresh_account`).
+    refresh_lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     disconnected_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 

@@ -21,6 +21,7 @@ from socialflow.vault.rotation import rotate_tenant_key
 from socialflow.vault.service import Vault
 from socialflow.workers.actors import apply_named_event
 from socialflow.workers.testing import pending_envelopes
+from tests.integration.held_transactions import open_api_transactions
 from tests.integration.publishing.conftest import Studio
 from tests.integration.social.fake_bluesky import FakePds
 from tests.integration.social.fake_mastodon import FakeMastodon
@@ -337,6 +338,51 @@ async def test_concurrent_publishes_refresh_an_expiring_token_once(
     for post in posts:
         assert (await studio.post(post["id"]))["status"] == "published"
     assert len(pds.calls_to("com.atproto.server.refreshSession")) == 1
+
+
+async def test_no_transaction_is_held_while_the_platform_refreshes_a_token(
+    studio: Studio, pds: FakePds, database_url: str
+) -> None:
+    pds.access_ttl_s = 60  # inside the refresh margin
+    account = await studio.bluesky(pds)
+    pds.access_ttl_s = 7200
+    held: list[int] = []
+
+    def look(nsid: str) -> None:  # on the PDS's thread, mid-call
+        if nsid == "com.atproto.server.refreshSession":
+            held.append(open_api_transactions(database_url))
+
+    pds.on_call = look
+    post = await _published_now(studio, text="x", destinations=[{"account_id": account["id"]}])
+    await studio.run_engine()
+    assert (await studio.post(post["id"]))["status"] == "published"
+    # One refresh, and the worker held no transaction (no pooled connection, no row lock)
+    # while the platform answered it.
+    assert held == [0]
+
+
+async def test_a_refresh_left_by_a_dead_worker_is_taken_over_when_its_lease_ends(
+    studio: Studio, pds: FakePds
+) -> None:
+    pds.access_ttl_s = 60
+    account = await studio.bluesky(pds)
+    pds.access_ttl_s = 7200
+    # A worker took the refresh and died in the call: its lease runs a little longer.
+    studio.pg.execute(
+        f"UPDATE {studio.tenant_schema}.social_accounts "
+        "SET refresh_lease_until = now() + interval '2 seconds' WHERE id = %s",
+        (account["id"],),
+    )
+    post = await _published_now(studio, text="x", destinations=[{"account_id": account["id"]}])
+    await studio.run_engine()
+    assert (await studio.post(post["id"]))["status"] == "published"
+    assert len(pds.calls_to("com.atproto.server.refreshSession")) == 1
+    lease = studio.pg.execute(
+        f"SELECT refresh_lease_until, credentials_version FROM {studio.tenant_schema}"
+        ".social_accounts WHERE id = %s",
+        (account["id"],),
+    ).fetchone()
+    assert lease == (None, 2)  # refreshed once, and the lease let go
 
 
 async def test_a_revoked_bluesky_session_marks_the_account_for_reconnecting(
