@@ -494,9 +494,12 @@ def migrate_tenants(  # noqa: PLR0917 - one CLI option each
 @on_services()
 def tenant_revision_command(message: str, autogenerate: bool) -> None:
     """Write the next tenant revision in tenant_migrations/versions (review it, then commit)."""
-    from socialflow.db.migrate import new_tenant_revision
+    from socialflow.db.migrate import SharedSchemaBehind, new_tenant_revision
 
-    click.echo(new_tenant_revision(_migration_url(), message, autogenerate=autogenerate))
+    try:
+        click.echo(new_tenant_revision(_migration_url(), message, autogenerate=autogenerate))
+    except SharedSchemaBehind as behind:
+        raise click.ClickException(str(behind)) from None
 
 
 @tenants.command("status")
