@@ -158,3 +158,14 @@ EXCEPTION_HANDLERS = {
     HTTPException: handle_http_exception,
     Exception: handle_unexpected,
 }
+
+
+def invalid(field: str, message: str, *, source: str = "query") -> Problem:
+    """A 422 naming the field that is wrong and why, where a schema cannot say it (a rule
+    between fields, a value checked against the database)."""
+    return Problem(
+        422,
+        "validation-error",
+        f"{field}: {message}.",
+        errors=[{"field": field, "source": source, "message": message}],
+    )

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from socialflow.access.tenant_access import TenantAccess
 from socialflow.lib.pagination import Page, PageRequest, SortKey, encode_cursor, page_request
-from socialflow.lib.problems import Problem
+from socialflow.lib.problems import invalid
 from socialflow.plans.quota import limits_for
 from socialflow.webhooks.bodies import EventDelivery, EventOut
 
@@ -62,16 +62,6 @@ class EventFilter:
         ):
             if value is not None and not 0 < len(value) <= 128:
                 raise invalid(name, "1 to 128 characters")
-
-
-def invalid(field: str, message: str, *, source: str = "query") -> Problem:
-    """A 422 naming the field that is wrong and why (webhooks' inputs, query or body)."""
-    return Problem(
-        422,
-        "validation-error",
-        f"{field}: {message}.",
-        errors=[{"field": field, "source": source, "message": message}],
-    )
 
 
 def feed_page(limit: int | None, cursor: str | None, after: str | None) -> tuple[PageRequest, bool]:

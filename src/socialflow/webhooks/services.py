@@ -18,7 +18,7 @@ from socialflow.access.tenant_access import TenantAccess
 from socialflow.audit.record import record_change
 from socialflow.lib.outbound import check_outbound_url
 from socialflow.lib.pagination import Page, PageRequest, SortKey, encode_cursor
-from socialflow.lib.problems import Problem
+from socialflow.lib.problems import Problem, invalid
 from socialflow.lib.webhook_signing import new_secret
 from socialflow.outbox.events import DomainEvent
 from socialflow.plans import quota
@@ -44,7 +44,6 @@ from socialflow.webhooks.events import (
     WebhookReplayRequested,
     WebhookSecretRotated,
 )
-from socialflow.webhooks.history import invalid
 from socialflow.webhooks.models import WebhookAttempt, WebhookEndpoint
 from socialflow.webhooks.sending import Result, body_of, send, shown_url
 
