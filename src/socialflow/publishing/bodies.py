@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -53,6 +53,23 @@ class ReviewComment(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 class ApprovalIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     comment: Annotated[str, msgspec.Meta(max_length=5000, pattern=r"^[^\x00]*$")] | None = None
+
+
+class DeliveryResolution(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A person's decision on an unconfirmed delivery: they looked on the platform.
+
+    `published` (with the post's `url` there, and its id if known); `not_published` (it is
+    not there: the delivery fails); `send_again` (it is not there: one more attempt now)."""
+
+    outcome: Literal["published", "not_published", "send_again"]
+    url: Annotated[str, msgspec.Meta(max_length=2048, pattern=r"^https?://[^\s\x00]+$")] | None = (
+        None
+    )
+    platform_post_id: (
+        Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f]+$")]
+        | None
+    ) = None
+    note: Annotated[str, msgspec.Meta(max_length=500, pattern=r"^[^\x00]*$")] | None = None
 
 
 class DeliveryOut(msgspec.Struct, kw_only=True):

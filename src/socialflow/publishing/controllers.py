@@ -20,6 +20,7 @@ from socialflow.publishing.bodies import (
     ApprovalIn,
     CommentList,
     CommentOut,
+    DeliveryResolution,
     PostCreate,
     PostList,
     PostOut,
@@ -205,3 +206,26 @@ class PostController(Controller):
         session: NamedDependency[AsyncSession],
     ) -> PostOut:
         return await services.cancel_post(session, access, post_id)
+
+    @post(
+        "/{post_id:uuid}/destinations/{destination_id:uuid}/resolve",
+        status_code=200,
+        guards=[requires(Permission.PUBLISH)],
+        summary="Decide an unconfirmed delivery: published, not published, or send again",
+        description=(
+            "For a delivery whose outcome the platform never confirmed (`unconfirmed`): the "
+            "person who looked there says what they found. `published` needs the post's `url` "
+            "there; `send_again` makes one more attempt now (only if it is not there: it may "
+            "post twice otherwise)."
+        ),
+        opt={"problems": (404, 409, 422)},
+    )
+    async def resolve(
+        self,
+        post_id: FromPath[uuid.UUID],
+        destination_id: FromPath[uuid.UUID],
+        data: JSONBody[DeliveryResolution],
+        access: NamedDependency[TenantAccess],
+        session: NamedDependency[AsyncSession],
+    ) -> PostOut:
+        return await services.resolve_delivery(session, access, post_id, destination_id, data)

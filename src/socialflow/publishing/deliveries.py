@@ -147,23 +147,7 @@ async def settle(
     destination.sending_since = None
     event: DestinationPublished | DestinationFailed | DestinationUnconfirmed | None = None
     if isinstance(outcome, Receipt):
-        destination.state = "published"
-        destination.platform_post_id = outcome.platform_post_id
-        destination.url = outcome.url
-        destination.receipt = {
-            "platform_post_id": outcome.platform_post_id,
-            "url": outcome.url,
-            **outcome.extra,
-        }
-        destination.published_at = now
-        destination.error_kind = destination.error_detail = None
-        event = DestinationPublished(
-            post_id=post.id,
-            destination_id=destination.id,
-            platform=platform,
-            platform_post_id=outcome.platform_post_id,
-            url=outcome.url,
-        )
+        event = _published(destination, platform, outcome)
     elif isinstance(outcome, PublishError):
         destination.error_kind = outcome.kind.value
         destination.error_detail = outcome.detail
@@ -193,6 +177,63 @@ async def settle(
         await record_change(session, SYSTEM, event, tenant=tenant)
     await derive_post_state(session, tenant, post)
     return destination.state
+
+
+def _published(
+    destination: PostDestination, platform: str, receipt: Receipt
+) -> DestinationPublished:
+    destination.state = "published"
+    destination.platform_post_id = receipt.platform_post_id or None
+    destination.url = receipt.url
+    destination.receipt = {
+        "platform_post_id": receipt.platform_post_id,
+        "url": receipt.url,
+        **receipt.extra,
+    }
+    destination.published_at = datetime.now(UTC)
+    destination.error_kind = destination.error_detail = None
+    return DestinationPublished(
+        post_id=destination.post_id,
+        destination_id=destination.id,
+        platform=platform,
+        platform_post_id=receipt.platform_post_id,
+        url=receipt.url,
+    )
+
+
+async def resolve_by_hand(
+    session: AsyncSession,
+    tenant: str,
+    post: Post,
+    destination: PostDestination,
+    *,
+    platform: str,
+    outcome: str,
+    found: Receipt | None,
+    note: str | None,
+) -> None:
+    """An unconfirmed delivery as a person decided it (they looked on the platform): published
+    there (`found`), not published (failed), or sent again now (one more attempt, its unknown
+    outcome looked up afresh). A lookup still scheduled then finds it settled and does nothing."""
+    destination.sending_since = None
+    destination.next_attempt_at = None
+    event: DestinationPublished | DestinationFailed | DeliveryDue
+    if outcome == "published" and found is not None:
+        event = _published(destination, platform, found)
+    elif outcome == "not_published":
+        detail = note or "A person found it was not published."
+        event = fail(destination, platform=platform, kind="not_published", detail=detail)
+    else:
+        post.status = "publishing"
+        destination.state = "retrying"
+        destination.lookups = 0
+        destination.next_attempt_at = datetime.now(UTC)
+        event = DeliveryDue(
+            post_id=post.id, destination_id=destination.id, attempt=destination.attempts + 1
+        )
+    await session.flush()
+    await record_change(session, SYSTEM, event, tenant=tenant)
+    await derive_post_state(session, tenant, post)
 
 
 async def mark_unconfirmed(

@@ -130,6 +130,17 @@ class DestinationUnconfirmed(DeliveryEvent, frozen=True, kw_only=True):
     platform: str
 
 
+class DestinationResolved(PostEvent, frozen=True, kw_only=True):
+    """A person decided an unconfirmed delivery's outcome (the delivery's own event follows:
+    published, failed, or another attempt due)."""
+
+    event_type = "post.destination_resolved"
+
+    destination_id: uuid.UUID
+    outcome: str  # published, not_published, send_again
+    note: str | None = None
+
+
 class PostFinished(PostEvent, frozen=True, kw_only=True):
     """A post whose every destination has an outcome (a shared base)."""
 

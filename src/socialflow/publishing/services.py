@@ -19,14 +19,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from socialflow.access.tenant_access import TenantAccess
 from socialflow.audit.record import record_change
 from socialflow.lib.pagination import PageRequest
-from socialflow.lib.problems import Problem
+from socialflow.lib.problems import Problem, invalid
 from socialflow.media.processing import PROFILES
 from socialflow.plans import quota
 from socialflow.plans.limits import Resource
+from socialflow.publishing import deliveries
 from socialflow.publishing.bodies import (
     ApprovalIn,
     CommentOut,
     DeliveryOut,
+    DeliveryResolution,
     DestinationIn,
     PostCreate,
     PostOut,
@@ -36,6 +38,7 @@ from socialflow.publishing.bodies import (
 )
 from socialflow.publishing.content import PostContent, approval_hash, content_of, media_refs
 from socialflow.publishing.events import (
+    DestinationResolved,
     PostApproved,
     PostCancelled,
     PostChangesRequested,
@@ -48,6 +51,7 @@ from socialflow.publishing.events import (
 )
 from socialflow.publishing.models import Post, PostComment, PostDestination, PostMedia
 from socialflow.social.models import SocialAccount
+from socialflow.social.platforms.base import Receipt
 from socialflow.tenancy.tenant_settings import read_settings
 
 MAX_AHEAD = timedelta(days=730)
@@ -691,5 +695,54 @@ async def cancel_post(session: AsyncSession, access: TenantAccess, post_id: uuid
     await session.flush()
     cancelled = PostCancelled(post_id=post.id, previous_status=previous, version=post.version)
     await record_change(session, access.principal, cancelled, tenant=access.tenant.slug)
+    await session.refresh(post)
+    return await post_out(session, post)
+
+
+# -- a person's decision on an unknown outcome ------------------------------------------------
+
+
+async def resolve_delivery(
+    session: AsyncSession,
+    access: TenantAccess,
+    post_id: uuid.UUID,
+    destination_id: uuid.UUID,
+    data: DeliveryResolution,
+) -> PostOut:
+    """Settle a delivery left `unconfirmed` (its outcome unknown, its lookups spent or still
+    going) as the person who looked on the platform found it."""
+    locked = await deliveries.locked_delivery(session, post_id, destination_id)
+    if locked is None:
+        raise Problem(404, "not-found", f"No destination {destination_id} of post {post_id}.")
+    post, destination = locked
+    if destination.state != "unconfirmed":
+        raise Problem(
+            409,
+            "invalid-delivery-state",
+            f"Only an unconfirmed delivery is resolved by hand; this one is {destination.state}.",
+            state_now=destination.state,
+        )
+    found = None
+    if data.outcome == "published":
+        if data.url is None:
+            raise invalid("url", "the post's address on the platform is required", source="body")
+        found = Receipt(data.platform_post_id or "", data.url, {"resolved_by_hand": True})
+    elif data.url is not None or data.platform_post_id is not None:
+        raise invalid("outcome", "url and platform_post_id are for a published one", source="body")
+    account = await session.get(SocialAccount, destination.account_id)
+    resolved = DestinationResolved(
+        post_id=post.id, destination_id=destination.id, outcome=data.outcome, note=data.note
+    )
+    await record_change(session, access.principal, resolved, tenant=access.tenant.slug)
+    await deliveries.resolve_by_hand(
+        session,
+        access.tenant.slug,
+        post,
+        destination,
+        platform=account.platform if account is not None else "unknown",
+        outcome=data.outcome,
+        found=found,
+        note=data.note,
+    )
     await session.refresh(post)
     return await post_out(session, post)

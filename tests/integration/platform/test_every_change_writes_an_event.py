@@ -244,6 +244,24 @@ async def _as_if_processed(platform: Platform, slug: str, media_id: str) -> None
         )
 
 
+async def _as_if_unconfirmed(platform: Platform, slug: str, post_id: str) -> str:
+    """The post's one delivery as if its call had reached the platform and never answered."""
+    async with unit_of_work(platform.factory) as session:
+        schema = (
+            await session.execute(
+                text("SELECT schema_name FROM shared.tenants WHERE slug = :s"), {"s": slug}
+            )
+        ).scalar_one()
+        updated = await session.execute(
+            text(
+                f"UPDATE \"{schema}\".post_destinations SET state = 'unconfirmed' "
+                "WHERE post_id = :id RETURNING id"
+            ),
+            {"id": post_id},
+        )
+        return str(updated.scalar_one())
+
+
 async def _posts_and_accounts(call: Calls, platform: Platform, slug: str, owner: Account) -> None:
     """Connected accounts (each platform's connect flow) and a post through its states."""
     tenant = f"/api/v1/tenants/{slug}"
@@ -286,6 +304,9 @@ async def _posts_and_accounts(call: Calls, platform: Platform, slug: str, owner:
     await call("POST", f"{posts}/{now['id']}/submit", editor)
     await call("POST", f"{posts}/{now['id']}/approve", owner)
     await call("POST", f"{posts}/{now['id']}/publish", editor)
+    destination = await _as_if_unconfirmed(platform, slug, now["id"])
+    resolve = f"{posts}/{now['id']}/destinations/{destination}/resolve"
+    await call("POST", resolve, owner, {"outcome": "not_published"})
     await call("DELETE", f"{accounts}/{hook['id']}", owner)
 
 
