@@ -154,6 +154,16 @@ async def resolve_allowed(
     return addresses
 
 
+def url_origin(url: str) -> str:
+    """Scheme, host and port of `url`: what may be shown of a URL whose path or query can hold
+    a token (a Slack or Zapier hook)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:  # an IPv6 literal
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}:{parts.port}" if parts.port else f"{parts.scheme}://{host}"
+
+
 def _refused(detail: str, field: str) -> Problem:
     return Problem(422, "url-not-allowed", detail, errors=[{"field": field, "message": detail}])
 

@@ -50,7 +50,7 @@ from socialflow.publishing.events import (
     PostUpdated,
 )
 from socialflow.publishing.models import Post, PostComment, PostDestination, PostMedia
-from socialflow.social.models import SocialAccount
+from socialflow.social.models import SocialAccount, shown_handle
 from socialflow.social.platforms.base import Receipt
 from socialflow.tenancy.tenant_settings import read_settings
 
@@ -132,7 +132,7 @@ def _delivery_out(d: PostDestination, account: SocialAccount) -> DeliveryOut:
         id=str(d.id),
         account_id=str(d.account_id),
         platform=account.platform,
-        handle=account.handle,
+        handle=shown_handle(account.handle, account.server_url),
         text=d.override_text,
         media_ids=None if d.override_media is None else [str(m) for m in d.override_media],
         variant_profile=d.variant_profile,

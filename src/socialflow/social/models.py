@@ -22,6 +22,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.sql.naming import conv
 
 from socialflow.db.base import SharedBase, TenantBase
+from socialflow.lib.outbound import url_origin
 
 PLATFORMS = ("mastodon", "bluesky", "webhook")
 ACCOUNT_STATUSES = ("active", "needs_reconnect", "disconnected")
@@ -106,3 +107,10 @@ class OAuthState(SharedBase):
     code_verifier: Mapped[bytes] = mapped_column(LargeBinary)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+def shown_handle(handle: str, server_url: str) -> str:
+    """What lists, posts and events show as an account's handle. A webhook destination
+    connected without a name before handles were made from its URL's origin kept its whole URL,
+    whose path or query may hold a token: its origin is shown instead."""
+    return url_origin(server_url) if handle == server_url else handle

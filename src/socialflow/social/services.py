@@ -21,7 +21,7 @@ from socialflow.access.permissions import Permission
 from socialflow.access.principal import Principal
 from socialflow.access.tenant_access import TenantAccess, standing_in
 from socialflow.audit.record import record_change
-from socialflow.lib.outbound import check_outbound_url
+from socialflow.lib.outbound import check_outbound_url, url_origin
 from socialflow.lib.problems import Problem
 from socialflow.lib.webhook_signing import new_secret
 from socialflow.plans import quota
@@ -42,7 +42,7 @@ from socialflow.social.events import (
     SocialAccountNeedsReconnect,
     SocialAuthorizationStarted,
 )
-from socialflow.social.models import OAuthState, SocialAccount, SocialApp
+from socialflow.social.models import OAuthState, SocialAccount, SocialApp, shown_handle
 from socialflow.social.platforms import bluesky, mastodon
 from socialflow.social.platforms.base import ConnectedIdentity, ConnectRefused, Credentials
 from socialflow.vault.service import SealedSecret, Vault
@@ -57,11 +57,13 @@ APP_NAME = "SocialFlow"
 
 
 def account_out(account: SocialAccount, *, signing_secret: str | None = None) -> SocialAccountOut:
+    # A webhook destination's URL may hold a token in its path or query: only its origin is
+    # shown.
     return SocialAccountOut(
         id=str(account.id),
         platform=account.platform,
-        server_url=account.server_url,
-        handle=account.handle,
+        server_url=url_origin(account.server_url),
+        handle=shown_handle(account.handle, account.server_url),
         display_name=account.display_name,
         status=account.status,
         status_reason=account.status_reason,
@@ -424,7 +426,7 @@ async def connect_webhook(
     secret = new_secret()
     identity = ConnectedIdentity(
         account_ref=hashlib.sha256(url.encode()).hexdigest()[:32],
-        handle=data.name or url,
+        handle=data.name or url_origin(url),  # events and lists show it: never the token
         credentials=Credentials(signing_secret=secret),
     )
     account = await _store(
@@ -465,8 +467,9 @@ async def disconnect(session: AsyncSession, access: TenantAccess, account_id: uu
     account.credentials = b""
     account.disconnected_at = account.updated_at = datetime.now(UTC)
     await session.flush()
+    handle = shown_handle(account.handle, account.server_url)
     gone = SocialAccountDisconnected(
-        account_id=account.id, platform=account.platform, handle=account.handle
+        account_id=account.id, platform=account.platform, handle=handle
     )
     await record_change(session, access.principal, gone, tenant=access.tenant.slug)
 
@@ -479,13 +482,16 @@ async def mark_needs_reconnect(
         update(SocialAccount)
         .where(SocialAccount.id == account_id, SocialAccount.status == "active")
         .values(status="needs_reconnect", status_reason=reason[:300], updated_at=datetime.now(UTC))
-        .returning(SocialAccount.platform, SocialAccount.handle)
+        .returning(SocialAccount.platform, SocialAccount.handle, SocialAccount.server_url)
     )
     row = changed.one_or_none()
     if row is None:
         return
     event = SocialAccountNeedsReconnect(
-        account_id=account_id, platform=row.platform, handle=row.handle, reason=reason[:300]
+        account_id=account_id,
+        platform=row.platform,
+        handle=shown_handle(row.handle, row.server_url),
+        reason=reason[:300],
     )
     await record_change(session, "system:publishing", event, tenant=tenant_slug)
 

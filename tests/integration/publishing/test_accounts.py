@@ -16,6 +16,7 @@ from tests.integration.held_transactions import open_api_transactions
 from tests.integration.publishing.conftest import Studio
 from tests.integration.social.fake_bluesky import FakePds
 from tests.integration.social.fake_mastodon import FakeMastodon
+from tests.integration.social.fake_receiver import FakeReceiver
 
 
 async def _authorized(studio: Studio, instance: FakeMastodon) -> str:
@@ -167,3 +168,52 @@ async def test_two_callbacks_racing_with_one_state_connect_once(
         "SELECT count(*) FROM shared.oauth_states WHERE tenant_id = %s", (studio.tenant_id,)
     )
     assert left.fetchone() == (0,)  # taken
+
+
+async def test_a_webhook_destinations_url_is_shown_by_its_origin_only(
+    studio: Studio, receiver: FakeReceiver
+) -> None:
+    """A Slack- or Zapier-style hook carries its token in the path or query: lists, posts,
+    events and the audit log show the origin; the whole URL is only what is called."""
+    tokened = f"{receiver.url}/T0123/B0456/sekretTOKEN?key=alsoSEKRET"
+    connected = await studio.client.post(
+        f"{studio.base}/social-accounts/connect/webhook",
+        json={"url": tokened},
+        headers=studio.admin.headers,
+    )
+    assert connected.status_code == 201, connected.text
+    origin = f"http://{receiver.host}:{receiver.port}"
+    account = connected.json()
+    assert (account["server_url"], account["handle"]) == (origin, origin)
+    receiver.secret = account["signing_secret"]
+
+    post = await studio.approved(text="hello", destinations=[{"account_id": account["id"]}])
+    assert (await studio.call("POST", f"/{post['id']}/publish")).status_code == 200
+    await studio.run_engine()
+    (delivery,) = receiver.deliveries
+    assert delivery.path == "/hooks/socialflow/T0123/B0456/sekretTOKEN?key=alsoSEKRET"
+    published = await studio.post(post["id"])
+    assert published["destinations"][0]["handle"] == origin
+
+    # One connected before handles were made from the origin kept the whole URL as its handle.
+    studio.pg.execute(
+        f'UPDATE "{studio.tenant_schema}".social_accounts SET handle = server_url WHERE id = %s',
+        (account["id"],),
+    )
+    accounts = f"{studio.base}/social-accounts"
+    shown = [
+        (await studio.client.get(accounts, headers=studio.admin.headers)).text,
+        (await studio.client.get(f"{accounts}/{account['id']}", headers=studio.admin.headers)).text,
+        (await studio.call("GET", f"/{post['id']}")).text,
+    ]
+    gone = await studio.client.delete(f"{accounts}/{account['id']}", headers=studio.admin.headers)
+    assert gone.status_code == 204
+    events = studio.pg.execute(
+        "SELECT payload::text FROM shared.outbox WHERE tenant = %s", (studio.tenant,)
+    ).fetchall()
+    audited = studio.pg.execute(
+        "SELECT coalesce(before::text, '') || coalesce(after::text, '') "
+        f'FROM "{studio.tenant_schema}".audit_log'
+    ).fetchall()
+    for text in [connected.text, *shown, *(r[0] for r in events), *(r[0] for r in audited)]:
+        assert "sekret" not in text.lower(), text
