@@ -137,7 +137,30 @@ class RequestUnitOfWork:
         session = self.session()
         try:
             yield session
-            await self._commit(session)
+        except Exception:
+            await self._end(session, commit=False)
+            raise
+        except BaseException:
+            await self.close()
+            raise
+        await self._end(session, commit=True)
+
+    async def release(self) -> None:
+        """End the request's transaction before an outbound call (no connection or lock held
+        while a slow server answers): what it did so far is committed (the guards' bookkeeping,
+        an API key's last use), and the connection goes back to the pool. The request's
+        session is finished: what the handler writes after goes in a unit of work of its own
+        (`Resources.in_tenant`)."""
+        if self._session is None:
+            self._closed = True
+            return
+        await self._end(self._session, commit=True)
+
+    async def _end(self, session: AsyncSession, *, commit: bool) -> None:
+        """Commit (or roll back), give the connection back, then run the callbacks due."""
+        try:
+            if commit:
+                await self._commit(session)
         except Exception:
             callbacks = _finished(session, committed=False)
             await self.close()
@@ -146,7 +169,7 @@ class RequestUnitOfWork:
         except BaseException:
             await self.close()
             raise
-        callbacks = _finished(session, committed=True)
+        callbacks = _finished(session, committed=commit)
         await self.close()
         await _run_after_commit(callbacks)
 

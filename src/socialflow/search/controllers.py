@@ -67,11 +67,13 @@ class SearchController(Controller):
         query = services.search_query(q, mode, limit, cursor, filters)
         resources = state.resources
 
-        async def release() -> None:  # read-only: the request's transaction ends unchanged
-            await request_work(request.scope).close()
-
         return await services.search(
-            session, resources, access, query, media_storage(resources.settings), release=release
+            session,
+            resources,
+            access,
+            query,
+            media_storage(resources.settings),
+            release=request_work(request.scope).release,
         )
 
     @get(

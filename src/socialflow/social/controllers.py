@@ -71,7 +71,7 @@ class SocialAccountController(Controller):
                 resources=state.resources,
                 http=http,
                 data=data,
-                release=request_work(request.scope).close,
+                release=request_work(request.scope).release,
             )
 
     @post(
@@ -93,7 +93,7 @@ class SocialAccountController(Controller):
                 resources=state.resources,
                 http=http,
                 data=data,
-                release=request_work(request.scope).close,
+                release=request_work(request.scope).release,
             )
 
     @post(
@@ -152,6 +152,6 @@ class OAuthCallbackController(Controller):
                 http=http,
                 state=oauth_state,
                 code=code,
-                release=request_work(request.scope).close,
+                release=request_work(request.scope).release,
             )
         return Response(account, status_code=201)

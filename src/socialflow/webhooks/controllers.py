@@ -203,8 +203,8 @@ class WebhookController(Controller):
                 settings=state.settings,
                 vault=state.vault,
                 http=http,
-                # A test writes nothing: the request's transaction may end before the call.
-                release=request_work(request.scope).close,
+                # A test writes nothing: the request's transaction ends before the call.
+                release=request_work(request.scope).release,
             )
 
     @post(

@@ -563,3 +563,27 @@ async def test_two_drains_of_a_failing_endpoint_at_once_send_one_probe(
         *(apply_named_event("deliver_webhooks", twin, hooks.factory) for twin in twins)
     )
     assert len(receiver.deliveries) == 2  # one probe, not two
+
+
+async def test_a_key_calling_the_test_delivery_has_its_use_recorded(
+    hooks: Hooks, receiver: FakeReceiver, world: World, platform: Platform
+) -> None:
+    """The request's transaction ends (committed) before the endpoint is called: what the
+    guards did in it, such as stamping the API key's last use, stays done."""
+    created = await hooks.create(receiver, "settings.*")
+    made = await platform.client.post(
+        f"/api/v1/tenants/{world.tenant_a}/api-keys",
+        json={"name": "ci", "role": "admin"},
+        headers=world.owner_a.headers,
+    )
+    assert made.status_code == 201, made.text
+    key = made.json()["key"]
+    answer = await platform.client.post(
+        f"{hooks.base}/{created['id']}/test", headers={"Authorization": f"Bearer {key}"}
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["delivered"] is True
+    used = hooks.pg.execute(
+        "SELECT last_used_at IS NOT NULL FROM shared.api_keys WHERE prefix = %s", (key[:12],)
+    ).fetchone()
+    assert used == (True,)
