@@ -153,6 +153,7 @@ def _path_values(world: World) -> dict[str, str]:
         "post_id": str(uuid.uuid4()),
         "account_id": str(uuid.uuid4()),
         "endpoint_id": str(uuid.uuid4()),
+        "destination_id": str(uuid.uuid4()),
     }
 
 
