@@ -7,7 +7,8 @@ import base64
 import hashlib
 import secrets
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -19,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from socialflow.access.directory import tenant_by_id
 from socialflow.access.permissions import Permission
 from socialflow.access.principal import Principal
-from socialflow.access.tenant_access import TenantAccess, standing_in
+from socialflow.access.tenant_access import TenantAccess, standing_in, tenant_not_found
 from socialflow.audit.record import record_change
 from socialflow.lib.outbound import check_outbound_url, url_origin
 from socialflow.lib.problems import Problem
@@ -160,6 +161,22 @@ async def _store(
     return account
 
 
+@asynccontextmanager
+async def _keeping(
+    resources: Resources, access: TenantAccess
+) -> AsyncIterator[tuple[AsyncSession, TenantAccess]]:
+    """The unit of work that keeps what a connect brought back from the platform, with the
+    caller's standing read again: a tenant suspended, deleted or purged, or a member removed
+    or demoted while the platform answered, is refused as a new request would be."""
+    async with resources.unit_of_work() as session:
+        tenant = await tenant_by_id(session, access.tenant.id)
+        if tenant is None or tenant.status == "purged":
+            raise tenant_not_found(access.tenant.slug)
+        now = await standing_in(session, tenant, access.principal, enter_schema=True)
+        now.require(Permission.PUBLISH)
+        yield session, now
+
+
 # -- Mastodon: OAuth authorization code with PKCE --------------------------------------------
 
 
@@ -220,27 +237,27 @@ async def start_mastodon(
     settings = resources.settings
     instance = await _checked_url(settings, data.instance_url, "instance_url", origin_only=True)
     redirect = redirect_uri(settings)
-    async with resources.in_tenant(access.tenant.slug) as (_, fresh):
+    async with _keeping(resources, access) as (fresh, standing):
         app = await fresh.get(SocialApp, ("mastodon", instance, redirect))
         if app is not None:
-            return await _authorization(fresh, resources, access, instance, app.client_id, False)
+            return await _authorization(fresh, resources, standing, instance, app.client_id, False)
     try:
         client_id, client_secret = await mastodon.register_app(
             http, instance, redirect_uri=redirect, scopes=MASTODON_SCOPES, app_name=APP_NAME
         )
     except ConnectRefused as refused:
         raise _refused(refused) from None
-    async with resources.in_tenant(access.tenant.slug) as (_, fresh):
+    async with _keeping(resources, access) as (fresh, standing):
         client_id = await _sealed_app(
             fresh,
             resources.vault,
-            access.tenant.id,
+            standing.tenant.id,
             instance=instance,
             redirect=redirect,
             client_id=client_id,
             client_secret=client_secret,
         )
-        return await _authorization(fresh, resources, access, instance, client_id, True)
+        return await _authorization(fresh, resources, standing, instance, client_id, True)
 
 
 async def _authorization(  # noqa: PLR0917 - one flow's parts
@@ -359,13 +376,13 @@ async def complete_oauth(
         )
     except ConnectRefused as refused:
         raise _refused(refused) from None
-    async with resources.in_tenant(tenant.slug) as (_, fresh):
+    async with _keeping(resources, access) as (fresh, standing):
         if (await fresh.execute(_TAKE_STATE, params)).one_or_none() is None:
             raise Problem(400, "invalid-oauth-state", _INVALID_STATE)  # taken meanwhile
         account = await _store(
             fresh,
             vault,
-            access,
+            standing,
             platform="mastodon",
             server_url=found.server_url,
             identity=identity,
@@ -398,11 +415,11 @@ async def connect_bluesky(
         )
     except ConnectRefused as refused:
         raise _refused(refused) from None
-    async with resources.in_tenant(access.tenant.slug) as (_, fresh):
+    async with _keeping(resources, access) as (fresh, standing):
         account = await _store(
             fresh,
             resources.vault,
-            access,
+            standing,
             platform="bluesky",
             server_url=service,
             identity=identity,

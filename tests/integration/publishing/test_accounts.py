@@ -217,3 +217,28 @@ async def test_a_webhook_destinations_url_is_shown_by_its_origin_only(
     ).fetchall()
     for text in [connected.text, *shown, *(r[0] for r in events), *(r[0] for r in audited)]:
         assert "sekret" not in text.lower(), text
+
+
+async def test_a_tenant_suspended_while_the_platform_answers_keeps_no_account(
+    studio: Studio, pds: FakePds
+) -> None:
+    """The platform is called with no transaction open; what comes back is kept only if the
+    caller may still connect accounts there, read again as a new request would."""
+    pds.add_account("brand.test", "app-pass-1234")
+
+    def suspend(nsid: str) -> None:  # mid sign-in
+        if nsid == "com.atproto.server.createSession":
+            studio.pg.execute(
+                "UPDATE shared.tenants SET status = 'suspended' WHERE id = %s", (studio.tenant_id,)
+            )
+
+    pds.on_call = suspend
+    answer = await studio.client.post(
+        f"{studio.base}/social-accounts/connect/bluesky",
+        json={"identifier": "brand.test", "app_password": "app-pass-1234", "service_url": pds.url},
+        headers=studio.admin.headers,
+    )
+    assert answer.status_code == 403, answer.text
+    assert answer.json()["type"].endswith("tenant-suspended")
+    kept = studio.pg.execute(f'SELECT count(*) FROM "{studio.tenant_schema}".social_accounts')
+    assert kept.fetchone() == (0,)
