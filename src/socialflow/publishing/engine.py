@@ -293,6 +293,8 @@ async def _outgoing(resources: Resources, send: Send) -> OutgoingPost:
 
 # How often a delivery waiting for another's refresh looks again.
 _REFRESH_POLL_S = 0.25
+# A refresh's call ends this long before its lease (the writes after it fit in the rest).
+_LEASE_SPARE_S = 5.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -332,20 +334,54 @@ async def fresh_account(
     if taken is not send.account:
         return taken  # gone, or refreshed by another meanwhile
     try:
-        renewed = await adapter.refresh(send.account)
+        # Within the lease, whatever the platform does (the client's timeout bounds each read,
+        # not the call): past it another delivery may refresh with the same refresh token.
+        async with asyncio.timeout(lease_s - _LEASE_SPARE_S):
+            renewed = await adapter.refresh(send.account)
     except ReconnectNeeded:
-        async with steps.transaction() as session:
-            _tenant_id, slug = _tenant(steps)
-            await _end_lease(session, send)
-            await mark_needs_reconnect(
-                session, slug, send.account_id, "The platform revoked the grant."
-            )
-        return None
-    except (PublishError, OutcomeUnknown):
-        async with steps.transaction() as session:
-            await _end_lease(session, send)
-        return send.account  # the platform is down: try with what there is
+        return await _revoked(steps, resources, send)
+    except (PublishError, OutcomeUnknown, TimeoutError):
+        await _let_go(steps, send)
+        return send.account  # the platform is down or slow: try with what there is
+    except Exception:
+        await _let_go(steps, send)  # an adapter's bug: the others need not wait for the lease
+        raise
     return await _keep_refreshed(steps, resources, send, renewed)
+
+
+async def _as_kept(
+    session: AsyncSession,
+    resources: Resources,
+    tenant_id: uuid.UUID,
+    row: SocialAccount,
+    send: Send,
+) -> Account:
+    """The account with the credentials its row keeps now (another delivery's refresh)."""
+    opened = await sealing.open_sealed(session, resources.vault, tenant_id, row.id, row.credentials)
+    return dataclasses.replace(send.account, credentials=opened)
+
+
+async def _let_go(steps: EventSteps, send: Send) -> None:
+    async with steps.transaction() as session:
+        await _end_lease(session, send)
+
+
+async def _revoked(steps: EventSteps, resources: Resources, send: Send) -> Account | None:
+    """The platform refused this refresh: the account needs reconnecting, unless another
+    delivery's refresh was kept meanwhile (this one's lease ran out and its refresh token was
+    spent by the other): those credentials are then the ones to use."""
+    async with steps.transaction() as session:
+        tenant_id, slug = _tenant(steps)
+        row, _now = await _locked_account(session, send)
+        if row is not None and row.credentials_version != send.credentials_version:
+            if row.status != "active":
+                return None
+            return await _as_kept(session, resources, tenant_id, row, send)
+        await _end_lease(session, send)
+        await mark_needs_reconnect(
+            session, slug, send.account_id, "The platform revoked the grant."
+        )
+    return None
 
 
 async def _locked_account(
@@ -375,10 +411,7 @@ async def _lease_refresh(
         if row is None or row.status != "active":
             return None
         if row.credentials_version != send.credentials_version:
-            opened = await sealing.open_sealed(
-                session, resources.vault, tenant_id, row.id, row.credentials
-            )
-            return dataclasses.replace(send.account, credentials=opened)
+            return await _as_kept(session, resources, tenant_id, row, send)
         if row.refresh_lease_until is not None and row.refresh_lease_until > now:
             return _Wait()
         row.refresh_lease_until = now + timedelta(seconds=lease_s)
@@ -407,10 +440,7 @@ async def _keep_refreshed(
         if row is None or row.status != "active":
             return None
         if row.credentials_version != send.credentials_version:
-            opened = await sealing.open_sealed(
-                session, resources.vault, tenant_id, row.id, row.credentials
-            )
-            return dataclasses.replace(send.account, credentials=opened)
+            return await _as_kept(session, resources, tenant_id, row, send)
         row.credentials = await sealing.seal(session, resources.vault, tenant_id, row.id, renewed)
         row.credentials_version += 1
         row.expires_at = renewed.expires_at

@@ -385,6 +385,26 @@ async def test_a_refresh_left_by_a_dead_worker_is_taken_over_when_its_lease_ends
     assert lease == (None, 2)  # refreshed once, and the lease let go
 
 
+async def test_a_refresh_that_breaks_lets_go_of_its_lease_at_once(
+    studio: Studio, pds: FakePds, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pds.access_ttl_s = 60
+    account = await studio.bluesky(pds)
+
+    async def broken(self: BlueskyAdapter, account: Any) -> Any:
+        raise RuntimeError("an adapter's bug")
+
+    monkeypatch.setattr(BlueskyAdapter, "refresh", broken)
+    await _published_now(studio, text="x", destinations=[{"account_id": account["id"]}])
+    with pytest.raises(RuntimeError):  # the actor fails (Dramatiq retries it)
+        await studio.run_engine()
+    lease = studio.pg.execute(
+        f"SELECT refresh_lease_until FROM {studio.tenant_schema}.social_accounts WHERE id = %s",
+        (account["id"],),
+    ).fetchone()
+    assert lease == (None,)  # the next delivery need not wait for it to run out
+
+
 async def test_a_revoked_bluesky_session_marks_the_account_for_reconnecting(
     studio: Studio, pds: FakePds
 ) -> None:
