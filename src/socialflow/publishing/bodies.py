@@ -62,9 +62,10 @@ class DeliveryResolution(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tru
     not there: the delivery fails); `send_again` (it is not there: one more attempt now)."""
 
     outcome: Literal["published", "not_published", "send_again"]
-    url: Annotated[str, msgspec.Meta(max_length=2048, pattern=r"^https?://[^\s\x00]+$")] | None = (
-        None
-    )
+    url: (
+        Annotated[str, msgspec.Meta(max_length=2048, pattern=r"^https?://[^\s\x00\"'<>\\]+$")]
+        | None
+    ) = None
     platform_post_id: (
         Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f]+$")]
         | None

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from litestar import Controller, Request, Response, get, patch, post
+from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -220,12 +221,20 @@ class PostController(Controller):
         ),
         opt={"problems": (404, 409, 422)},
     )
-    async def resolve(
+    async def resolve(  # noqa: PLR0917 - the request's parts, each a dependency
         self,
         post_id: FromPath[uuid.UUID],
         destination_id: FromPath[uuid.UUID],
         data: JSONBody[DeliveryResolution],
         access: NamedDependency[TenantAccess],
         session: NamedDependency[AsyncSession],
+        state: State,
     ) -> PostOut:
-        return await services.resolve_delivery(session, access, post_id, destination_id, data)
+        return await services.resolve_delivery(
+            session,
+            access,
+            post_id,
+            destination_id,
+            data,
+            max_attempts=state.settings.publish_max_attempts,
+        )

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -708,6 +709,8 @@ async def resolve_delivery(
     post_id: uuid.UUID,
     destination_id: uuid.UUID,
     data: DeliveryResolution,
+    *,
+    max_attempts: int,
 ) -> PostOut:
     """Settle a delivery left `unconfirmed` (its outcome unknown, its lookups spent or still
     going) as the person who looked on the platform found it."""
@@ -724,11 +727,18 @@ async def resolve_delivery(
         )
     found = None
     if data.outcome == "published":
-        if data.url is None:
-            raise invalid("url", "the post's address on the platform is required", source="body")
-        found = Receipt(data.platform_post_id or "", data.url, {"resolved_by_hand": True})
+        found = Receipt(
+            _resolved_id(data.platform_post_id), _resolved_url(data.url), {"resolved_by_hand": True}
+        )
     elif data.url is not None or data.platform_post_id is not None:
         raise invalid("outcome", "url and platform_post_id are for a published one", source="body")
+    elif data.outcome == "send_again" and destination.attempts >= max_attempts:
+        raise Problem(
+            409,
+            "attempts-spent",
+            f"This delivery has had its {destination.attempts} attempts: resolve it as "
+            "published or not_published.",
+        )
     account = await session.get(SocialAccount, destination.account_id)
     resolved = DestinationResolved(
         post_id=post.id, destination_id=destination.id, outcome=data.outcome, note=data.note
@@ -746,3 +756,19 @@ async def resolve_delivery(
     )
     await session.refresh(post)
     return await post_out(session, post)
+
+
+def _resolved_url(url: str | None) -> str:
+    """The address a person found the post at: http(s), a host, nothing that is not a URL's."""
+    if url is None:
+        raise invalid("url", "the post's address on the platform is required", source="body")
+    parts = urlsplit(url)
+    if not parts.hostname or url != url.strip() or any(ord(c) < 32 for c in url):
+        raise invalid("url", "an http or https address with a host", source="body")
+    return url
+
+
+def _resolved_id(platform_post_id: str | None) -> str:
+    if platform_post_id is not None and any(ord(c) < 32 for c in platform_post_id):
+        raise invalid("platform_post_id", "no control characters", source="body")
+    return platform_post_id or ""

@@ -103,8 +103,21 @@ async def test_only_an_unconfirmed_delivery_is_resolved_and_bad_input_changes_no
         await _resolve(
             studio, post_id, destination_id, outcome="published", url="javascript:alert(1)"
         ),
+        await _resolve(studio, post_id, destination_id, outcome="published", url="https:///etc"),
+        await _resolve(studio, post_id, destination_id, outcome="published", url="https://a\n"),
+        await _resolve(
+            studio, post_id, destination_id, outcome="published", url='https://x"><img src=x>'
+        ),
+        await _resolve(
+            studio,
+            post_id,
+            destination_id,
+            outcome="published",
+            url="https://x.example/1",
+            platform_post_id="1\n",
+        ),
     ]
-    assert [r.status_code for r in refused] == [422, 422, 400, 400]
+    assert [r.status_code for r in refused] == [422, 422, 400, 400, 422, 422, 400, 422]
     editor = await studio.call(
         "POST",
         f"/{post_id}/destinations/{destination_id}/resolve",
@@ -124,3 +137,17 @@ async def test_only_an_unconfirmed_delivery_is_resolved_and_bad_input_changes_no
     twice = await _resolve(studio, post_id, destination_id, outcome="send_again")
     assert twice.status_code == 409
     assert twice.json()["state_now"] == "failed"
+
+
+async def test_send_again_is_refused_once_the_attempts_are_spent(
+    studio: Studio, instance: FakeMastodon
+) -> None:
+    post_id, destination_id = await _unconfirmed(studio, instance)
+    studio.pg.execute(
+        f'UPDATE "{studio.tenant_schema}".post_destinations SET attempts = 6 WHERE id = %s',
+        (destination_id,),
+    )
+    refused = await _resolve(studio, post_id, destination_id, outcome="send_again")
+    assert refused.status_code == 409
+    assert refused.json()["type"].endswith("attempts-spent")
+    assert (await studio.post(post_id))["destinations"][0]["state"] == "unconfirmed"
