@@ -127,13 +127,21 @@ async def test_settling_charges_the_real_cost_and_releasing_gives_everything_bac
     ]
 
 
-async def test_a_redelivery_gives_back_what_the_lost_delivery_reserved(
-    platform: Platform, world: World, pg: psycopg.Connection[Any]
-) -> None:
+async def _lost_dime(
+    platform: Platform, world: World
+) -> tuple[TenantRef, uuid.UUID, ledger.Reservation]:
+    """A dime reserved by a delivery of an event that then died mid-call."""
     tenant = await _with_a_dollar(platform, world)
     event_id = uuid.uuid4()
     lost = await _reserve(platform, tenant, DIME, event_id=event_id)
     assert lost is not None
+    return tenant, event_id, lost
+
+
+async def test_a_redelivery_gives_back_what_the_lost_delivery_reserved(
+    platform: Platform, world: World, pg: psycopg.Connection[Any]
+) -> None:
+    tenant, event_id, lost = await _lost_dime(platform, world)
     async with unit_of_work(platform.factory) as session:
         await _enter(session, tenant)
         kept = await ledger.release_abandoned(
@@ -167,10 +175,7 @@ def _spent_by_period(pg: psycopg.Connection[Any], tenant: TenantRef) -> list[tup
 async def test_a_release_gives_back_to_the_period_the_reservation_counted_in(
     platform: Platform, world: World, pg: psycopg.Connection[Any]
 ) -> None:
-    tenant = await _with_a_dollar(platform, world)
-    event_id = uuid.uuid4()
-    lost = await _reserve(platform, tenant, DIME, event_id=event_id)
-    assert lost is not None
+    tenant, event_id, lost = await _lost_dime(platform, world)
     [(current, spent)] = _spent_by_period(pg, tenant)
     assert spent == DIME
     # As if reserved in the previous billing period, as that period was then (the anchor day or

@@ -231,13 +231,16 @@ async def _tenant_with_invited_owner(
     return slug, await platform.login(owner_email)
 
 
+async def _schema_of(session: Any, slug: str) -> str:
+    found = await session.execute(
+        text("SELECT schema_name FROM shared.tenants WHERE slug = :s"), {"s": slug}
+    )
+    return str(found.scalar_one())
+
+
 async def _as_if_processed(platform: Platform, slug: str, media_id: str) -> None:
     async with unit_of_work(platform.factory) as session:
-        schema = (
-            await session.execute(
-                text("SELECT schema_name FROM shared.tenants WHERE slug = :s"), {"s": slug}
-            )
-        ).scalar_one()
+        schema = await _schema_of(session, slug)
         await session.execute(
             text(f"UPDATE \"{schema}\".media_items SET status = 'ready' WHERE id = :id"),
             {"id": media_id},
@@ -247,11 +250,7 @@ async def _as_if_processed(platform: Platform, slug: str, media_id: str) -> None
 async def _as_if_unconfirmed(platform: Platform, slug: str, post_id: str) -> str:
     """The post's one delivery as if its call had reached the platform and never answered."""
     async with unit_of_work(platform.factory) as session:
-        schema = (
-            await session.execute(
-                text("SELECT schema_name FROM shared.tenants WHERE slug = :s"), {"s": slug}
-            )
-        ).scalar_one()
+        schema = await _schema_of(session, slug)
         updated = await session.execute(
             text(
                 f"UPDATE \"{schema}\".post_destinations SET state = 'unconfirmed' "
