@@ -84,7 +84,7 @@ def test_two_processes_each_listen_a_dead_one_is_replaced_and_sigterm_stops_all(
         )
     )
     _wait_for(lambda: _healthy(port))
-    assert "api.process_exited" in api.output
+    api.wait_for_output("api.process_exited")  # read from its pipe by a thread: it may lag
 
     survivors = _api_processes(api)
     api.signal(signal.SIGTERM)
