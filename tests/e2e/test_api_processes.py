@@ -168,8 +168,16 @@ def test_with_a_metrics_port_the_metrics_leave_the_api_port_for_it(
     sent = 12
     for _ in range(sent):
         assert _ready(port)
-    # Every process's requests, on the port of its own.
-    assert _scrape(metrics_port)[key] == before + sent
+    # Every process's requests, on the port of its own. (Twice in CI a scrape right after the
+    # last answer found one request short, never reproduced alone: the scrape is retried for a
+    # few seconds, and a shortfall that stays names the processes that served the requests.)
+    deadline = time.monotonic() + 10
+    while (counted := _scrape(metrics_port).get(key, 0.0)) < before + sent:
+        if time.monotonic() > deadline:
+            served = [line for line in api.output.splitlines() if "path=/ready" in line]
+            raise AssertionError(f"{counted} of {before + sent} counted; served: {served}")
+        time.sleep(0.2)
+    assert counted == before + sent
     with pytest.raises(urllib.error.HTTPError) as missing:
         _scrape(port)
     assert missing.value.code == 404
