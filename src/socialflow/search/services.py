@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from socialflow.access.tenant_access import TenantAccess
 from socialflow.captions import calling
 from socialflow.lib.pagination import decode_cursor, encode_cursor
-from socialflow.lib.problems import Problem
+from socialflow.lib.problems import Problem, invalid
 from socialflow.media.storage import Storage
 from socialflow.plans.quota import TenantKey
 from socialflow.resources import Resources
@@ -44,15 +44,6 @@ DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
 MAX_DEPTH = 1000  # how far pages reach into a result list
 HNSW_MAX_FETCH = 1000  # pgvector's largest hnsw.ef_search
-
-
-def _invalid(name: str, message: str) -> Problem:
-    return Problem(
-        422,
-        "validation-error",
-        f"{name}: {message}",
-        errors=[{"field": name, "source": "query", "message": message}],
-    )
 
 
 @dataclass(frozen=True)
@@ -108,26 +99,26 @@ def filters_of(
     filters: dict[str, Any] = {}
     if kind is not None:
         if kind not in KINDS:
-            raise _invalid("kind", f"one of {', '.join(KINDS)}")
+            raise invalid("kind", f"one of {', '.join(KINDS)}")
         filters["kind"] = kind
     if status is not None:
         if status not in STATUSES:
-            raise _invalid("status", f"one of {', '.join(STATUSES)}")
+            raise invalid("status", f"one of {', '.join(STATUSES)}")
         filters["status"] = status
     if tags is not None:
         wanted = sorted({t.strip() for t in tags.split(",") if t.strip()})
         if not wanted or len(wanted) > MAX_TAGS or any(len(t) > MAX_TAG_LENGTH for t in wanted):
-            raise _invalid(
+            raise invalid(
                 "tags", f"1 to {MAX_TAGS} comma-separated tags of {MAX_TAG_LENGTH} characters"
             )
         filters["tags"] = wanted
     for name, moment in (("created_from", created_from), ("created_to", created_to)):
         if moment is not None:
             if moment.tzinfo is None:
-                raise _invalid(name, "a time with its zone (e.g. 2026-01-31T00:00:00Z)")
+                raise invalid(name, "a time with its zone (e.g. 2026-01-31T00:00:00Z)")
             filters[name] = moment
     if created_from and created_to and created_from >= created_to:
-        raise _invalid("created_to", "after created_from")
+        raise invalid("created_to", "after created_from")
     return filters
 
 
@@ -136,21 +127,21 @@ def search_query(
 ) -> SearchQuery:
     text = (q or "").strip()
     if not text:
-        raise _invalid("q", "a query of 1 to 500 characters")
+        raise invalid("q", "a query of 1 to 500 characters")
     if len(text) > MAX_QUERY_LENGTH:
-        raise _invalid("q", f"at most {MAX_QUERY_LENGTH} characters")
+        raise invalid("q", f"at most {MAX_QUERY_LENGTH} characters")
     mode = mode or "hybrid"
     if mode not in MODES:
-        raise _invalid("mode", f"one of {', '.join(MODES)}")
+        raise invalid("mode", f"one of {', '.join(MODES)}")
     limit = DEFAULT_LIMIT if limit is None else limit
     if not 1 <= limit <= MAX_LIMIT:
-        raise _invalid("limit", f"1 to {MAX_LIMIT}")
+        raise invalid("limit", f"1 to {MAX_LIMIT}")
     query = SearchQuery(text, mode, filters, limit)
     if cursor:
         offset, answered = _position(cursor, query.fingerprint)
         query = SearchQuery(text, mode, filters, limit, offset, answered)
     if query.offset + limit > MAX_DEPTH:
-        raise _invalid("cursor", f"results reach {MAX_DEPTH} deep: refine the query")
+        raise invalid("cursor", f"results reach {MAX_DEPTH} deep: refine the query")
     return query
 
 
@@ -253,7 +244,7 @@ async def similar(
 ) -> SearchResults:
     """The items nearest to `media_id`'s vector (not itself), with the filters given."""
     if not 1 <= limit <= MAX_LIMIT:
-        raise _invalid("limit", f"1 to {MAX_LIMIT}")
+        raise invalid("limit", f"1 to {MAX_LIMIT}")
     source = (await session.execute(statements.SIMILAR_SOURCE, {"id": media_id})).first()
     if source is None:
         if (await session.execute(statements.ITEM_EXISTS, {"id": media_id})).first() is None:
