@@ -12,7 +12,7 @@ import ipaddress
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from socialflow.lib.problems import Problem
 from socialflow.settings import Settings
@@ -158,10 +158,21 @@ def url_origin(url: str) -> str:
     """Scheme, host and port of `url`: what may be shown of a URL whose path or query can hold
     a token (a Slack or Zapier hook)."""
     parts = urlsplit(url)
+    return urlunsplit((parts.scheme, _host_and_port(parts), "", "", ""))
+
+
+def shown_url(url: str) -> str:
+    """The URL without its query, fragment or credentials: what events and logs may show of a
+    customer's webhook endpoint (a receiver may keep a token in its query)."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, _host_and_port(parts), parts.path, "", ""))
+
+
+def _host_and_port(parts: SplitResult) -> str:
     host = parts.hostname or ""
     if ":" in host:  # an IPv6 literal
         host = f"[{host}]"
-    return f"{parts.scheme}://{host}:{parts.port}" if parts.port else f"{parts.scheme}://{host}"
+    return f"{host}:{parts.port}" if parts.port else host
 
 
 def _refused(detail: str, field: str) -> Problem:

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -66,15 +65,6 @@ def body_of(event_type: str, occurred_at: datetime, data: dict[str, Any]) -> str
     timestamp = occurred_at.isoformat().replace("+00:00", "Z")
     event = {"type": event_type, "timestamp": timestamp, "data": data}
     return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
-
-
-def shown_url(url: str) -> str:
-    """The URL without its query, fragment or credentials: what events and logs may show (a
-    receiver may keep a token in its query)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def webhook_client(settings: Settings) -> httpx.AsyncClient:

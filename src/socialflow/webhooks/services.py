@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from socialflow.access.tenant_access import TenantAccess
 from socialflow.audit.record import record_change
-from socialflow.lib.outbound import check_outbound_url
+from socialflow.lib.outbound import check_outbound_url, shown_url
 from socialflow.lib.pagination import Page, PageRequest, SortKey, encode_cursor
 from socialflow.lib.problems import Problem, invalid
 from socialflow.lib.webhook_signing import new_secret
@@ -45,7 +45,7 @@ from socialflow.webhooks.events import (
     WebhookSecretRotated,
 )
 from socialflow.webhooks.models import WebhookAttempt, WebhookEndpoint
-from socialflow.webhooks.sending import Result, body_of, send, shown_url
+from socialflow.webhooks.sending import Result, body_of, send
 
 ATTEMPT_ORDER = SortKey.of(id=int)
 MAX_URL_CHARS = 2048

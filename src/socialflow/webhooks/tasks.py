@@ -18,12 +18,13 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from socialflow.lib.email import send_email
+from socialflow.lib.outbound import shown_url
 from socialflow.outbox.events import Event
 from socialflow.resources import Resources
 from socialflow.webhooks import dispatch
 from socialflow.webhooks.events import WebhookEndpointDue
 from socialflow.webhooks.models import WebhookEndpoint
-from socialflow.webhooks.sending import Answer, send, shown_url, worker_client
+from socialflow.webhooks.sending import Answer, send, worker_client
 from socialflow.workers.actors import EventSteps, event_actor, worker_resources
 
 WEBHOOKS_QUEUE = "webhooks"
