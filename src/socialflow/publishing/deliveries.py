@@ -218,7 +218,7 @@ async def resolve_by_hand(
     destination.sending_since = None
     destination.next_attempt_at = None
     event: DestinationPublished | DestinationFailed | DeliveryDue
-    if outcome == "published" and found is not None:
+    if found is not None:  # published
         event = _published(destination, platform, found)
     elif outcome == "not_published":
         detail = note or "A person found it was not published."
